@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Build dist/isboot. Prefer `deno compile` (one self-contained executable); it
+# needs the denort runtime, from $DENORT_BIN or downloaded by deno. Where that
+# is not available, build the same CLI as a `deno bundle` script plus a
+# launcher that runs it with the pinned deno binary copied beside it.
+set -euo pipefail
+deno=${DENO:?DENO must name the deno binary}
+out=dist
+rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+version=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' deno.json | head -1)
+
+if "$deno" compile -A --quiet --output "$out.tmp/isboot" main.ts >"$out.tmp/compile.log" 2>&1 &&
+  [ "$("$out.tmp/isboot" --version 2>/dev/null)" = "isboot $version" ]; then
+  rm -f "$out.tmp/compile.log"
+  echo "built dist/isboot: single executable (deno compile)"
+else
+  echo "denort runtime unavailable (set DENORT_BIN or allow deno to download it); building dist/isboot as a bundle run by the pinned deno"
+  rm -f "$out.tmp/isboot" "$out.tmp/compile.log"
+  "$deno" bundle --quiet --platform deno --output "$out.tmp/isboot.js" main.ts
+  cp "$deno" "$out.tmp/deno"
+  cat >"$out.tmp/isboot" <<'LAUNCHER'
+#!/bin/sh
+# isboot launcher (bundle form): runs isboot.js with the deno binary beside it.
+# Deno refuses /proc, /sys and /dev without -A.
+here=$(dirname "$(readlink -f "$0")")
+export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1
+[ -n "${DENO_DIR:-}" ] || export DENO_DIR=/run/isboot/deno-cache
+exec "$here/deno" run -A --quiet --no-config --no-lock --no-remote --no-npm "$here/isboot.js" "$@"
+LAUNCHER
+  chmod 0755 "$out.tmp/isboot"
+  got=$("$out.tmp/isboot" --version)
+  [ "$got" = "isboot $version" ] || { echo "bundle self-check failed: '$got'" >&2; exit 1; }
+  echo "built dist/isboot: launcher + dist/isboot.js + dist/deno (bundle form)"
+fi
+rm -rf "$out" && mv "$out.tmp" "$out"

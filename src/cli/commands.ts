@@ -1,0 +1,7 @@
+import type { Command } from "./context.ts";
+
+/**
+ * The subcommand table. Each entry lives in its own file under src/cli/ and
+ * is thin: parse, call the layers, print.
+ */
+export const COMMANDS: Record<string, Command> = {};
