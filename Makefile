@@ -47,7 +47,7 @@ test-deps:
 
 # The whole suite: static checks, then every test (real peers included).
 test: test-deps check dist/isboot
-	scripts/run-tests.sh tests/
+	ISBOOT_BIN=$(CURDIR)/dist/isboot scripts/run-tests.sh tests/
 
 # Property and fuzz tests at full strength.
 fuzz: deps

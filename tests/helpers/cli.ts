@@ -1,7 +1,7 @@
 /**
- * Run the isboot CLI as a subprocess. Uses dist/isboot when ISBOOT_BIN names
- * it (or it exists), else `deno run -A main.ts`, so tests exercise the same
- * entry point users run.
+ * Run the isboot CLI as a subprocess: the built executable named by
+ * ISBOOT_BIN (`make test` sets it to dist/isboot), else `deno run -A main.ts`
+ * so a developer's run never picks up a stale build.
  */
 export interface CliResult {
   code: number;
@@ -14,12 +14,7 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 export function isbootCommand(): { cmd: string; pre: string[] } {
   const bin = Deno.env.get("ISBOOT_BIN");
   if (bin) return { cmd: bin, pre: [] };
-  try {
-    Deno.statSync(`${ROOT}dist/isboot`);
-    return { cmd: `${ROOT}dist/isboot`, pre: [] };
-  } catch {
-    return { cmd: Deno.execPath(), pre: ["run", "-A", "--quiet", `${ROOT}main.ts`] };
-  }
+  return { cmd: Deno.execPath(), pre: ["run", "-A", "--quiet", `${ROOT}main.ts`] };
 }
 
 export async function runCli(
