@@ -1,0 +1,90 @@
+/**
+ * The single `Deno.dlopen` of libc. Every FFI call isboot makes goes through
+ * here; the rest of the tree calls the typed wrappers in src/sys/.
+ *
+ * Rules this module keeps (see /work/shared/deno-notes.md and docs/kernel.md):
+ * - Variadic functions (fcntl, ioctl, prctl, open) are declared with fixed
+ *   integer/pointer parameters, which is how the x86-64 ABI passes them anyway.
+ * - No symbol is `nonblocking`: those run on a pool thread where errno is lost.
+ *   Calls that could block are made on O_NONBLOCK fds instead, and errno is
+ *   read with `__errno_location()` right after the call, on the same thread.
+ * - The library is opened on first use, so importing src/sys costs nothing
+ *   for commands that never call libc (and needs no --allow-ffi).
+ *
+ * @example
+ * ```ts
+ * const fd = check("socket", libc().socket(AF_NETLINK, SOCK_RAW, 0));
+ * ```
+ */
+import { SysError } from "./errno.ts";
+
+const SYMBOLS = {
+  __errno_location: { parameters: [], result: "pointer" },
+  close: { parameters: ["i32"], result: "i32" },
+  dup: { parameters: ["i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  // int fcntl(int fd, int cmd, ... /* int arg */)
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  // int ioctl(int fd, unsigned long request, ... /* void *arg */)
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  getpid: { parameters: [], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The typed symbol table of libc. */
+export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+let opened: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+
+/**
+ * libc's symbols, opening the library on first use. (This is the one lazily
+ * filled module slot in isboot: a handle to a process-wide library, not state.)
+ */
+export function libc(): Libc {
+  opened ??= Deno.dlopen("libc.so.6", SYMBOLS);
+  return opened.symbols;
+}
+
+/** errno of the calling thread, as left by the last synchronous libc call. */
+export function errno(): number {
+  const p = libc().__errno_location();
+  if (p === null) return 0;
+  return new Deno.UnsafePointerView(p).getInt32(0);
+}
+
+/**
+ * Turn a libc return value into a result: -1 (or any negative) throws
+ * SysError with errno read immediately; otherwise the value is returned.
+ *
+ * @example
+ * ```ts
+ * const n = check("recv", libc().recv(fd, buf, BigInt(buf.length), 0));
+ * ```
+ */
+export function check<T extends number | bigint>(call: string, ret: T): T {
+  if (typeof ret === "bigint" ? ret < 0n : ret < 0) throw new SysError(call, errno());
+  return ret;
+}
+
+/**
+ * Call `fn` again while it fails with EINTR (a signal arrived mid-call);
+ * other errors throw SysError.
+ */
+export function retryEintr<T extends number | bigint>(call: string, fn: () => T): T {
+  for (;;) {
+    const ret = fn();
+    if (typeof ret === "bigint" ? ret >= 0n : ret >= 0) return ret;
+    const e = errno();
+    if (e !== 4 /* EINTR */) throw new SysError(call, e);
+  }
+}

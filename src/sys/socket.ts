@@ -1,0 +1,145 @@
+/**
+ * Sockets made through libc: the kind Deno cannot make (socketpair, netlink)
+ * or must not make (a socket whose end the kernel will own; closing a
+ * Deno.Conn shuts its write side down). An fd from here can be wrapped into
+ * an async stream with `fdSocket`.
+ *
+ * @example
+ * ```ts
+ * const [mine, kernels] = socketPair();
+ * const stream = await fdSocket(mine);   // node:net Socket, async I/O
+ * // hand `kernels` to the kernel, then closeFd(kernels)
+ * ```
+ */
+import type { Socket } from "node:net";
+import { check, libc, retryEintr } from "./libc.ts";
+import { SysError } from "./errno.ts";
+
+/** Address families and socket types (include/linux/socket.h, net.h). */
+export const AF_UNIX = 1;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const AF_NETLINK = 16;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
+export const SOCK_RAW = 3;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+
+/** fcntl commands and flags (include/uapi/asm-generic/fcntl.h). */
+export const F_GETFD = 1;
+export const F_SETFD = 2;
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+export const FD_CLOEXEC = 1;
+export const O_NONBLOCK = 0o4000;
+
+/** shutdown(2) directions. */
+export const SHUT_RD = 0;
+export const SHUT_WR = 1;
+export const SHUT_RDWR = 2;
+
+/** poll(2) events. */
+export const POLLIN = 0x001;
+export const POLLOUT = 0x004;
+export const POLLERR = 0x008;
+export const POLLHUP = 0x010;
+
+/**
+ * socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC): two connected fds. Pass
+ * `nonblocking` to make both O_NONBLOCK.
+ *
+ * @example
+ * ```ts
+ * const [a, b] = socketPair();
+ * ```
+ */
+export function socketPair(opts: { nonblocking?: boolean } = {}): [number, number] {
+  const fds = new Int32Array(2);
+  const type = SOCK_STREAM | SOCK_CLOEXEC | (opts.nonblocking ? SOCK_NONBLOCK : 0);
+  check("socketpair", libc().socketpair(AF_UNIX, type, 0, fds));
+  return [fds[0], fds[1]];
+}
+
+/** socket(2), always close-on-exec. */
+export function openSocket(family: number, type: number, protocol: number): number {
+  return check("socket", libc().socket(family, type | SOCK_CLOEXEC, protocol));
+}
+
+/** close(2). EINTR is not retried (Linux has closed the fd already). */
+export function closeFd(fd: number): void {
+  check("close", libc().close(fd));
+}
+
+/** shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. */
+export function shutdownFd(fd: number, how: number = SHUT_RDWR): void {
+  check("shutdown", libc().shutdown(fd, how));
+}
+
+/** Set or clear O_NONBLOCK on an fd. */
+export function setNonBlocking(fd: number, on = true): void {
+  const flags = check("fcntl(F_GETFL)", libc().fcntl(fd, F_GETFL, 0));
+  const next = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  if (next !== flags) check("fcntl(F_SETFL)", libc().fcntl(fd, F_SETFL, next));
+}
+
+/** True when O_NONBLOCK is set on the fd. */
+export function isNonBlocking(fd: number): boolean {
+  return (check("fcntl(F_GETFL)", libc().fcntl(fd, F_GETFL, 0)) & O_NONBLOCK) !== 0;
+}
+
+/** Set or clear FD_CLOEXEC (clear it on an fd a re-exec'd isboot must keep). */
+export function setCloexec(fd: number, on = true): void {
+  const flags = check("fcntl(F_GETFD)", libc().fcntl(fd, F_GETFD, 0));
+  const next = on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC;
+  if (next !== flags) check("fcntl(F_SETFD)", libc().fcntl(fd, F_SETFD, next));
+}
+
+/**
+ * poll(2) one fd for `events`, waiting at most `timeoutMs` (blocks the JS
+ * thread: use only for short kernel round trips such as netlink replies).
+ * Returns the revents (0 on timeout).
+ */
+export function pollFd(fd: number, events: number, timeoutMs: number): number {
+  const pfd = new Uint8Array(8); // struct pollfd { int fd; short events; short revents; }
+  const dv = new DataView(pfd.buffer);
+  dv.setInt32(0, fd, true);
+  dv.setInt16(4, events, true);
+  const n = retryEintr("poll", () => libc().poll(pfd, 1n, timeoutMs));
+  return n === 0 ? 0 : dv.getUint16(6, true);
+}
+
+/**
+ * Wrap an fd made here into an async byte stream (node:net Socket), which
+ * takes ownership of the fd: `destroy()` closes it. It does not shut the
+ * socket down, so the peer end stays usable by whoever holds it.
+ *
+ * @example
+ * ```ts
+ * const s = await fdSocket(fd);
+ * s.on("data", (chunk: Uint8Array) => ...);
+ * ```
+ */
+export async function fdSocket(fd: number): Promise<Socket> {
+  if (!Number.isInteger(fd) || fd < 0) throw new SysError("fdSocket", 9 /* EBADF */);
+  const net = await import("node:net");
+  return new net.Socket({ fd, readable: true, writable: true });
+}
+
+/**
+ * Bytes an fd-wrapped socket carries as a Web stream pair, for code written
+ * against ReadableStream/WritableStream (the NBD server's transport).
+ */
+export async function fdStreams(
+  fd: number,
+): Promise<
+  { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array>; close(): void }
+> {
+  const sock = await fdSocket(fd);
+  const { Duplex } = await import("node:stream");
+  const { readable, writable } = Duplex.toWeb(sock) as {
+    readable: ReadableStream<Uint8Array>;
+    writable: WritableStream<Uint8Array>;
+  };
+  return { readable, writable, close: () => sock.destroy() };
+}

@@ -1,0 +1,342 @@
+/**
+ * src/sys on this host: socketpair + fd streams, netlink to NETLINK_ROUTE,
+ * generic netlink family resolution, errno mapping, and property tests of the
+ * netlink codecs.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { fuzzRuns } from "../helpers/fuzz.ts";
+import { OperationalError } from "../../src/errors.ts";
+import { errnoName, SysError } from "../../src/sys/errno.ts";
+import { libc } from "../../src/sys/libc.ts";
+import {
+  closeFd,
+  fdSocket,
+  fdStreams,
+  isNonBlocking,
+  setNonBlocking,
+  SHUT_WR,
+  shutdownFd,
+  socketPair,
+} from "../../src/sys/socket.ts";
+import {
+  Attrs,
+  AttrWriter,
+  encodeMessage,
+  NETLINK_GENERIC,
+  NETLINK_ROUTE,
+  NetlinkError,
+  NetlinkParseError,
+  NetlinkSocket,
+  parseMessages,
+} from "../../src/sys/netlink.ts";
+import { GENL_ID_CTRL, resolveFamily } from "../../src/sys/genetlink.ts";
+
+const RTM_GETLINK = 18;
+const RTM_NEWLINK = 16;
+const IFLA_ADDRESS = 1;
+const IFLA_IFNAME = 3;
+const IFLA_MTU = 4;
+
+function ifinfomsg(index = 0): Uint8Array {
+  const b = new Uint8Array(16); // family u8, pad, type u16, index i32, flags u32, change u32
+  new DataView(b.buffer).setInt32(4, index, true);
+  return b;
+}
+
+Deno.test("socketPair: bytes flow both ways through an fd-wrapped stream", async () => {
+  const [a, b] = socketPair();
+  const sock = await fdSocket(a);
+  try {
+    const got = new Promise<Uint8Array>((resolve) =>
+      sock.once("data", (c: Uint8Array) => resolve(c))
+    );
+    const msg = new TextEncoder().encode("ping");
+    assert.equal(libc().write(b, msg, BigInt(msg.length)), 4n);
+    assert.deepEqual([...(await got)], [...msg]);
+    await new Promise<void>((resolve) =>
+      sock.write(new TextEncoder().encode("pong"), () => resolve())
+    );
+    const buf = new Uint8Array(8);
+    setNonBlocking(b, false);
+    assert.equal(libc().read(b, buf, 8n), 4n);
+    assert.equal(new TextDecoder().decode(buf.subarray(0, 4)), "pong");
+  } finally {
+    sock.destroy();
+    closeFd(b);
+  }
+});
+
+Deno.test("fdStreams: Web streams over a socketpair end see data then EOF after shutdown", async () => {
+  const [a, b] = socketPair();
+  const s = await fdStreams(a);
+  try {
+    const data = crypto.getRandomValues(new Uint8Array(60_000));
+    let off = 0;
+    setNonBlocking(b, false);
+    while (off < data.length) {
+      off += Number(libc().write(b, data.subarray(off), BigInt(data.length - off)));
+    }
+    shutdownFd(b, SHUT_WR);
+    const chunks: Uint8Array[] = [];
+    for await (const c of s.readable) chunks.push(c);
+    const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+    let p = 0;
+    for (const c of chunks) {
+      all.set(c, p);
+      p += c.length;
+    }
+    assert.deepEqual(all, data);
+  } finally {
+    s.close();
+    closeFd(b);
+  }
+});
+
+Deno.test("setNonBlocking toggles O_NONBLOCK", () => {
+  const [a, b] = socketPair();
+  try {
+    assert.equal(isNonBlocking(a), false);
+    setNonBlocking(a);
+    assert.equal(isNonBlocking(a), true);
+    // A read on an empty non-blocking socket is EAGAIN, typed.
+    const n = libc().read(a, new Uint8Array(4), 4n);
+    assert.equal(n, -1n);
+    setNonBlocking(a, false);
+    assert.equal(isNonBlocking(a), false);
+  } finally {
+    closeFd(a);
+    closeFd(b);
+  }
+});
+
+Deno.test("errno: a failed call is a typed SysError with the errno's name", () => {
+  assert.equal(errnoName(2), "ENOENT");
+  assert.equal(errnoName(9999), "errno 9999");
+  const err = assert.throws(() => closeFd(987654), (e: unknown) => {
+    assert.ok(e instanceof SysError);
+    assert.ok(e instanceof OperationalError);
+    assert.equal(e.code, "EBADF");
+    assert.equal(e.errno, 9);
+    assert.equal(e.call, "close");
+    assert.equal(e.exitCode, 1);
+    assert.match(e.message, /^close: EBADF/);
+    return true;
+  });
+  assert.equal(err, undefined);
+});
+
+Deno.test("netlink: RTM_GETLINK dump lists lo with its name, MTU and zero MAC", () => {
+  const nl = NetlinkSocket.open(NETLINK_ROUTE);
+  try {
+    assert.ok(nl.portId > 0);
+    const links = nl.dump(RTM_GETLINK, ifinfomsg(), "RTM_GETLINK");
+    assert.ok(links.length >= 1);
+    const byName = new Map<string, { index: number; attrs: Attrs }>();
+    for (const m of links) {
+      assert.equal(m.type, RTM_NEWLINK);
+      const index = new DataView(m.payload.buffer, m.payload.byteOffset).getInt32(4, true);
+      const attrs = Attrs.parse(m.payload.subarray(16));
+      byName.set(attrs.str(IFLA_IFNAME) ?? "?", { index, attrs });
+    }
+    const lo = byName.get("lo");
+    assert.ok(lo, `no lo among ${[...byName.keys()]}`);
+    assert.equal(lo.index, 1);
+    assert.equal(lo.attrs.u32(IFLA_MTU), 65536);
+    assert.deepEqual([...lo.attrs.get(IFLA_ADDRESS)!], [0, 0, 0, 0, 0, 0]);
+    // A plain (non-dump) request for index 1 gives exactly lo.
+    const one = nl.request(RTM_GETLINK, 0, ifinfomsg(1), "RTM_GETLINK lo");
+    assert.equal(one.length, 1);
+    assert.equal(Attrs.parse(one[0].payload.subarray(16)).str(IFLA_IFNAME), "lo");
+  } finally {
+    nl.close();
+  }
+});
+
+Deno.test("netlink: the kernel's error for a missing link is a typed NetlinkError ENODEV", () => {
+  const nl = NetlinkSocket.open(NETLINK_ROUTE);
+  try {
+    assert.throws(
+      () => nl.request(RTM_GETLINK, 0, ifinfomsg(0x7ffffff0), "RTM_GETLINK"),
+      (e: unknown) => {
+        assert.ok(e instanceof NetlinkError);
+        assert.equal(e.code, "ENODEV");
+        assert.equal(e.call, "RTM_GETLINK");
+        return true;
+      },
+    );
+  } finally {
+    nl.close();
+  }
+});
+
+Deno.test("genetlink: nlctrl resolves to 0x10; nbd resolves only where nbd.ko is loaded", () => {
+  const nl = NetlinkSocket.open(NETLINK_GENERIC);
+  try {
+    const ctrl = resolveFamily(nl, "nlctrl");
+    assert.equal(ctrl.id, GENL_ID_CTRL);
+    assert.ok(ctrl.ops.includes(3), "nlctrl implements CTRL_CMD_GETFAMILY");
+    assert.ok(ctrl.mcastGroups.has("notify"));
+    let haveNbd = false;
+    try {
+      Deno.statSync("/sys/module/nbd");
+      haveNbd = true;
+    } catch { /* no nbd driver on this kernel */ }
+    if (haveNbd) {
+      assert.ok(resolveFamily(nl, "nbd").id > GENL_ID_CTRL);
+    } else {
+      assert.throws(() => resolveFamily(nl, "nbd"), (e: unknown) => {
+        assert.ok(e instanceof NetlinkError);
+        assert.equal(e.code, "ENOENT");
+        return true;
+      });
+    }
+  } finally {
+    nl.close();
+  }
+});
+
+Deno.test("netlink: a closed socket refuses requests with EBADF", () => {
+  const nl = NetlinkSocket.open(NETLINK_ROUTE);
+  nl.close();
+  nl.close(); // idempotent
+  assert.throws(
+    () => nl.dump(RTM_GETLINK, ifinfomsg()),
+    (e: unknown) => e instanceof SysError && e.code === "EBADF",
+  );
+});
+
+type Tree = { type: number; value: Uint8Array | Tree[] };
+const treeArb: fc.Arbitrary<Tree[]> = fc.letrec<{ list: Tree[]; node: Tree }>((tie) => ({
+  list: fc.array(tie("node"), { maxLength: 4 }),
+  node: fc.record({
+    type: fc.integer({ min: 0, max: 0x3fff }),
+    value: fc.oneof(
+      { depthSize: "small", withCrossShrink: true },
+      fc.uint8Array({ maxLength: 40 }),
+      tie("list"),
+    ),
+  }),
+})).list;
+
+function writeTree(w: AttrWriter, tree: Tree[]): AttrWriter {
+  for (const n of tree) {
+    if (n.value instanceof Uint8Array) w.raw(n.type, n.value);
+    else w.nested(n.type, (inner) => writeTree(inner, n.value as Tree[]));
+  }
+  return w;
+}
+
+function checkTree(a: Attrs, tree: Tree[]): void {
+  assert.equal(a.list.length, tree.length);
+  tree.forEach((n, i) => {
+    const got = a.list[i];
+    assert.equal(got.type, n.type);
+    if (n.value instanceof Uint8Array) {
+      assert.equal(got.nested, false);
+      assert.deepEqual([...got.data], [...n.value]);
+    } else {
+      assert.equal(got.nested, true);
+      checkTree(Attrs.parse(got.data), n.value);
+    }
+  });
+}
+
+Deno.test("property: nested attributes round-trip through AttrWriter and Attrs.parse", () => {
+  fc.assert(
+    fc.property(treeArb, (tree) => {
+      checkTree(Attrs.parse(writeTree(new AttrWriter(), tree).bytes()), tree);
+    }),
+    { numRuns: fuzzRuns(300) },
+  );
+});
+
+Deno.test("property: typed attribute getters read back what the writer put", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 255 }),
+      fc.integer({ min: 0, max: 0xffff }),
+      fc.integer({ min: 0, max: 0xffffffff }),
+      fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+      fc.string({ maxLength: 30 }).filter((s) => !s.includes("\0")),
+      (a, b, c, d, s) => {
+        const attrs = Attrs.parse(
+          new AttrWriter().u8(1, a).u16(2, b).u32(3, c).u64(4, d).str(5, s).u16(6, b, true).u32(
+            7,
+            c,
+            true,
+          ).bytes(),
+        );
+        assert.equal(attrs.u8(1), a);
+        assert.equal(attrs.u16(2), b);
+        assert.equal(attrs.u32(3), c);
+        assert.equal(attrs.u64(4), d);
+        assert.equal(attrs.str(5), s);
+        assert.equal(attrs.u16(6), b);
+        assert.equal(attrs.u32(7), c);
+        assert.equal(attrs.u32(99), undefined);
+      },
+    ),
+    { numRuns: fuzzRuns(300) },
+  );
+});
+
+Deno.test("fuzz: arbitrary bytes make the netlink decoders return or throw NetlinkParseError, never crash", () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+      for (const parse of [() => parseMessages(bytes), () => Attrs.parse(bytes)]) {
+        try {
+          const out = parse();
+          if (out instanceof Attrs) {
+            for (const a of out.list) {
+              try {
+                Attrs.parse(a.data);
+                out.u32(a.type);
+                out.u64(a.type);
+              } catch (e) {
+                if (!(e instanceof NetlinkParseError)) throw e;
+              }
+            }
+          }
+        } catch (e) {
+          if (!(e instanceof NetlinkParseError)) throw e;
+        }
+      }
+    }),
+    { numRuns: fuzzRuns(1000) },
+  );
+});
+
+Deno.test("property: encoded messages parse back, several per datagram", () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({
+          type: fc.integer({ min: 0, max: 0xffff }),
+          flags: fc.integer({ min: 0, max: 0xffff }),
+          seq: fc.integer({ min: 0, max: 0xffffffff }),
+          payload: fc.uint8Array({ maxLength: 50 }),
+        }),
+        { minLength: 1, maxLength: 5 },
+      ),
+      (msgs) => {
+        const parts = msgs.map((m) => encodeMessage(m));
+        const buf = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+        let off = 0;
+        for (const p of parts) {
+          buf.set(p, off);
+          off += p.length;
+        }
+        const got = parseMessages(buf);
+        assert.equal(got.length, msgs.length);
+        got.forEach((g, i) => {
+          assert.equal(g.type, msgs[i].type);
+          assert.equal(g.flags, msgs[i].flags);
+          assert.equal(g.seq, msgs[i].seq);
+          assert.deepEqual([...g.payload], [...msgs[i].payload]);
+        });
+      },
+    ),
+    { numRuns: fuzzRuns(300) },
+  );
+});
