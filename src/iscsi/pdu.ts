@@ -1,0 +1,467 @@
+/**
+ * iSCSI PDU layout (RFC 7143 §11): the 48-byte Basic Header Segment, the
+ * Additional Header Segments, padding and digests.
+ *
+ * Received headers are read through {@link PduHeader}, a view with getters
+ * named after the RFC fields (no copies, no BigInt). Outgoing headers are
+ * built by the `encode*` functions into a 48-byte buffer. Everything that
+ * comes off the wire is bounds-checked by {@link parseHeader} before any
+ * field is used; a bad header raises {@link IscsiProtocolError}.
+ */
+import {
+  BHS_LENGTH,
+  CMD_ATTR_SIMPLE,
+  CMD_FLAG_READ,
+  CMD_FLAG_WRITE,
+  DIGEST_LENGTH,
+  FLAG_FINAL,
+  FLAG_IMMEDIATE,
+  LOGIN_FLAG_TRANSIT,
+  OP_DATA_OUT,
+  OP_LOGIN_REQ,
+  OP_LOGOUT_REQ,
+  OP_NOP_OUT,
+  OP_SCSI_CMD,
+  OP_TASK_MGMT_REQ,
+  OP_TEXT_REQ,
+  OPCODE_MASK,
+  OPCODE_NAMES,
+  RESERVED_TAG,
+  TARGET_OPCODES,
+  TEXT_FLAG_CONTINUE,
+} from "./constants.ts";
+import type { Crc32c } from "./digest.ts";
+import { IscsiProtocolError } from "./errors.ts";
+
+/** Bytes of padding that bring `n` to a multiple of 4 (§11.2.3). */
+export function padLength(n: number): number {
+  return (4 - (n & 3)) & 3;
+}
+
+/**
+ * A received BHS, read in place. Getter names follow the RFC; each is only
+ * meaningful for the opcodes whose layout has that field.
+ */
+export class PduHeader {
+  /** The 48 header bytes. */
+  readonly bytes: Uint8Array;
+  readonly #v: DataView;
+
+  constructor(bytes: Uint8Array) {
+    if (bytes.length < BHS_LENGTH) {
+      throw new IscsiProtocolError(`PDU header is ${bytes.length} bytes, need ${BHS_LENGTH}`);
+    }
+    this.bytes = bytes;
+    this.#v = new DataView(bytes.buffer, bytes.byteOffset, BHS_LENGTH);
+  }
+
+  get opcode(): number {
+    return this.bytes[0] & OPCODE_MASK;
+  }
+  get immediate(): boolean {
+    return (this.bytes[0] & FLAG_IMMEDIATE) !== 0;
+  }
+  /** Byte 1: F bit and opcode-specific flags. */
+  get flags(): number {
+    return this.bytes[1];
+  }
+  get final(): boolean {
+    return (this.bytes[1] & FLAG_FINAL) !== 0;
+  }
+  /** Byte 2: Response (SCSI/TMF/Logout), Reason (Reject), Version-max (Login). */
+  get byte2(): number {
+    return this.bytes[2];
+  }
+  /** Byte 3: Status (SCSI Response, Data-In with S). */
+  get byte3(): number {
+    return this.bytes[3];
+  }
+  /** TotalAHSLength in bytes (the field counts 4-byte words, §11.2.1.4). */
+  get totalAhsLength(): number {
+    return this.bytes[4] * 4;
+  }
+  get dataSegmentLength(): number {
+    return (this.bytes[5] << 16) | (this.bytes[6] << 8) | this.bytes[7];
+  }
+  /** The 8-byte LUN field (bytes 8..15) as a view. */
+  get lunBytes(): Uint8Array {
+    return this.bytes.subarray(8, 16);
+  }
+  /** Login: ISID (bytes 8..13). */
+  get isid(): Uint8Array {
+    return this.bytes.subarray(8, 14);
+  }
+  /** Login: TSIH (bytes 14..15). */
+  get tsih(): number {
+    return this.#v.getUint16(14);
+  }
+  get itt(): number {
+    return this.#v.getUint32(16);
+  }
+  /** Target Transfer Tag (Data-In, R2T, NOP-In, Text). */
+  get ttt(): number {
+    return this.#v.getUint32(20);
+  }
+  get statSN(): number {
+    return this.#v.getUint32(24);
+  }
+  get expCmdSN(): number {
+    return this.#v.getUint32(28);
+  }
+  get maxCmdSN(): number {
+    return this.#v.getUint32(32);
+  }
+  /** Data-In DataSN / R2T R2TSN / SCSI Response ExpDataSN (bytes 36..39). */
+  get dataSN(): number {
+    return this.#v.getUint32(36);
+  }
+  /** Data-In / R2T Buffer Offset. */
+  get bufferOffset(): number {
+    return this.#v.getUint32(40);
+  }
+  /** SCSI Response / Data-In Residual Count. */
+  get residualCount(): number {
+    return this.#v.getUint32(44);
+  }
+  /** R2T Desired Data Transfer Length. */
+  get desiredDataTransferLength(): number {
+    return this.#v.getUint32(44);
+  }
+  /** Login Response Status-Class and Status-Detail. */
+  get statusClass(): number {
+    return this.bytes[36];
+  }
+  get statusDetail(): number {
+    return this.bytes[37];
+  }
+  /** Async Message: AsyncEvent, AsyncVCode, Parameter1..3 (§11.9). */
+  get asyncEvent(): number {
+    return this.bytes[36];
+  }
+  get asyncParameter1(): number {
+    return this.#v.getUint16(38);
+  }
+  get asyncParameter2(): number {
+    return this.#v.getUint16(40);
+  }
+  get asyncParameter3(): number {
+    return this.#v.getUint16(42);
+  }
+  /** Logout Response Time2Wait / Time2Retain (§11.15). */
+  get time2Wait(): number {
+    return this.#v.getUint16(40);
+  }
+  get time2Retain(): number {
+    return this.#v.getUint16(42);
+  }
+
+  /** Opcode name for messages. */
+  get name(): string {
+    return OPCODE_NAMES[this.opcode] ?? `opcode 0x${this.opcode.toString(16)}`;
+  }
+}
+
+/** Limits a received header is checked against. */
+export interface HeaderLimits {
+  /** Our declared MaxRecvDataSegmentLength (or the login-phase bound). */
+  maxDataSegmentLength: number;
+}
+
+/**
+ * Check a received BHS: a target opcode, no AHS beyond what we can skip, and
+ * a DataSegmentLength within what we declared. Returns the header view.
+ *
+ * @example
+ * ```ts
+ * const h = parseHeader(bhs, { maxDataSegmentLength: 262144 });
+ * if (h.opcode === OP_DATA_IN) { ... }
+ * ```
+ */
+export function parseHeader(bhs: Uint8Array, limits: HeaderLimits): PduHeader {
+  const h = new PduHeader(bhs);
+  if (!TARGET_OPCODES.has(h.opcode)) {
+    throw new IscsiProtocolError(`unknown or initiator-only opcode 0x${h.opcode.toString(16)}`);
+  }
+  if (h.dataSegmentLength > limits.maxDataSegmentLength) {
+    throw new IscsiProtocolError(
+      `${h.name}: DataSegmentLength ${h.dataSegmentLength} exceeds our MaxRecvDataSegmentLength ${limits.maxDataSegmentLength}`,
+    );
+  }
+  return h;
+}
+
+/** A whole PDU decoded from one buffer (tests, fuzzing, scripted peers). */
+export interface DecodedPdu {
+  header: PduHeader;
+  ahs: Uint8Array;
+  data: Uint8Array;
+  /** Bytes of `buf` this PDU used, padding and digests included. */
+  length: number;
+}
+
+/**
+ * Decode one complete PDU from the start of `buf`, checking lengths and
+ * (when `crc` is given) the header and data digests.
+ *
+ * @example
+ * ```ts
+ * const { header, data } = decodePdu(bytes, { maxDataSegmentLength: 8192 });
+ * ```
+ */
+export function decodePdu(
+  buf: Uint8Array,
+  opts: HeaderLimits & { headerDigest?: boolean; dataDigest?: boolean; crc?: Crc32c },
+): DecodedPdu {
+  if (buf.length < BHS_LENGTH) {
+    throw new IscsiProtocolError(`truncated PDU: ${buf.length} bytes`);
+  }
+  const header = parseHeader(buf.subarray(0, BHS_LENGTH), opts);
+  let off = BHS_LENGTH;
+  const ahsLen = header.totalAhsLength;
+  if (off + ahsLen > buf.length) throw new IscsiProtocolError("truncated AHS");
+  const ahs = buf.subarray(off, off + ahsLen);
+  off += ahsLen;
+  if (opts.headerDigest) {
+    if (off + DIGEST_LENGTH > buf.length) throw new IscsiProtocolError("truncated header digest");
+    if (opts.crc) {
+      const want = opts.crc.digest(buf.subarray(0, off));
+      const got = new DataView(buf.buffer, buf.byteOffset + off, 4).getUint32(0, true);
+      if (want !== got) throw new IscsiProtocolError(`${header.name}: header digest mismatch`);
+    }
+    off += DIGEST_LENGTH;
+  }
+  const dsl = header.dataSegmentLength;
+  const padded = dsl + padLength(dsl);
+  if (off + padded > buf.length) {
+    throw new IscsiProtocolError(`${header.name}: truncated data segment`);
+  }
+  const data = buf.subarray(off, off + dsl);
+  off += padded;
+  if (opts.dataDigest && dsl > 0) {
+    if (off + DIGEST_LENGTH > buf.length) throw new IscsiProtocolError("truncated data digest");
+    if (opts.crc) {
+      const want = opts.crc.digest(buf.subarray(off - padded, off));
+      const got = new DataView(buf.buffer, buf.byteOffset + off, 4).getUint32(0, true);
+      if (want !== got) throw new IscsiProtocolError(`${header.name}: data digest mismatch`);
+    }
+    off += DIGEST_LENGTH;
+  }
+  return { header, ahs, data, length: off };
+}
+
+// ---- encoders (initiator PDUs) --------------------------------------------
+
+function setDsl(b: Uint8Array, n: number): void {
+  if (n < 0 || n > 0xffffff) throw new RangeError(`DataSegmentLength ${n} out of range`);
+  b[5] = n >>> 16;
+  b[6] = (n >>> 8) & 0xff;
+  b[7] = n & 0xff;
+}
+
+function u32(b: Uint8Array, off: number, v: number): void {
+  b[off] = v >>> 24;
+  b[off + 1] = (v >>> 16) & 0xff;
+  b[off + 2] = (v >>> 8) & 0xff;
+  b[off + 3] = v & 0xff;
+}
+
+/**
+ * Encode a LUN number into the 8-byte SAM LUN field (SAM-5 §4.7): peripheral
+ * addressing below 256, flat space addressing up to 16383.
+ */
+export function encodeLun(b: Uint8Array, off: number, lun: number): void {
+  b.fill(0, off, off + 8);
+  if (lun < 256) {
+    b[off + 1] = lun;
+  } else if (lun < 16384) {
+    b[off] = 0x40 | (lun >>> 8);
+    b[off + 1] = lun & 0xff;
+  } else {
+    throw new RangeError(`LUN ${lun} out of range`);
+  }
+}
+
+/** Fields of a SCSI Command PDU (§11.3). */
+export interface ScsiCommandFields {
+  immediate?: boolean;
+  /** F bit: no unsolicited Data-Out follows. */
+  final: boolean;
+  read: boolean;
+  write: boolean;
+  lun: number;
+  itt: number;
+  expectedDataTransferLength: number;
+  cmdSN: number;
+  expStatSN: number;
+  cdb: Uint8Array;
+  dataSegmentLength: number;
+}
+
+/** Write a SCSI Command BHS into `b` (48 bytes, zeroed here). */
+export function encodeScsiCommand(b: Uint8Array, f: ScsiCommandFields): void {
+  if (f.cdb.length > 16) throw new RangeError("CDBs over 16 bytes need an AHS (not supported)");
+  b.fill(0, 0, BHS_LENGTH);
+  b[0] = OP_SCSI_CMD | (f.immediate ? FLAG_IMMEDIATE : 0);
+  b[1] = (f.final ? FLAG_FINAL : 0) | (f.read ? CMD_FLAG_READ : 0) |
+    (f.write ? CMD_FLAG_WRITE : 0) |
+    CMD_ATTR_SIMPLE;
+  setDsl(b, f.dataSegmentLength);
+  encodeLun(b, 8, f.lun);
+  u32(b, 16, f.itt);
+  u32(b, 20, f.expectedDataTransferLength);
+  u32(b, 24, f.cmdSN);
+  u32(b, 28, f.expStatSN);
+  b.set(f.cdb, 32);
+}
+
+/** Fields of a SCSI Data-Out PDU (§11.8). */
+export interface DataOutFields {
+  final: boolean;
+  lun: number;
+  itt: number;
+  ttt: number;
+  expStatSN: number;
+  dataSN: number;
+  bufferOffset: number;
+  dataSegmentLength: number;
+}
+
+/** Write a Data-Out BHS. */
+export function encodeDataOut(b: Uint8Array, f: DataOutFields): void {
+  b.fill(0, 0, BHS_LENGTH);
+  b[0] = OP_DATA_OUT;
+  b[1] = f.final ? FLAG_FINAL : 0;
+  setDsl(b, f.dataSegmentLength);
+  encodeLun(b, 8, f.lun);
+  u32(b, 16, f.itt);
+  u32(b, 20, f.ttt);
+  u32(b, 28, f.expStatSN);
+  u32(b, 36, f.dataSN);
+  u32(b, 40, f.bufferOffset);
+}
+
+/** Fields of a NOP-Out (§11.18). */
+export interface NopOutFields {
+  itt: number;
+  ttt: number;
+  cmdSN: number;
+  expStatSN: number;
+  lunBytes?: Uint8Array;
+  dataSegmentLength: number;
+}
+
+/** Write a NOP-Out BHS; always immediate (a ping must not consume a CmdSN, §11.18). */
+export function encodeNopOut(b: Uint8Array, f: NopOutFields): void {
+  b.fill(0, 0, BHS_LENGTH);
+  b[0] = OP_NOP_OUT | FLAG_IMMEDIATE;
+  b[1] = FLAG_FINAL;
+  setDsl(b, f.dataSegmentLength);
+  if (f.lunBytes) b.set(f.lunBytes.subarray(0, 8), 8);
+  u32(b, 16, f.itt);
+  u32(b, 20, f.ttt);
+  u32(b, 24, f.cmdSN);
+  u32(b, 28, f.expStatSN);
+}
+
+/** Fields of a Login Request (§11.12). */
+export interface LoginRequestFields {
+  transit: boolean;
+  cont: boolean;
+  csg: number;
+  nsg: number;
+  isid: Uint8Array;
+  tsih: number;
+  itt: number;
+  cid: number;
+  cmdSN: number;
+  expStatSN: number;
+  dataSegmentLength: number;
+}
+
+/** Write a Login Request BHS (always immediate, Version-max = Version-min = 0). */
+export function encodeLoginRequest(b: Uint8Array, f: LoginRequestFields): void {
+  b.fill(0, 0, BHS_LENGTH);
+  b[0] = OP_LOGIN_REQ | FLAG_IMMEDIATE;
+  b[1] = (f.transit ? LOGIN_FLAG_TRANSIT : 0) | (f.cont ? TEXT_FLAG_CONTINUE : 0) |
+    ((f.csg & 3) << 2) | (f.nsg & 3);
+  setDsl(b, f.dataSegmentLength);
+  b.set(f.isid.subarray(0, 6), 8);
+  b[14] = f.tsih >>> 8;
+  b[15] = f.tsih & 0xff;
+  u32(b, 16, f.itt);
+  b[20] = f.cid >>> 8;
+  b[21] = f.cid & 0xff;
+  u32(b, 24, f.cmdSN);
+  u32(b, 28, f.expStatSN);
+}
+
+/** Fields of a Text Request (§11.10). */
+export interface TextRequestFields {
+  final: boolean;
+  cont: boolean;
+  itt: number;
+  ttt: number;
+  cmdSN: number;
+  expStatSN: number;
+  dataSegmentLength: number;
+  immediate?: boolean;
+}
+
+/** Write a Text Request BHS. */
+export function encodeTextRequest(b: Uint8Array, f: TextRequestFields): void {
+  b.fill(0, 0, BHS_LENGTH);
+  b[0] = OP_TEXT_REQ | (f.immediate ? FLAG_IMMEDIATE : 0);
+  b[1] = (f.final ? FLAG_FINAL : 0) | (f.cont ? TEXT_FLAG_CONTINUE : 0);
+  setDsl(b, f.dataSegmentLength);
+  u32(b, 16, f.itt);
+  u32(b, 20, f.ttt);
+  u32(b, 24, f.cmdSN);
+  u32(b, 28, f.expStatSN);
+}
+
+/** Fields of a Logout Request (§11.14). */
+export interface LogoutRequestFields {
+  reason: number;
+  itt: number;
+  cid: number;
+  cmdSN: number;
+  expStatSN: number;
+}
+
+/** Write a Logout Request BHS (immediate, so it is not stuck behind a closed window). */
+export function encodeLogoutRequest(b: Uint8Array, f: LogoutRequestFields): void {
+  b.fill(0, 0, BHS_LENGTH);
+  b[0] = OP_LOGOUT_REQ | FLAG_IMMEDIATE;
+  b[1] = FLAG_FINAL | (f.reason & 0x7f);
+  u32(b, 16, f.itt);
+  b[20] = f.cid >>> 8;
+  b[21] = f.cid & 0xff;
+  u32(b, 24, f.cmdSN);
+  u32(b, 28, f.expStatSN);
+}
+
+/** Fields of a Task Management Function Request (§11.5). */
+export interface TaskMgmtFields {
+  func: number;
+  lun: number;
+  itt: number;
+  referencedTaskTag: number;
+  cmdSN: number;
+  expStatSN: number;
+  refCmdSN: number;
+}
+
+/** Write a Task Management Function Request BHS (immediate, §11.5). */
+export function encodeTaskMgmt(b: Uint8Array, f: TaskMgmtFields): void {
+  b.fill(0, 0, BHS_LENGTH);
+  b[0] = OP_TASK_MGMT_REQ | FLAG_IMMEDIATE;
+  b[1] = FLAG_FINAL | (f.func & 0x7f);
+  encodeLun(b, 8, f.lun);
+  u32(b, 16, f.itt);
+  u32(b, 20, f.referencedTaskTag);
+  u32(b, 24, f.cmdSN);
+  u32(b, 28, f.expStatSN);
+  u32(b, 32, f.refCmdSN);
+}
+
+export { RESERVED_TAG };
