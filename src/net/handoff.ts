@@ -1,0 +1,148 @@
+/**
+ * Hand the boot NIC to the real root's network stack so that it leaves the
+ * interface configured: the root disk is behind it, and a manager that
+ * flushes or downs it hangs the machine. One writer per stack; each writes
+ * under /run, which survives switch_root (the initramfs's /run is moved).
+ *
+ * - initramfs-tools/ifupdown: `/run/net-IFACE.conf`, the shell-variable file
+ *   initramfs-tools' ipconfig writes (DEVICE, IPV4ADDR, ..., PROTO); scripts
+ *   in the real root (and open-iscsi, resolvconf) read it. PROTO=dhcp when the
+ *   firmware's address was a lease, so the root can renew it.
+ * - systemd-networkd: `/run/systemd/network/10-isboot-IFACE.network` with
+ *   `KeepConfiguration=yes` (or `dhcp` plus `DHCP=` for a lease): networkd
+ *   neither flushes nor downs it, on start or stop. A VLAN's parent gets its own
+ *   file naming the VLAN.
+ * - NetworkManager: `/run/NetworkManager/conf.d/10-isboot.conf` marking the
+ *   links unmanaged, so NM leaves them exactly as they are.
+ *
+ * @example
+ * ```ts
+ * await writeHandoff("/", nic, ["ifupdown", "networkd", "nm"]);
+ * ```
+ */
+import type { HandoffKind } from "../boot/cmdline.ts";
+import { formatIp, type IpAddress } from "./addr.ts";
+import type { ConfiguredNic } from "./configure.ts";
+
+function netmask(prefix: number): string {
+  const b = [0, 0, 0, 0];
+  for (let i = 0; i < prefix; i++) b[i >> 3] |= 0x80 >> (i & 7);
+  return b.join(".");
+}
+
+function broadcast(a: IpAddress, prefix: number): string {
+  const b = Array.from(a.bytes);
+  for (let i = prefix; i < 32; i++) b[i >> 3] |= 0x80 >> (i & 7);
+  return b.join(".");
+}
+
+/** initramfs-tools' /run/net-IFACE.conf (the variables ipconfig writes). */
+export function netConf(nic: ConfiguredNic): string {
+  const c = nic.config;
+  const v4 = c.address?.family === 4 ? c.address : null;
+  const dns4 = c.dns.filter((d) => d.family === 4).map(formatIp);
+  const v6 = c.address?.family === 6 ? c.address : null;
+  const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
+  const lines = [
+    `DEVICE=${q(nic.ifname)}`,
+    `PROTO=${c.origin === "dhcp" ? "dhcp" : "none"}`,
+    `IPV4ADDR=${v4 ? formatIp(v4) : "0.0.0.0"}`,
+    `IPV4BROADCAST=${v4 ? broadcast(v4, c.prefixLength) : "0.0.0.0"}`,
+    `IPV4NETMASK=${v4 ? netmask(c.prefixLength) : "0.0.0.0"}`,
+    `IPV4GATEWAY=${c.gateway?.family === 4 ? formatIp(c.gateway) : "0.0.0.0"}`,
+    `IPV4DNS0=${dns4[0] ?? "0.0.0.0"}`,
+    `IPV4DNS1=${dns4[1] ?? "0.0.0.0"}`,
+    `HOSTNAME=${q(c.hostname ?? "")}`,
+    `DNSDOMAIN=''`,
+    `ROOTSERVER=0.0.0.0`,
+    `ROOTPATH=''`,
+  ];
+  if (v6) {
+    lines.push(`IPV6ADDR=${formatIp(v6)}`, `IPV6PREFIX=${c.prefixLength}`);
+    if (c.gateway?.family === 6) lines.push(`IPV6GATEWAY=${formatIp(c.gateway)}`);
+    const dns6 = c.dns.filter((d) => d.family === 6).map(formatIp);
+    if (dns6.length) lines.push(`IPV6DNS0=${dns6[0]}`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** systemd-networkd .network files: name -> contents (the VLAN parent's too). */
+export function networkdFiles(nic: ConfiguredNic): Map<string, string> {
+  const c = nic.config;
+  const files = new Map<string, string>();
+  const dhcp = c.origin === "dhcp";
+  const family = c.address?.family;
+  const net = [
+    "# written by isboot: this link carries the root disk; networkd must keep it configured.",
+    "[Match]",
+    `Name=${nic.ifname}`,
+    "",
+    "[Network]",
+    `KeepConfiguration=${dhcp ? "dhcp" : "yes"}`,
+    ...(dhcp ? [`DHCP=${family === 6 ? "ipv6" : "ipv4"}`] : []),
+    ...(!dhcp && c.address ? [`Address=${formatIp(c.address)}/${c.prefixLength}`] : []),
+    ...(!dhcp && c.gateway ? [`Gateway=${formatIp(c.gateway)}`] : []),
+    ...c.dns.map((d) => `DNS=${formatIp(d)}`),
+    "IgnoreCarrierLoss=yes",
+    ...(family === 4 ? ["LinkLocalAddressing=no"] : []),
+    ...(dhcp ? ["", `[${family === 6 ? "DHCPv6" : "DHCPv4"}]`, "SendRelease=no"] : []),
+  ];
+  files.set(`10-isboot-${nic.ifname}.network`, net.join("\n") + "\n");
+  if (nic.parentName !== nic.ifname) {
+    files.set(
+      `10-isboot-${nic.parentName}.network`,
+      [
+        "# written by isboot: parent of the VLAN that carries the root disk.",
+        "[Match]",
+        `Name=${nic.parentName}`,
+        "",
+        "[Network]",
+        `VLAN=${nic.ifname}`,
+        "KeepConfiguration=yes",
+        "LinkLocalAddressing=no",
+        "IgnoreCarrierLoss=yes",
+        "",
+      ].join("\n"),
+    );
+  }
+  return files;
+}
+
+/** NetworkManager conf.d snippet marking the boot links unmanaged. */
+export function nmConf(nics: readonly ConfiguredNic[]): string {
+  const names = [...new Set(nics.flatMap((n) => [n.ifname, n.parentName]))];
+  return [
+    "# written by isboot: these links carry the root disk; NetworkManager must leave them alone.",
+    "[keyfile]",
+    `unmanaged-devices=${names.map((n) => `interface-name:${n}`).join(";")}`,
+    "",
+  ].join("\n");
+}
+
+/**
+ * Write the hand-off files for `kinds` under `root` (normally "/", whose /run
+ * becomes the real root's /run). Returns the paths written.
+ */
+export async function writeHandoff(
+  root: string,
+  nics: readonly ConfiguredNic[],
+  kinds: readonly HandoffKind[],
+): Promise<string[]> {
+  const written: string[] = [];
+  const put = async (dir: string, name: string, text: string) => {
+    const d = `${root.replace(/\/$/, "")}${dir}`;
+    await Deno.mkdir(d, { recursive: true });
+    await Deno.writeTextFile(`${d}/${name}`, text);
+    written.push(`${d}/${name}`);
+  };
+  for (const nic of nics) {
+    if (kinds.includes("ifupdown")) await put("/run", `net-${nic.ifname}.conf`, netConf(nic));
+    if (kinds.includes("networkd")) {
+      for (const [name, text] of networkdFiles(nic)) await put("/run/systemd/network", name, text);
+    }
+  }
+  if (kinds.includes("nm") && nics.length) {
+    await put("/run/NetworkManager/conf.d", "10-isboot.conf", nmConf(nics));
+  }
+  return written;
+}

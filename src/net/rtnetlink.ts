@@ -1,0 +1,268 @@
+/**
+ * rtnetlink (include/uapi/linux/rtnetlink.h, if_link.h, if_addr.h): the few
+ * requests a boot NIC needs — list links, set a link up, create a VLAN, add an
+ * address and a route — over the NETLINK_ROUTE socket of src/sys/netlink.ts.
+ * Replaces `ip link/addr/route`; nothing here spawns a program.
+ *
+ * @example
+ * ```ts
+ * const rt = Rtnetlink.open();
+ * try {
+ *   const eth = rt.links().find((l) => l.mac === "52:54:00:12:34:56");
+ *   if (eth) rt.setUp(eth.index);
+ * } finally { rt.close(); }
+ * ```
+ */
+import {
+  Attrs,
+  AttrWriter,
+  NETLINK_ROUTE,
+  NetlinkSocket,
+  NLM_F_CREATE,
+  NLM_F_EXCL,
+  NLM_F_REPLACE,
+} from "../sys/netlink.ts";
+import { AF_INET, AF_INET6 } from "../sys/socket.ts";
+import type { IpAddress } from "./addr.ts";
+
+/** Message types (rtnetlink.h). */
+export const RTM_NEWLINK = 16;
+export const RTM_DELLINK = 17;
+export const RTM_GETLINK = 18;
+export const RTM_NEWADDR = 20;
+export const RTM_GETADDR = 22;
+export const RTM_NEWROUTE = 24;
+export const RTM_GETROUTE = 26;
+
+/** Link attributes (if_link.h). */
+export const IFLA_ADDRESS = 1;
+export const IFLA_IFNAME = 3;
+export const IFLA_MTU = 4;
+export const IFLA_LINK = 5;
+export const IFLA_OPERSTATE = 16;
+export const IFLA_LINKINFO = 18;
+export const IFLA_CARRIER = 33;
+export const IFLA_INFO_KIND = 1;
+export const IFLA_INFO_DATA = 2;
+export const IFLA_VLAN_ID = 1;
+
+/** Address attributes and flags (if_addr.h). */
+export const IFA_ADDRESS = 1;
+export const IFA_LOCAL = 2;
+export const IFA_BROADCAST = 4;
+export const IFA_FLAGS = 8;
+export const IFA_F_NODAD = 0x02;
+export const IFA_F_PERMANENT = 0x80;
+
+/** Route attributes and values (rtnetlink.h). */
+export const RTA_DST = 1;
+export const RTA_OIF = 4;
+export const RTA_GATEWAY = 5;
+export const RTA_TABLE = 15;
+export const RT_TABLE_MAIN = 254;
+export const RT_SCOPE_UNIVERSE = 0;
+export const RTN_UNICAST = 1;
+export const RTNH_F_ONLINK = 4;
+/** Route origins: `ip route` shows them as proto static / dhcp; network managers key on them. */
+export const RTPROT_STATIC = 4;
+export const RTPROT_DHCP = 16;
+
+/** Interface flags (if.h). */
+export const IFF_UP = 0x1;
+export const IFF_LOWER_UP = 0x10000;
+
+/** IF_OPER_* (RFC 2863 operstates). */
+export const IF_OPER_UP = 6;
+
+const IFINFOMSG_LEN = 16;
+const IFADDRMSG_LEN = 8;
+const RTMSG_LEN = 12;
+
+/** One network interface as the kernel reports it. */
+export interface Link {
+  readonly index: number;
+  readonly name: string;
+  /** Lower-case colon form; null for links without a hardware address (lo has zeros). */
+  readonly mac: string | null;
+  readonly flags: number;
+  readonly up: boolean;
+  /** Carrier present (IFLA_CARRIER, else IFF_LOWER_UP). */
+  readonly carrier: boolean;
+  readonly mtu: number;
+  /** Link kind from IFLA_LINKINFO ("vlan", "dummy", ...), or null for hardware. */
+  readonly kind: string | null;
+  /** For stacked links (VLAN): the parent's index. */
+  readonly parentIndex: number | null;
+  readonly vlanId: number | null;
+}
+
+function ifinfomsg(index: number, flags = 0, change = 0): Uint8Array {
+  const b = new Uint8Array(IFINFOMSG_LEN);
+  const dv = new DataView(b.buffer);
+  dv.setUint8(0, 0); // AF_UNSPEC
+  dv.setInt32(4, index, true);
+  dv.setUint32(8, flags, true);
+  dv.setUint32(12, change, true);
+  return b;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function macText(d: Uint8Array | undefined): string | null {
+  if (!d || d.length !== 6 || d.every((x) => x === 0)) return null;
+  return Array.from(d, (x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
+/** Decode one RTM_NEWLINK message payload. */
+export function decodeLink(payload: Uint8Array): Link {
+  if (payload.length < IFINFOMSG_LEN) throw new RangeError("ifinfomsg too short");
+  const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const index = dv.getInt32(4, true);
+  const flags = dv.getUint32(8, true);
+  const a = Attrs.parse(payload.subarray(IFINFOMSG_LEN));
+  const info = a.nested(IFLA_LINKINFO);
+  const kind = info?.str(IFLA_INFO_KIND) ?? null;
+  const vlanId = kind === "vlan" ? info?.nested(IFLA_INFO_DATA)?.u16(IFLA_VLAN_ID) ?? null : null;
+  const carrierAttr = a.u8(IFLA_CARRIER);
+  return {
+    index,
+    name: a.str(IFLA_IFNAME) ?? `if${index}`,
+    mac: macText(a.get(IFLA_ADDRESS)),
+    flags,
+    up: (flags & IFF_UP) !== 0,
+    carrier: carrierAttr !== undefined ? carrierAttr === 1 : (flags & IFF_LOWER_UP) !== 0,
+    mtu: a.u32(IFLA_MTU) ?? 0,
+    kind,
+    parentIndex: a.u32(IFLA_LINK) ?? null,
+    vlanId,
+  };
+}
+
+/** The rtnetlink requests isboot makes. Synchronous: each is two syscalls. */
+export class Rtnetlink {
+  #nl: NetlinkSocket;
+
+  private constructor(nl: NetlinkSocket) {
+    this.#nl = nl;
+  }
+
+  /** Open a NETLINK_ROUTE socket (in the caller's network namespace). */
+  static open(): Rtnetlink {
+    return new Rtnetlink(NetlinkSocket.open(NETLINK_ROUTE));
+  }
+
+  /** Every link (RTM_GETLINK dump). */
+  links(): Link[] {
+    return this.#nl.dump(RTM_GETLINK, ifinfomsg(0), "RTM_GETLINK").filter((m) =>
+      m.type === RTM_NEWLINK
+    ).map((m) => decodeLink(m.payload));
+  }
+
+  /** One link by index. */
+  link(index: number): Link {
+    const [m] = this.#nl.request(RTM_GETLINK, 0, ifinfomsg(index), `RTM_GETLINK ${index}`);
+    return decodeLink(m.payload);
+  }
+
+  /** Set a link administratively up (and its MTU, when given). */
+  setUp(index: number, mtu?: number): void {
+    const attrs = new AttrWriter();
+    if (mtu !== undefined) attrs.u32(IFLA_MTU, mtu);
+    this.#nl.request(
+      RTM_NEWLINK,
+      0,
+      concat(ifinfomsg(index, IFF_UP, IFF_UP), attrs.bytes()),
+      `RTM_NEWLINK ${index} up`,
+    );
+  }
+
+  /** Create an 802.1Q VLAN link `name` with `vlanId` on `parentIndex`; returns its index. */
+  createVlan(parentIndex: number, name: string, vlanId: number): number {
+    const attrs = new AttrWriter()
+      .u32(IFLA_LINK, parentIndex)
+      .str(IFLA_IFNAME, name)
+      .nested(
+        IFLA_LINKINFO,
+        (li) =>
+          li.str(IFLA_INFO_KIND, "vlan").nested(IFLA_INFO_DATA, (d) => d.u16(IFLA_VLAN_ID, vlanId)),
+      )
+      .bytes();
+    this.#nl.request(
+      RTM_NEWLINK,
+      NLM_F_CREATE | NLM_F_EXCL,
+      concat(ifinfomsg(0), attrs),
+      `RTM_NEWLINK vlan ${name}`,
+    );
+    const made = this.links().find((l) => l.name === name);
+    if (!made) throw new RangeError(`VLAN ${name} was created but is not listed`);
+    return made.index;
+  }
+
+  /**
+   * Add (or replace) `address/prefixLength` on a link. IPv6 addresses skip
+   * duplicate address detection: the firmware already used this address, and a
+   * tentative address cannot be a source for the login.
+   */
+  addAddress(index: number, address: IpAddress, prefixLength: number): void {
+    const b = new Uint8Array(IFADDRMSG_LEN);
+    b[0] = address.family === 4 ? AF_INET : AF_INET6;
+    b[1] = prefixLength;
+    b[2] = address.family === 6 ? IFA_F_NODAD : 0;
+    b[3] = RT_SCOPE_UNIVERSE;
+    new DataView(b.buffer).setUint32(4, index, true);
+    const attrs = new AttrWriter().raw(IFA_LOCAL, address.bytes).raw(IFA_ADDRESS, address.bytes);
+    if (address.family === 4 && prefixLength < 31) {
+      const bcast = Uint8Array.from(address.bytes);
+      for (let bit = prefixLength; bit < 32; bit++) bcast[bit >> 3] |= 0x80 >> (bit & 7);
+      attrs.raw(IFA_BROADCAST, bcast);
+    }
+    this.#nl.request(
+      RTM_NEWADDR,
+      NLM_F_CREATE | NLM_F_REPLACE,
+      concat(b, attrs.bytes()),
+      "RTM_NEWADDR",
+    );
+  }
+
+  /**
+   * Add (or replace) a route to `dst/dstLen` (default route: dst null, 0) via
+   * `gateway` out of link `index`. `onlink` lets a gateway outside the
+   * link's prefix be used, as some firmware hands out.
+   */
+  addRoute(r: {
+    index: number;
+    family: 4 | 6;
+    dst: IpAddress | null;
+    dstLen: number;
+    gateway: IpAddress | null;
+    protocol: number;
+    onlink?: boolean;
+  }): void {
+    const b = new Uint8Array(RTMSG_LEN);
+    b[0] = r.family === 4 ? AF_INET : AF_INET6;
+    b[1] = r.dstLen;
+    b[4] = RT_TABLE_MAIN;
+    b[5] = r.protocol;
+    b[6] = RT_SCOPE_UNIVERSE;
+    b[7] = RTN_UNICAST;
+    new DataView(b.buffer).setUint32(8, r.onlink ? RTNH_F_ONLINK : 0, true);
+    const attrs = new AttrWriter().u32(RTA_TABLE, RT_TABLE_MAIN).u32(RTA_OIF, r.index);
+    if (r.dst) attrs.raw(RTA_DST, r.dst.bytes);
+    if (r.gateway) attrs.raw(RTA_GATEWAY, r.gateway.bytes);
+    this.#nl.request(
+      RTM_NEWROUTE,
+      NLM_F_CREATE | NLM_F_REPLACE,
+      concat(b, attrs.bytes()),
+      "RTM_NEWROUTE",
+    );
+  }
+
+  close(): void {
+    this.#nl.close();
+  }
+}

@@ -1,0 +1,331 @@
+/**
+ * configureNic for real: each test makes a network namespace (`ip netns add`),
+ * creates veth links in it with known MACs, runs the configuration inside it
+ * (tests/net/configure_helper.ts under `ip netns exec`), and reads the result
+ * back with `ip -j`. Nothing leaves the namespace; it is deleted afterwards.
+ */
+import { assertEquals } from "../boot/assert.ts";
+import assert from "node:assert/strict";
+
+const HELPER = new URL("./configure_helper.ts", import.meta.url).pathname;
+const dec = new TextDecoder();
+
+async function sh(cmd: string, args: string[]): Promise<string> {
+  const o = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  if (!o.success) throw new Error(`${cmd} ${args.join(" ")}: ${dec.decode(o.stderr).trim()}`);
+  return dec.decode(o.stdout);
+}
+
+async function withNetns(fn: (ns: string, dir: string) => Promise<void>): Promise<void> {
+  const ns = `isboot-net-${crypto.randomUUID().slice(0, 8)}`;
+  const dir = await Deno.makeTempDir({ prefix: "isboot-net-" });
+  await sh("ip", ["netns", "add", ns]);
+  try {
+    await fn(ns, dir);
+  } finally {
+    await sh("ip", ["netns", "del", ns]).catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function runHelper(ns: string, input: Record<string, unknown>) {
+  return new Deno.Command("ip", {
+    args: [
+      "netns",
+      "exec",
+      ns,
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--quiet",
+      HELPER,
+      JSON.stringify(input),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+const ipj = async (ns: string, ...args: string[]): Promise<Json> =>
+  JSON.parse(await sh("ip", ["-n", ns, "-j", ...args]));
+
+const base = {
+  vlan: 0,
+  dns: [] as string[],
+  hostname: null,
+  origin: "static",
+  linkTimeoutMs: 5000,
+};
+
+Deno.test("net: link found by MAC after it appears late, carrier awaited, address and default route", async () => {
+  await withNetns(async (ns, dir) => {
+    const child = runHelper(ns, {
+      ...base,
+      mac: "02:00:5e:10:00:07",
+      address: "192.0.2.10",
+      prefixLength: 24,
+      gateway: "192.0.2.1",
+      dns: ["192.0.2.53", "2001:db8::53"],
+      hostname: "diskless1",
+      outDir: dir,
+    });
+    // The driver is "late": the link appears after the helper started waiting,
+    // and its peer (the switch port) comes up later still.
+    await new Promise((r) => setTimeout(r, 400));
+    await sh("ip", [
+      "-n",
+      ns,
+      "link",
+      "add",
+      "boot0",
+      "address",
+      "02:00:5e:10:00:07",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "sw0",
+    ]);
+    await new Promise((r) => setTimeout(r, 300));
+    await sh("ip", ["-n", ns, "link", "set", "sw0", "up"]);
+    const out = await child.output();
+    assertEquals(out.code, 0, dec.decode(out.stderr));
+    const res = JSON.parse(dec.decode(out.stdout));
+    assertEquals(res.ifname, "boot0");
+    const stderr = dec.decode(out.stderr);
+    assert.match(stderr, /waiting for the network interface with MAC 02:00:5e:10:00:07/);
+    assert.match(stderr, /boot0 02:00:5e:10:00:07: 192\.0\.2\.10\/24 via 192\.0\.2\.1/);
+
+    const [link] = await ipj(ns, "link", "show", "boot0");
+    assert.ok(link.flags.includes("UP"), JSON.stringify(link.flags));
+    const [addr] = await ipj(ns, "-4", "addr", "show", "boot0");
+    assertEquals(addr.addr_info.map((a: Json) => `${a.local}/${a.prefixlen}`), ["192.0.2.10/24"]);
+    assertEquals(addr.addr_info[0].broadcast, "192.0.2.255");
+    const routes = await ipj(ns, "-4", "route", "show", "default");
+    assertEquals(routes.map((r: Json) => [r.gateway, r.dev, r.protocol]), [[
+      "192.0.2.1",
+      "boot0",
+      "static",
+    ]]);
+
+    assertEquals(
+      await Deno.readTextFile(`${dir}/etc/resolv.conf`),
+      "# written by isboot from the iBFT\nnameserver 192.0.2.53\nnameserver 2001:db8::53\n",
+    );
+    assertEquals(await Deno.readTextFile(`${dir}/etc/hostname`), "diskless1\n");
+    const conf = await Deno.readTextFile(`${dir}/run/net-boot0.conf`);
+    assert.match(conf, /^DEVICE='boot0'$/m);
+    assert.match(conf, /^PROTO=none$/m);
+    assert.match(conf, /^IPV4NETMASK=255\.255\.255\.0$/m);
+    assert.match(conf, /^IPV4GATEWAY=192\.0\.2\.1$/m);
+    const networkd = await Deno.readTextFile(`${dir}/run/systemd/network/10-isboot-boot0.network`);
+    assert.match(networkd, /^KeepConfiguration=yes$/m);
+    assert.match(networkd, /^Address=192\.0\.2\.10\/24$/m);
+    const nm = await Deno.readTextFile(`${dir}/run/NetworkManager/conf.d/10-isboot.conf`);
+    assert.match(nm, /^unmanaged-devices=interface-name:boot0$/m);
+  });
+});
+
+Deno.test("net: IPv6 from a DHCP-origin NIC, gateway outside the prefix is on-link", async () => {
+  await withNetns(async (ns, dir) => {
+    await sh("ip", [
+      "-n",
+      ns,
+      "link",
+      "add",
+      "boot6",
+      "address",
+      "02:00:5e:10:00:08",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "sw6",
+    ]);
+    await sh("ip", ["-n", ns, "link", "set", "sw6", "up"]);
+    const out = await runHelper(ns, {
+      ...base,
+      origin: "dhcp",
+      mac: "02:00:5e:10:00:08",
+      address: "2001:db8:1::10",
+      prefixLength: 64,
+      gateway: "2001:db8:2::1",
+      outDir: dir,
+    }).output();
+    assertEquals(out.code, 0, dec.decode(out.stderr));
+    const [addr] = await ipj(ns, "-6", "addr", "show", "boot6", "scope", "global");
+    // ip -j lists lifetime-only fragments as separate entries; keep the addresses.
+    addr.addr_info = addr.addr_info.filter((a: Json) => a.local !== undefined);
+    assertEquals(addr.addr_info.map((a: Json) => `${a.local}/${a.prefixlen}`), [
+      "2001:db8:1::10/64",
+    ]);
+    // NODAD: usable as a source at once, never "tentative".
+    assertEquals(addr.addr_info[0].tentative, undefined);
+    const routes = await ipj(ns, "-6", "route", "show", "default");
+    assertEquals(routes.map((r: Json) => [r.gateway, r.dev, r.protocol, r.flags]), [[
+      "2001:db8:2::1",
+      "boot6",
+      "dhcp",
+      ["onlink"],
+    ]]);
+    const conf = await Deno.readTextFile(`${dir}/run/net-boot6.conf`);
+    assert.match(conf, /^PROTO=dhcp$/m);
+    assert.match(conf, /^IPV6ADDR=2001:db8:1::10$/m);
+    const networkd = await Deno.readTextFile(`${dir}/run/systemd/network/10-isboot-boot6.network`);
+    assert.match(networkd, /^KeepConfiguration=dhcp$/m);
+    assert.match(networkd, /^DHCP=ipv6$/m);
+  });
+});
+
+Deno.test("net: running twice is idempotent (boot step retried)", async () => {
+  await withNetns(async (ns, dir) => {
+    await sh("ip", [
+      "-n",
+      ns,
+      "link",
+      "add",
+      "boot1",
+      "address",
+      "02:00:5e:10:00:09",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "sw1",
+    ]);
+    await sh("ip", ["-n", ns, "link", "set", "sw1", "up"]);
+    const input = {
+      ...base,
+      mac: "02:00:5e:10:00:09",
+      address: "198.51.100.7",
+      prefixLength: 25,
+      gateway: "198.51.100.1",
+      outDir: dir,
+    };
+    for (let i = 0; i < 2; i++) {
+      const out = await runHelper(ns, input).output();
+      assertEquals(out.code, 0, dec.decode(out.stderr));
+    }
+    const [addr] = await ipj(ns, "-4", "addr", "show", "boot1");
+    assertEquals(addr.addr_info.length, 1);
+    assertEquals((await ipj(ns, "-4", "route", "show", "default")).length, 1);
+  });
+});
+
+Deno.test("net: a MAC that never appears, or a link without carrier, fails in one line within the timeout", async () => {
+  await withNetns(async (ns, dir) => {
+    await sh("ip", [
+      "-n",
+      ns,
+      "link",
+      "add",
+      "boot2",
+      "address",
+      "02:00:5e:10:00:0a",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "sw2",
+    ]);
+    const t0 = Date.now();
+    let out = await runHelper(ns, {
+      ...base,
+      mac: "02:00:5e:99:99:99",
+      address: null,
+      prefixLength: 0,
+      gateway: null,
+      linkTimeoutMs: 300,
+      outDir: dir,
+    }).output();
+    assertEquals(out.code, 1);
+    const err = dec.decode(out.stderr).trim().split("\n").at(-1)!;
+    assert.match(
+      err,
+      /^isboot: no network interface with MAC 02:00:5e:99:99:99 after 0\.3 s \(present: .*boot2 02:00:5e:10:00:0a/,
+    );
+    // sw2 stays down: boot2 never gets carrier.
+    out = await runHelper(ns, {
+      ...base,
+      mac: "02:00:5e:10:00:0a",
+      address: null,
+      prefixLength: 0,
+      gateway: null,
+      linkTimeoutMs: 300,
+      outDir: dir,
+    }).output();
+    assertEquals(out.code, 1);
+    assert.match(dec.decode(out.stderr), /isboot: no carrier on boot2 after 0\.3 s/);
+    assert.ok(Date.now() - t0 < 8000);
+  });
+});
+
+const vlanSupported = await (async () => {
+  const ns = `isboot-vlanprobe-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    await sh("ip", ["netns", "add", ns]);
+    await sh("ip", ["-n", ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1"]);
+    await sh("ip", [
+      "-n",
+      ns,
+      "link",
+      "add",
+      "link",
+      "p0",
+      "name",
+      "p0.5",
+      "type",
+      "vlan",
+      "id",
+      "5",
+    ]);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await sh("ip", ["netns", "del", ns]).catch(() => {});
+  }
+})();
+
+// This host's kernel may lack 8021q; the e2e VM boots exercise VLANs on Debian's kernel then.
+Deno.test({
+  name: "net: VLAN from the iBFT becomes PARENT.VID with the address on it",
+  ignore: !vlanSupported,
+  fn: async () => {
+    await withNetns(async (ns, dir) => {
+      await sh("ip", [
+        "-n",
+        ns,
+        "link",
+        "add",
+        "boot3",
+        "address",
+        "02:00:5e:10:00:0b",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "sw3",
+      ]);
+      await sh("ip", ["-n", ns, "link", "set", "sw3", "up"]);
+      const out = await runHelper(ns, {
+        ...base,
+        vlan: 100,
+        mac: "02:00:5e:10:00:0b",
+        address: "192.0.2.20",
+        prefixLength: 24,
+        gateway: "192.0.2.1",
+        outDir: dir,
+      }).output();
+      assertEquals(out.code, 0, dec.decode(out.stderr));
+      const [link] = await ipj(ns, "-d", "link", "show", "boot3.100");
+      assertEquals(link.linkinfo.info_kind, "vlan");
+      assertEquals(link.linkinfo.info_data.id, 100);
+      const [addr] = await ipj(ns, "-4", "addr", "show", "boot3.100");
+      assertEquals(addr.addr_info[0].local, "192.0.2.20");
+      assert.ok(await Deno.stat(`${dir}/run/systemd/network/10-isboot-boot3.network`));
+    });
+  },
+});
