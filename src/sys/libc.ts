@@ -39,6 +39,11 @@ const SYMBOLS = {
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   getpid: { parameters: [], result: "i32" },
+  // Root-storage daemon (src/sys/process.ts): int prctl(int option, unsigned long arg2, ...)
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
+  execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
+  // mlock takes raw addresses: ranges from /proc/self/maps, or a buffer's pointer value.
+  mlock: { parameters: ["u64", "usize"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The typed symbol table of libc. */

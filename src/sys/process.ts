@@ -1,0 +1,162 @@
+/**
+ * Process-level steps of the root-storage daemon (design.md §5): the
+ * IO_FLUSHER mark, re-exec under a new argv[0], the OOM score, and memory
+ * locking without mlockall (which crashes V8: its madvise on locked pages
+ * fails; deno-notes.md). Each step returns what happened instead of throwing
+ * when the kernel refuses it, so a container without CAP_SYS_RESOURCE logs
+ * and goes on.
+ *
+ * @example
+ * ```ts
+ * const r = setIoFlusher();
+ * if (!r.ok) log.warn(`PR_SET_IO_FLUSHER: ${r.error}`);
+ * ```
+ */
+import { SysError } from "./errno.ts";
+import { errno, libc } from "./libc.ts";
+
+/** prctl options (include/uapi/linux/prctl.h). */
+export const PR_SET_IO_FLUSHER = 57;
+export const PR_GET_IO_FLUSHER = 58;
+
+/** A step that may be refused: ok, or the refusal as text ("EPERM (operation not permitted)"). */
+export type StepResult = { ok: true; detail?: string } | { ok: false; error: string };
+
+function refused(call: string, e: number): StepResult {
+  return { ok: false, error: new SysError(call, e).message };
+}
+
+/**
+ * PR_SET_IO_FLUSHER on the calling thread: memory reclaim on its behalf does
+ * no I/O (PF_MEMALLOC_NOIO), so serving the root disk cannot deadlock on the
+ * root disk. Per thread; inherited by threads created later and kept across
+ * execve — hence the re-exec after it.
+ */
+export function setIoFlusher(): StepResult {
+  const r = libc().prctl(PR_SET_IO_FLUSHER, 1n, 0n, 0n, 0n);
+  return r === 0 ? { ok: true } : refused("prctl(PR_SET_IO_FLUSHER)", errno());
+}
+
+/** Whether the calling thread has IO_FLUSHER set (null if the kernel cannot say). */
+export function getIoFlusher(): boolean | null {
+  const r = libc().prctl(PR_GET_IO_FLUSHER, 0n, 0n, 0n, 0n);
+  return r < 0 ? null : r === 1;
+}
+
+/** This process's argv as the kernel has it (/proc/self/cmdline). */
+export function selfArgv(): string[] {
+  const raw = Deno.readTextFileSync("/proc/self/cmdline");
+  const parts = raw.split("\0");
+  if (parts.at(-1) === "") parts.pop();
+  return parts;
+}
+
+const enc = new TextEncoder();
+
+function cString(s: string): Uint8Array {
+  const b = enc.encode(s);
+  if (b.includes(0)) throw new SysError("execve", 22, /* EINVAL */ "NUL byte in an argument");
+  const out = new Uint8Array(b.length + 1);
+  out.set(b);
+  return out;
+}
+
+/** A NULL-terminated char*[] over `strings`; the returned keep-alive list must outlive the call. */
+function cArray(strings: string[]): { array: BigUint64Array; keep: Uint8Array[] } {
+  const keep = strings.map(cString);
+  const array = new BigUint64Array(keep.length + 1);
+  keep.forEach((b, i) => {
+    array[i] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)));
+  });
+  return { array, keep };
+}
+
+/**
+ * Replace this process with `/proc/self/exe` (same PID), running `args`
+ * under `argv0` and `env`. Returns only on failure (by throwing SysError).
+ * In bundle form /proc/self/exe is deno, so `args` carries deno's own
+ * arguments: pass `selfArgv().slice(1)` to run the same program again.
+ *
+ * @example
+ * ```ts
+ * reexecSelf("@isboot", selfArgv().slice(1), { ...Deno.env.toObject(), ISBOOT_STAGE: "daemon" });
+ * ```
+ */
+export function reexecSelf(argv0: string, args: string[], env: Record<string, string>): never {
+  const path = cString("/proc/self/exe");
+  const argv = cArray([argv0, ...args]);
+  const envp = cArray(Object.entries(env).map(([k, v]) => `${k}=${v}`));
+  libc().execve(path, argv.array, envp.array);
+  const e = errno();
+  // Keep the buffers reachable until after the call.
+  void argv.keep.length, envp.keep.length;
+  throw new SysError("execve(/proc/self/exe)", e);
+}
+
+/**
+ * Set /proc/self/oom_score_adj (-1000: the OOM killer never picks us). A
+ * negative value needs CAP_SYS_RESOURCE.
+ */
+export function setOomScoreAdj(value: number): StepResult {
+  try {
+    Deno.writeTextFileSync("/proc/self/oom_score_adj", String(value));
+    return { ok: true };
+  } catch (e) {
+    return { ok: false, error: `oom_score_adj ${value}: ${e instanceof Error ? e.message : e}` };
+  }
+}
+
+/** One line of /proc/PID/maps that is backed by a file. */
+export interface FileMapping {
+  start: bigint;
+  end: bigint;
+  perms: string;
+  path: string;
+}
+
+/** The file-backed mappings in /proc/self/maps text (paths starting with '/'). */
+export function parseFileMappings(maps: string): FileMapping[] {
+  const out: FileMapping[] = [];
+  for (const line of maps.split("\n")) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \d+\s+(\/.*)$/.exec(line);
+    if (m) {
+      out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3], path: m[4] });
+    }
+  }
+  return out;
+}
+
+/**
+ * mlock every file-backed mapping of this process (the executable, libc,
+ * ICU data...), so serving the root disk never page-faults on a file that
+ * lives on the root disk or on a freed initramfs. Anonymous memory (the V8
+ * heap) is left alone: mlockall breaks V8.
+ */
+export function lockFileMappings(): StepResult {
+  let maps: FileMapping[];
+  try {
+    maps = parseFileMappings(Deno.readTextFileSync("/proc/self/maps"));
+  } catch (e) {
+    return { ok: false, error: `/proc/self/maps: ${e instanceof Error ? e.message : e}` };
+  }
+  let bytes = 0n, failures = 0, firstError = 0;
+  for (const m of maps) {
+    // Guard pages and reserved regions (---p) cannot be locked and need not be.
+    if (m.perms.startsWith("---")) continue;
+    if (libc().mlock(m.start, m.end - m.start) === 0) bytes += m.end - m.start;
+    else {
+      failures++;
+      firstError ||= errno();
+    }
+  }
+  const detail = `${maps.length - failures} mappings, ${bytes / 1048576n} MiB`;
+  if (failures && bytes === 0n) return refused("mlock", firstError);
+  return { ok: true, detail: failures ? `${detail}; ${failures} refused` : detail };
+}
+
+/** mlock one buffer (an I/O buffer that must not be paged out). */
+export function lockBuffer(buf: Uint8Array): StepResult {
+  if (buf.byteLength === 0) return { ok: true };
+  const p = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+  return libc().mlock(p, BigInt(buf.byteLength)) === 0 ? { ok: true } : refused("mlock", errno());
+}

@@ -1,0 +1,44 @@
+import assert from "node:assert/strict";
+import { assertEquals } from "./assert.ts";
+import { parseFileMappings } from "../../src/sys/process.ts";
+
+const HELPER = new URL("./process_helper.ts", import.meta.url).pathname;
+
+Deno.test("process: file-backed mappings from /proc/self/maps text", () => {
+  const maps = [
+    "55d0c0a00000-55d0c0a42000 r--p 00000000 fe:01 1234   /usr/bin/deno",
+    "7f0000000000-7f0000021000 rw-p 00000000 00:00 0 ",
+    "7f1000000000-7f1000001000 ---p 00000000 00:00 0        [stack guard]",
+    "7f2000000000-7f2000002000 r-xp 00001000 fe:01 99 /lib/x86_64-linux-gnu/libc.so.6 (deleted)",
+    "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0        [stack]",
+  ].join("\n");
+  assertEquals(parseFileMappings(maps).map((m) => [m.start, m.end - m.start, m.perms, m.path]), [
+    [0x55d0c0a00000n, 0x42000n, "r--p", "/usr/bin/deno"],
+    [0x7f2000000000n, 0x2000n, "r-xp", "/lib/x86_64-linux-gnu/libc.so.6 (deleted)"],
+  ]);
+});
+
+Deno.test("process: IO_FLUSHER then re-exec keeps the PID, sets argv[0], locks file mappings without breaking V8", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", HELPER],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(out.stderr);
+  assertEquals(out.code, 0, err);
+  const r = JSON.parse(new TextDecoder().decode(out.stdout));
+  assertEquals(r.argv0, "@isboot-test");
+  assertEquals(r.pid, r.pidBefore);
+  // Either the kernel let us (then the mark survived execve) or it said why (no CAP_SYS_RESOURCE here).
+  if (r.flusher.ok) assertEquals(r.flusherNow, true);
+  else assert.match(r.flusher.error, /^prctl\(PR_SET_IO_FLUSHER\): E(PERM|INVAL)/);
+  if (r.oom.ok) {
+    // Only with CAP_SYS_RESOURCE.
+    assert.ok(true);
+  } else assert.match(r.oom.error, /oom_score_adj -1000/);
+  assert.ok(r.locked.ok, JSON.stringify(r.locked));
+  assert.match(r.locked.detail, /^\d+ mappings, \d+ MiB/);
+  assert.ok(r.bufLocked.ok, JSON.stringify(r.bufLocked));
+  // deno's own text alone is tens of MiB; all of it is resident and locked now.
+  assert.ok(Number(r.vmLck) > 20_000, `VmLck ${r.vmLck} kB`);
+});
