@@ -56,5 +56,11 @@ fuzz: deps
 demo: dist/isboot
 	dist/isboot ibft --source tests/fixtures/ibft/ipxe-bios-mutual-chap.bin
 
+# Performance (never part of `make test`): installs bench/deps.apt, then runs the
+# CRC32C study and isboot serve against qemu-nbd (libiscsi) and the ceilings;
+# results go to docs/bench/. BENCH_ARGS=--quick for a short development run.
+bench: dist/isboot
+	bench/bench.sh $(BENCH_ARGS)
+
 clean:
 	rm -rf dist dist.tmp build
