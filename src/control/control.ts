@@ -1,0 +1,256 @@
+/**
+ * The control socket of a running isboot daemon (`attach`, `boot`): one unix
+ * socket per attached device, `/run/isboot/nbdN.ctl`, mode 0600 in a 0700
+ * directory. `isboot status` asks every socket there; `attach --takeover`
+ * asks the old daemon to let go of its device.
+ *
+ * Protocol: the client sends one JSON request line, the daemon answers one
+ * JSON line and closes. Lines are at most 1 MiB. Requests:
+ * - `{"cmd":"status"}` → `{"ok":true,"status":SessionStatus}`
+ * - `{"cmd":"detach"}` → the daemon disconnects its device and exits
+ * - `{"cmd":"release"}` → the daemon shuts its NBD sockets down without
+ *   disconnecting (the kernel holds I/O for DEAD_CONN_TIMEOUT) and exits:
+ *   the hand-over step of a takeover.
+ * Errors: `{"ok":false,"error":"..."}`. Nothing here ever carries a secret.
+ *
+ * @example
+ * ```ts
+ * const srv = await ControlServer.listen(controlPath(0), async (req) => ({ ok: true, status: get() }));
+ * const reply = await controlRequest(controlPath(0), { cmd: "status" });
+ * ```
+ */
+import { OperationalError } from "../errors.ts";
+
+/** Where control sockets live. */
+export const CONTROL_DIR = "/run/isboot";
+/** Largest request or reply line. */
+export const MAX_CONTROL_LINE = 1 << 20;
+
+/** The control socket path of /dev/nbdN. */
+export function controlPath(index: number, dir = CONTROL_DIR): string {
+  return `${dir}/nbd${index}.ctl`;
+}
+
+/** What a daemon reports about itself (field names are part of `status --json`). */
+export interface SessionStatus {
+  pid: number;
+  /** "/dev/nbdN" */
+  device: string;
+  /** The target as given, with any secret removed. */
+  target: string;
+  /** /sys/block/nbdN/backend */
+  backend: string;
+  startedAt: string;
+  uptimeSec: number;
+  sizeBytes: string;
+  blockSize: number;
+  readOnly: boolean;
+  /** NBD connections (kernel sockets) open now. */
+  connections: number;
+  requests: number;
+  bytesRead: number;
+  bytesWritten: number;
+  errors: number;
+  /** Connection recoveries below the BlockDevice (iSCSI reconnects). */
+  reconnects: number;
+  /** Extra facts of the backend (iSCSI session parameters...), no secrets. */
+  session?: Record<string, unknown>;
+}
+
+export type ControlRequest = { cmd: "status" } | { cmd: "detach" } | { cmd: "release" };
+export type ControlReply =
+  | { ok: true; status?: SessionStatus }
+  | { ok: false; error: string };
+
+/** Parse a request line; throws OperationalError for anything unknown. */
+export function parseControlRequest(line: string): ControlRequest {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    throw new OperationalError("control: request is not JSON");
+  }
+  const cmd = typeof v === "object" && v !== null ? (v as { cmd?: unknown }).cmd : undefined;
+  if (cmd === "status" || cmd === "detach" || cmd === "release") return { cmd };
+  throw new OperationalError(`control: unknown request ${JSON.stringify(cmd)?.slice(0, 40)}`);
+}
+
+async function readLine(conn: Deno.Conn, timeoutMs: number): Promise<string> {
+  const buf = new Uint8Array(65536);
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const n = await Promise.race([
+      conn.read(buf),
+      new Promise<"timeout">((
+        r,
+      ) => (timer = setTimeout(() => r("timeout"), Math.max(0, deadline - Date.now())))),
+    ]).finally(() => clearTimeout(timer));
+    if (n === "timeout") throw new OperationalError("control: timed out waiting for a line");
+    if (n === null) break;
+    const chunk = buf.slice(0, n);
+    const nl = chunk.indexOf(10);
+    parts.push(nl >= 0 ? chunk.subarray(0, nl) : chunk);
+    total += n;
+    if (nl >= 0) break;
+    if (total > MAX_CONTROL_LINE) throw new OperationalError("control: line too long");
+  }
+  const all = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    all.set(p, off);
+    off += p.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+/**
+ * A daemon's control socket. The handler answers each request; the reply
+ * is sent before `after` (e.g. exiting) runs.
+ */
+export class ControlServer {
+  readonly path: string;
+  #listener: Deno.Listener;
+  #loop: Promise<void>;
+
+  private constructor(
+    path: string,
+    listener: Deno.Listener,
+    loop: (l: Deno.Listener) => Promise<void>,
+  ) {
+    this.path = path;
+    this.#listener = listener;
+    this.#loop = loop(listener);
+  }
+
+  /**
+   * Listen on `path` (replacing a stale socket), mode 0600, in a 0700 directory.
+   *
+   * @example
+   * ```ts
+   * const srv = await ControlServer.listen("/run/isboot/nbd0.ctl", (req) => ({ reply: { ok: true } }));
+   * ```
+   */
+  static async listen(
+    path: string,
+    handler: (req: ControlRequest) => { reply: ControlReply; after?: () => void },
+  ): Promise<ControlServer> {
+    const dir = path.replace(/\/[^/]*$/, "") || "/";
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    await Deno.chmod(dir, 0o700);
+    if (await isLive(path)) {
+      throw new OperationalError(`control socket ${path} is in use by a running isboot`);
+    }
+    await Deno.remove(path).catch(() => {});
+    const listener = Deno.listen({ transport: "unix", path });
+    await Deno.chmod(path, 0o600);
+    return new ControlServer(path, listener, async (l) => {
+      for await (const conn of l) {
+        void (async () => {
+          const enc = new TextEncoder();
+          let after: (() => void) | undefined;
+          try {
+            let reply: ControlReply;
+            try {
+              const r = handler(parseControlRequest(await readLine(conn, 5000)));
+              reply = r.reply;
+              after = r.after;
+            } catch (e) {
+              reply = { ok: false, error: e instanceof Error ? e.message : String(e) };
+            }
+            await writeAll(conn, enc.encode(JSON.stringify(reply) + "\n"));
+          } catch {
+            // the client went away
+          } finally {
+            try {
+              conn.close();
+            } catch { /* closed */ }
+          }
+          after?.();
+        })();
+      }
+    });
+  }
+
+  /** Stop listening and remove the socket file. */
+  async close(): Promise<void> {
+    try {
+      this.#listener.close();
+    } catch { /* closed */ }
+    await this.#loop.catch(() => {});
+    await Deno.remove(this.path).catch(() => {});
+  }
+}
+
+async function isLive(path: string): Promise<boolean> {
+  try {
+    const c = await Deno.connect({ transport: "unix", path });
+    c.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Send one request to a daemon and return its reply. Throws
+ * OperationalError when nobody answers.
+ *
+ * @example
+ * ```ts
+ * const r = await controlRequest("/run/isboot/nbd0.ctl", { cmd: "status" });
+ * ```
+ */
+export async function controlRequest(
+  path: string,
+  req: ControlRequest,
+  timeoutMs = 5000,
+): Promise<ControlReply> {
+  let conn: Deno.Conn;
+  try {
+    conn = await Deno.connect({ transport: "unix", path });
+  } catch (e) {
+    throw new OperationalError(`control socket ${path}: ${e instanceof Error ? e.message : e}`);
+  }
+  try {
+    await writeAll(conn, new TextEncoder().encode(JSON.stringify(req) + "\n"));
+    const line = await readLine(conn, timeoutMs);
+    let v: unknown;
+    try {
+      v = JSON.parse(line);
+    } catch {
+      throw new OperationalError(`control socket ${path}: reply is not JSON`);
+    }
+    if (typeof v !== "object" || v === null || typeof (v as { ok?: unknown }).ok !== "boolean") {
+      throw new OperationalError(`control socket ${path}: malformed reply`);
+    }
+    return v as ControlReply;
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  }
+}
+
+/** Control sockets present in `dir` (`nbdN.ctl`), by device index. */
+export async function listControlSockets(
+  dir = CONTROL_DIR,
+): Promise<{ index: number; path: string }[]> {
+  const out: { index: number; path: string }[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      const m = /^nbd(\d+)\.ctl$/.exec(e.name);
+      if (m) out.push({ index: Number(m[1]), path: `${dir}/${e.name}` });
+    }
+  } catch {
+    // no directory: no daemons
+  }
+  return out.sort((a, b) => a.index - b.index);
+}
