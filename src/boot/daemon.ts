@@ -1,0 +1,161 @@
+/**
+ * The process layout of `isboot boot` (design.md §5, docs/boot.md):
+ *
+ * 1. The command the hook runs (stage "launch") decides the plan, prints it,
+ *    and spawns itself (/proc/self/exe with its own argv, so the bundle form
+ *    re-runs deno with the same arguments) under argv[0] `@isboot`, in a new
+ *    session, with a pipe on stdout. It exits when the child says READY
+ *    (status 0) or FAIL N (status N): the hook continues only with a device.
+ * 2. The child (stage "flusher") sets PR_SET_IO_FLUSHER on its main thread
+ *    and execve()s /proc/self/exe again: the flag is per thread, Deno's
+ *    threads exist before user code, and threads made after the execve
+ *    inherit it. argv[0] stays `@isboot`, which systemd reads as "root
+ *    storage daemon: do not kill at switch_root or shutdown".
+ * 3. The re-exec'd process (stage "daemon") runs the sequence, locks its
+ *    file mappings, sets oom_score_adj -1000, opens /dev/kmsg, says READY,
+ *    chdirs to /, ignores SIGTERM/SIGINT/SIGHUP, and serves until the kernel
+ *    device goes away.
+ * A step the kernel refuses (no CAP_SYS_RESOURCE in a container) is logged
+ * and skipped.
+ *
+ * @example
+ * ```ts
+ * const stage = bootStage(Deno.env.get("ISBOOT_STAGE"));
+ * if (stage === "flusher") enterDaemonStage(log);  // never returns
+ * ```
+ */
+import { OperationalError } from "../errors.ts";
+import type { Logger, LogLevel, LogSink } from "../log.ts";
+import {
+  lockFileMappings,
+  reexecSelf,
+  selfArgv,
+  setIoFlusher,
+  setOomScoreAdj,
+  type StepResult,
+} from "../sys/process.ts";
+
+export type BootStage = "launch" | "flusher" | "daemon";
+export const STAGE_ENV = "ISBOOT_STAGE";
+/** Epoch ms at which the launching command started (the boot timeout counts from it). */
+export const T0_ENV = "ISBOOT_T0";
+/** How the IO_FLUSHER step went, carried across the re-exec for the log. */
+export const FLUSHER_ENV = "ISBOOT_IO_FLUSHER";
+export const DAEMON_ARGV0 = "@isboot";
+
+/** The stage named by ISBOOT_STAGE. */
+export function bootStage(value: string | undefined): BootStage {
+  return value === "flusher" || value === "daemon" ? value : "launch";
+}
+
+/** Stage 2: IO_FLUSHER on this thread, then become the daemon by execve. Never returns. */
+export function enterDaemonStage(): never {
+  const r = setIoFlusher();
+  const env = Deno.env.toObject();
+  env[STAGE_ENV] = "daemon";
+  env[FLUSHER_ENV] = r.ok ? "ok" : r.error;
+  reexecSelf(DAEMON_ARGV0, selfArgv().slice(1), env);
+}
+
+/**
+ * Stage 1: spawn the daemon and wait for its READY/FAIL line. Returns the
+ * exit status for the hook, and the device on success.
+ */
+export async function launchDaemon(
+  log: Logger,
+  startedAt: number,
+): Promise<{ code: number; device?: string }> {
+  const { spawn } = await import("node:child_process");
+  const argv = selfArgv();
+  const child = spawn("/proc/self/exe", argv.slice(1), {
+    argv0: DAEMON_ARGV0,
+    detached: true,
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...Deno.env.toObject(), [STAGE_ENV]: "flusher", [T0_ENV]: String(startedAt) },
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  let buf = "";
+  const answer = await new Promise<string | null>((resolve) => {
+    child.stdout!.on("data", (d: Uint8Array | string) => {
+      buf += typeof d === "string" ? d : new TextDecoder().decode(d);
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) resolve(buf.slice(0, nl));
+    });
+    child.stdout!.on("end", () => resolve(null));
+    child.on("error", (e) => {
+      log.error(`cannot start the daemon: ${e.message}`);
+      resolve(null);
+    });
+  });
+  child.stdout!.destroy();
+  const ready = /^READY (\/dev\/\S+)/.exec(answer ?? "");
+  if (ready) {
+    child.unref();
+    return { code: 0, device: ready[1] };
+  }
+  const fail = /^FAIL (\d+)/.exec(answer ?? "");
+  if (fail) return { code: Number(fail[1]) };
+  const code = await exited;
+  log.error(`the daemon exited (status ${code}) before the device was ready`);
+  return { code: code || 1 };
+}
+
+/** Say READY (or FAIL) to the launcher and close the pipe. No-op in the foreground. */
+export function tellLauncher(line: string): void {
+  try {
+    Deno.stdout.writeSync(new TextEncoder().encode(line + "\n"));
+  } catch { /* launcher gone: nothing to tell */ }
+}
+
+const KMSG_PRIORITY: Record<LogLevel, number> = { error: 3, warn: 4, info: 6, debug: 7 };
+
+/**
+ * A log sink writing `<PRI>isboot[PID]: LINE` to /dev/kmsg (opened now, so it
+ * works after switch_root), also echoing to stderr while `echo` is true.
+ * Returns null when /dev/kmsg cannot be opened.
+ */
+export function kmsgSink(): LogSink | null {
+  let f: Deno.FsFile;
+  try {
+    f = Deno.openSync("/dev/kmsg", { write: true });
+  } catch {
+    return null;
+  }
+  const enc = new TextEncoder();
+  const pid = Deno.pid;
+  return (level, line) => {
+    try {
+      // kmsg records are at most ~1 KiB; longer lines are cut, never split.
+      f.writeSync(enc.encode(`<${KMSG_PRIORITY[level]}>isboot[${pid}]: ${line.slice(0, 900)}\n`));
+    } catch { /* a full or closed kmsg must not stop the daemon */ }
+  };
+}
+
+/**
+ * Make this process the root-storage daemon: lock file mappings, OOM score
+ * -1000, chdir /, ignore termination signals. Each refused step is logged.
+ */
+export function becomeRootStorageDaemon(log: Logger): void {
+  const report = (what: string, r: StepResult) => {
+    if (r.ok) log.info(`${what}: done${r.detail ? ` (${r.detail})` : ""}`);
+    else log.warn(`${what}: skipped: ${r.error}`);
+  };
+  const flusher = Deno.env.get(FLUSHER_ENV);
+  if (flusher !== undefined) {
+    report("PR_SET_IO_FLUSHER", flusher === "ok" ? { ok: true } : { ok: false, error: flusher });
+  }
+  report("oom_score_adj -1000", setOomScoreAdj(-1000));
+  report("mlock file mappings", lockFileMappings());
+  try {
+    Deno.chdir("/");
+  } catch (e) {
+    throw new OperationalError(`chdir /: ${e instanceof Error ? e.message : e}`);
+  }
+  // systemd spares '@' processes; an init script's `kill` must not end us either.
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    Deno.addSignalListener(
+      sig,
+      () => log.info(`${sig} ignored: this process serves the root disk`),
+    );
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * The initramfs sequence after the plan: network, login (targets in order,
+ * retried with backoff inside `isboot.timeout`), NBD attach, partition scan,
+ * hand-off files. The iSCSI login and the kernel attach come in through
+ * `BootBackend` (src/boot/backend.ts wires the real ones), so the order,
+ * retries and timeouts here are testable on their own.
+ *
+ * @example
+ * ```ts
+ * const booted = await runBoot(spec, cmdline, realBackend(), { log, root: "/" });
+ * log.info(`${booted.device} ready`);
+ * ```
+ */
+import type { BlockDevice } from "../blockdev.ts";
+import { AuthError, IsbootError, OperationalError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { type ConfiguredNic, configureNic, writeResolver } from "../net/configure.ts";
+import { writeHandoff } from "../net/handoff.ts";
+import { Rtnetlink } from "../net/rtnetlink.ts";
+import type { BootCmdline } from "./cmdline.ts";
+import { type BootSpec, type BootTarget, portal } from "./spec.ts";
+
+/** Login parameters common to every target. */
+export interface LoginOptions {
+  readonly initiator: string;
+  readonly headerDigest?: "crc32c" | "none";
+  readonly dataDigest?: "crc32c" | "none";
+  readonly recoveryTimeoutMs: number;
+  readonly log: Logger;
+}
+
+/** A device the kernel sees, fed by this process. */
+export interface Attached {
+  /** "/dev/nbd0" */
+  readonly device: string;
+  readonly index: number;
+  /** Resolves when the kernel device goes away. */
+  readonly done: Promise<void>;
+}
+
+/** The two steps that need a real target and a real kernel. */
+export interface BootBackend {
+  /** Log in to `t` and return its LUN. AuthError when CHAP is refused. */
+  login(t: BootTarget, o: LoginOptions): Promise<BlockDevice>;
+  /** Serve `dev` to a kernel NBD device (`device` names one, else the first free). */
+  attach(
+    dev: BlockDevice,
+    o: { device?: string; backendIdentifier: string; log: Logger },
+  ): Promise<Attached>;
+}
+
+/** What a finished boot sequence holds. */
+export interface Booted {
+  readonly device: string;
+  readonly target: BootTarget;
+  readonly blockDevice: BlockDevice;
+  readonly attached: Attached;
+  readonly nics: readonly ConfiguredNic[];
+  readonly partitions: readonly string[];
+  /** Files written for the real root's network stack. */
+  readonly handoff: readonly string[];
+}
+
+export interface RunOptions {
+  readonly log: Logger;
+  /** Where /etc and /run are written ("/" in the initramfs). */
+  readonly root: string;
+  /** Set /proc/sys/kernel/hostname too (only in the initramfs). */
+  readonly kernelHostname: boolean;
+  /** Milliseconds since the epoch at which the boot's clock started (for the timeout). */
+  readonly startedAt: number;
+  /** Backoff schedule override (tests). */
+  readonly backoffMs?: readonly number[];
+}
+
+const BACKOFF_MS = [500, 1000, 2000, 4000, 8000] as const;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 0)} s`;
+}
+
+/**
+ * Log in to the targets in order until one answers. Each round tries every
+ * target not yet refused for authentication; rounds are separated by a
+ * growing backoff; all of it ends at `deadline`.
+ */
+export async function loginWithRetry(
+  targets: readonly BootTarget[],
+  backend: BootBackend,
+  login: LoginOptions,
+  deadline: number,
+  backoff: readonly number[] = BACKOFF_MS,
+): Promise<{ target: BootTarget; device: BlockDevice }> {
+  const refused = new Set<BootTarget>();
+  let last = "";
+  for (let round = 0;; round++) {
+    for (const t of targets) {
+      if (refused.has(t)) continue;
+      const what = `${t.label} (${t.targetName} at ${portal(t)})`;
+      try {
+        const device = await backend.login(t, login);
+        login.log.info(`logged in to ${what}`);
+        return { target: t, device };
+      } catch (e) {
+        if (!(e instanceof IsbootError)) throw e;
+        last = `${what}: ${e.message}`;
+        if (e instanceof AuthError) {
+          refused.add(t);
+          login.log.error(`${last} (not retried: fix the CHAP settings)`);
+        } else login.log.warn(last);
+      }
+    }
+    if (refused.size === targets.length) {
+      throw new AuthError(`every target refused authentication; last: ${last}`);
+    }
+    const wait = backoff[Math.min(round, backoff.length - 1)];
+    if (Date.now() + wait >= deadline) {
+      throw new OperationalError(`no target answered within the boot timeout; last: ${last}`);
+    }
+    login.log.info(`retrying in ${seconds(wait)}`);
+    await sleep(wait);
+  }
+}
+
+/**
+ * Open the device once so the kernel scans its partition table (nbd
+ * defers the scan to the next open), then list the partitions. The open is
+ * asynchronous: this process serves the reads it causes.
+ */
+export async function scanPartitions(
+  device: string,
+  index: number,
+  sysRoot = "/sys",
+): Promise<string[]> {
+  const f = await Deno.open(device, { read: true });
+  f.close();
+  const parts: string[] = [];
+  try {
+    for await (const e of Deno.readDir(`${sysRoot}/block/nbd${index}`)) {
+      if (new RegExp(`^nbd${index}p\\d+$`).test(e.name)) parts.push(e.name);
+    }
+  } catch { /* no sysfs: no partitions to report */ }
+  return parts.sort((a, b) => Number(a.split("p").pop()) - Number(b.split("p").pop()));
+}
+
+/**
+ * Run the sequence for `spec`. Throws a typed error (exit code mapped by the
+ * CLI) when the network, every target, or the attach fails within
+ * `cmd.timeoutMs`.
+ */
+export async function runBoot(
+  spec: BootSpec,
+  cmd: BootCmdline,
+  backend: BootBackend,
+  o: RunOptions,
+): Promise<Booted> {
+  const { log } = o;
+  const deadline = o.startedAt + cmd.timeoutMs;
+  const rt = Rtnetlink.open();
+  const nics: ConfiguredNic[] = [];
+  try {
+    for (const nic of spec.nics) {
+      nics.push(
+        await configureNic(rt, nic, {
+          linkTimeoutMs: Math.max(0, Math.min(cmd.linkTimeoutMs, deadline - Date.now())),
+          log,
+        }),
+      );
+    }
+  } finally {
+    rt.close();
+  }
+  const dns = nics.flatMap((n) => n.config.dns);
+  const hostname = nics.find((n) => n.config.hostname)?.config.hostname ?? null;
+  await writeResolver(`${o.root.replace(/\/$/, "")}/etc`, dns, hostname, o.kernelHostname);
+  const handoff = await writeHandoff(o.root, nics, cmd.handoff);
+
+  const { target, device } = await loginWithRetry(
+    spec.targets,
+    backend,
+    {
+      initiator: spec.initiator,
+      ...(cmd.headerDigest ? { headerDigest: cmd.headerDigest } : {}),
+      ...(cmd.dataDigest ? { dataDigest: cmd.dataDigest } : {}),
+      recoveryTimeoutMs: cmd.recoveryTimeoutMs,
+      log,
+    },
+    deadline,
+    o.backoffMs,
+  );
+  const attached = await backend.attach(device, {
+    ...(cmd.device ? { device: cmd.device } : {}),
+    backendIdentifier: `${target.targetName}/${target.lun}`,
+    log,
+  });
+  const partitions = await scanPartitions(attached.device, attached.index);
+  return {
+    device: attached.device,
+    target,
+    blockDevice: device,
+    attached,
+    nics,
+    partitions,
+    handoff,
+  };
+}
