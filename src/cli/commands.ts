@@ -1,4 +1,5 @@
 import type { Command } from "./context.ts";
+import { serveCommand } from "./serve.ts";
 import { ibftCommand } from "./ibft.ts";
 
 /**
@@ -7,4 +8,5 @@ import { ibftCommand } from "./ibft.ts";
  */
 export const COMMANDS: Record<string, Command> = {
   ibft: ibftCommand,
+  serve: serveCommand,
 };

@@ -1,0 +1,122 @@
+/**
+ * Listening addresses for the NBD server: `unix:PATH` or
+ * `tcp:[HOST:]PORT` (IPv6 hosts in brackets). TCP binds to loopback unless
+ * a host is given; a unix socket is created mode 0600 with no moment at
+ * which it is wider (the umask is tightened around bind).
+ *
+ * @example
+ * ```ts
+ * const addr = parseListenAddress("unix:/run/isboot/disk.sock");
+ * const listener = listenNbd(addr);
+ * console.log(describeAddr(listener.addr)); // "unix:/run/isboot/disk.sock"
+ * ```
+ * @module
+ */
+import { OperationalError, UsageError } from "../errors.ts";
+
+export type ListenAddress =
+  | { transport: "unix"; path: string }
+  | { transport: "tcp"; hostname: string; port: number };
+
+/**
+ * Parse `unix:PATH`, `tcp:PORT`, `tcp:HOST:PORT` or `tcp:[IPV6]:PORT`.
+ * Throws UsageError (it comes from the command line).
+ *
+ * @example
+ * ```ts
+ * parseListenAddress("tcp:10809"); // { transport: "tcp", hostname: "127.0.0.1", port: 10809 }
+ * ```
+ */
+export function parseListenAddress(text: string): ListenAddress {
+  if (text.startsWith("unix:")) {
+    const path = text.slice(5);
+    if (path === "") throw new UsageError("--listen unix: needs a path");
+    return { transport: "unix", path };
+  }
+  if (text.startsWith("tcp:")) {
+    const rest = text.slice(4);
+    let host = "127.0.0.1";
+    let portText = rest;
+    const v6 = /^\[([^\]]+)\]:(.*)$/.exec(rest);
+    if (v6) {
+      host = v6[1];
+      portText = v6[2];
+    } else if (rest.includes(":")) {
+      const i = rest.lastIndexOf(":");
+      if (rest.indexOf(":") !== i) {
+        throw new UsageError(`--listen ${text}: put an IPv6 address in brackets, tcp:[::1]:PORT`);
+      }
+      host = rest.slice(0, i) || "127.0.0.1";
+      portText = rest.slice(i + 1);
+    }
+    if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
+      throw new UsageError(`--listen ${text}: invalid port '${portText}'`);
+    }
+    return { transport: "tcp", hostname: host, port: Number(portText) };
+  }
+  throw new UsageError(`--listen '${text}': expected unix:PATH or tcp:[HOST:]PORT`);
+}
+
+/**
+ * Open the listener. A unix socket path that exists is replaced only when
+ * it is a socket nobody answers on (left over by a killed server).
+ */
+export async function listenNbd(addr: ListenAddress): Promise<Deno.Listener> {
+  if (addr.transport === "tcp") {
+    try {
+      return Deno.listen({ transport: "tcp", hostname: addr.hostname, port: addr.port });
+    } catch (e) {
+      throw new OperationalError(
+        `cannot listen on tcp:${addr.hostname}:${addr.port}: ${(e as Error).message}`,
+      );
+    }
+  }
+  await removeStaleSocket(addr.path);
+  // bind() creates the socket file with mode 0777 & ~umask: with umask 0177
+  // it is 0600 from the start, so there is no window to connect through.
+  const old = Deno.umask(0o177);
+  try {
+    return Deno.listen({ transport: "unix", path: addr.path });
+  } catch (e) {
+    throw new OperationalError(`cannot listen on unix:${addr.path}: ${(e as Error).message}`);
+  } finally {
+    Deno.umask(old);
+  }
+}
+
+async function removeStaleSocket(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch {
+    return; // does not exist
+  }
+  if (!info.isSocket) {
+    throw new OperationalError(`cannot listen on unix:${path}: exists and is not a socket`);
+  }
+  try {
+    const c = await Deno.connect({ transport: "unix", path });
+    c.close();
+    throw new OperationalError(`cannot listen on unix:${path}: a server is already listening`);
+  } catch (e) {
+    if (e instanceof OperationalError) throw e;
+    await Deno.remove(path); // nobody answers: stale
+  }
+}
+
+/**
+ * Text form of a listener address, as the first log line prints it.
+ *
+ * @example
+ * ```ts
+ * describeAddr({ transport: "tcp", hostname: "127.0.0.1", port: 10809 }); // "tcp:127.0.0.1:10809"
+ * ```
+ */
+export function describeAddr(addr: Deno.Addr): string {
+  if (addr.transport === "tcp" || addr.transport === "udp") {
+    const h = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+    return `tcp:${h}:${addr.port}`;
+  }
+  if (addr.transport === "unix" || addr.transport === "unixpacket") return `unix:${addr.path}`;
+  return String(addr.transport);
+}

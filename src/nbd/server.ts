@@ -1,0 +1,1095 @@
+/**
+ * NBD server, generic over BlockDevice (design.md §1-2).
+ *
+ * - `NbdServer.serve(stream)` runs the fixed newstyle handshake
+ *   (proto.md "Fixed newstyle negotiation") and then the transmission
+ *   phase on one client connection.
+ * - `serveTransmission(stream, device, opts)` runs the transmission phase
+ *   alone, with no handshake: the kernel path, where the kernel's nbd driver
+ *   was told size and flags over netlink and speaks requests at once.
+ *
+ * Transmission is pipelined: requests are parsed as they arrive and handed
+ * to the device without waiting for earlier ones; replies go out in
+ * completion order (proto.md allows any order), batched into few writes.
+ * Memory per connection is bounded: a request is admitted only while the
+ * bytes of admitted-but-unreplied requests stay under a cap, and reading
+ * stops while the reply queue is full (a client that does not read its
+ * replies stalls itself, nobody else).
+ *
+ * @example
+ * ```ts
+ * const server = new NbdServer({ exports: [{ name: "disk", device }], log });
+ * for await (const conn of Deno.listen({ port: 10809 })) {
+ *   void server.serve(denoConnStream(conn));
+ * }
+ * ```
+ * @module
+ */
+import type { BlockDevice } from "../blockdev.ts";
+import type { Logger } from "../log.ts";
+import {
+  NBD_CMD_DISC,
+  NBD_CMD_FLAG_DF,
+  NBD_CMD_FLAG_FAST_ZERO,
+  NBD_CMD_FLAG_FUA,
+  NBD_CMD_FLAG_NO_HOLE,
+  NBD_CMD_FLUSH,
+  NBD_CMD_NAMES,
+  NBD_CMD_READ,
+  NBD_CMD_TRIM,
+  NBD_CMD_WRITE,
+  NBD_CMD_WRITE_ZEROES,
+  NBD_EINVAL,
+  NBD_EIO,
+  NBD_ENOSPC,
+  NBD_ENOTSUP,
+  NBD_EOVERFLOW,
+  NBD_EPERM,
+  NBD_ERRORS,
+  NBD_ESHUTDOWN,
+  NBD_FLAG_C_NO_ZEROES,
+  NBD_FLAG_CAN_MULTI_CONN,
+  NBD_FLAG_HAS_FLAGS,
+  NBD_FLAG_READ_ONLY,
+  NBD_FLAG_SEND_DF,
+  NBD_FLAG_SEND_FAST_ZERO,
+  NBD_FLAG_SEND_FLUSH,
+  NBD_FLAG_SEND_FUA,
+  NBD_FLAG_SEND_TRIM,
+  NBD_FLAG_SEND_WRITE_ZEROES,
+  NBD_INFO_DESCRIPTION,
+  NBD_INFO_NAME,
+  NBD_KNOWN_CLIENT_FLAGS,
+  NBD_MAX_PAYLOAD,
+  NBD_OPT_ABORT,
+  NBD_OPT_EXPORT_NAME,
+  NBD_OPT_GO,
+  NBD_OPT_INFO,
+  NBD_OPT_LIST,
+  NBD_OPT_NAMES,
+  NBD_OPT_STRUCTURED_REPLY,
+  NBD_OPTION_HEADER_SIZE,
+  NBD_REP_ACK,
+  NBD_REP_ERR_INVALID,
+  NBD_REP_ERR_SHUTDOWN,
+  NBD_REP_ERR_TOO_BIG,
+  NBD_REP_ERR_UNKNOWN,
+  NBD_REP_ERR_UNSUP,
+  NBD_REP_INFO,
+  NBD_REP_SERVER,
+  NBD_REQUEST_SIZE,
+  NBD_SIMPLE_REPLY_SIZE,
+} from "./constants.ts";
+import {
+  type BlockSizes,
+  decodeString,
+  encodeExportNameReply,
+  encodeGreeting,
+  encodeInfoBlockSize,
+  encodeInfoExport,
+  encodeInfoString,
+  encodeOptionError,
+  encodeOptionReply,
+  encodeServerEntry,
+  encodeSimpleReply,
+  encodeStructuredError,
+  type NbdRequest,
+  parseInfoRequest,
+  parseOptionHeader,
+  parseRequest,
+  STRUCTURED_READ_HEADER_SIZE,
+  writeSimpleReply,
+  writeStructuredReadHeader,
+} from "./protocol.ts";
+import type { ByteStream } from "./stream.ts";
+
+// ------------------------------------------------------------------ public
+
+/** One export: a name clients ask for and the device behind it. */
+export interface NbdExport {
+  /** Export name, e.g. `iqn.2026-11.test:disk1/0`; the first export is also the default (""). */
+  name: string;
+  /** Shown to clients that ask (NBD_INFO_DESCRIPTION, NBD_OPT_LIST). */
+  description?: string;
+  device: BlockDevice;
+  /** Export read-only even if the device is writable. */
+  readOnly?: boolean;
+}
+
+/**
+ * Counters shared by all connections of one server (for `isboot status`).
+ * Plain numbers: they are updated on the hot path.
+ */
+export interface NbdCounters {
+  /** Connections accepted so far. */
+  connections: number;
+  /** Connections open now. */
+  activeConnections: number;
+  /** Transmission requests received. */
+  requests: number;
+  /** Bytes returned by successful reads. */
+  bytesRead: number;
+  /** Bytes stored by successful writes. */
+  bytesWritten: number;
+  /** Requests answered with an error. */
+  errors: number;
+}
+
+/** Fresh zeroed counters. */
+export function newCounters(): NbdCounters {
+  return {
+    connections: 0,
+    activeConnections: 0,
+    requests: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+    errors: 0,
+  };
+}
+
+/** Tuning and plumbing common to both entry points. */
+export interface TransmissionOptions {
+  log: Logger;
+  counters?: NbdCounters;
+  /**
+   * Cap on payload bytes of admitted requests not yet replied to (default
+   * 64 MiB). One request is always admitted when nothing is in flight, so a
+   * 32 MiB request is never refused by the cap.
+   */
+  maxInFlightBytes?: number;
+  /** Cap on requests in flight per connection (default 256). */
+  maxInFlightRequests?: number;
+  /** Label for log lines (default `nbd`). */
+  label?: string;
+}
+
+/** Options of `serveTransmission` (the kernel path). */
+export interface ServeTransmissionOptions extends TransmissionOptions {
+  /**
+   * Transmission flags the kernel was given (NBD_ATTR_SERVER_FLAGS); they
+   * decide which commands are accepted. Default: `transmissionFlags(device)`.
+   */
+  flags?: number;
+  /** Use structured replies (the kernel does not: default false). */
+  structuredReplies?: boolean;
+}
+
+/**
+ * Transmission flags for a device (proto.md "Transmission flags"):
+ * HAS_FLAGS always; READ_ONLY when write-protected; FLUSH; and for writable
+ * devices FUA, WRITE_ZEROES, FAST_ZERO, and TRIM only when the device can
+ * unmap. CAN_MULTI_CONN: every connection reaches the same device, which
+ * has no per-connection cache, so a flush on one covers writes of all.
+ * SEND_DF only with structured replies (we always send one data chunk).
+ *
+ * @example
+ * ```ts
+ * const flags = transmissionFlags(device); // pass to NBD_ATTR_SERVER_FLAGS and serveTransmission
+ * ```
+ */
+export function transmissionFlags(
+  device: BlockDevice,
+  opts: { readOnly?: boolean; structuredReplies?: boolean } = {},
+): number {
+  let f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_CAN_MULTI_CONN;
+  if (device.readOnly || opts.readOnly) {
+    f |= NBD_FLAG_READ_ONLY;
+  } else {
+    f |= NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+    if (device.limits.canUnmap) f |= NBD_FLAG_SEND_TRIM;
+  }
+  if (opts.structuredReplies) f |= NBD_FLAG_SEND_DF;
+  return f;
+}
+
+/**
+ * Block size constraints advertised in NBD_INFO_BLOCK_SIZE: the minimum is
+ * the device's logical block (requests not aligned to it get EINVAL), the
+ * preferred is at least 4 KiB, the maximum payload is 32 MiB (larger device
+ * limits are split internally, so clients never need to know them).
+ *
+ * @example
+ * ```ts
+ * blockSizes(device); // { minimum: 512, preferred: 4096, maximum: 33554432 }
+ * ```
+ */
+export function blockSizes(device: BlockDevice): BlockSizes {
+  const min = validBlockSize(device.blockSize) ? device.blockSize : 1;
+  let preferred = Math.max(min, 4096);
+  const opt = device.limits.optimalTransfer;
+  if (opt && validPowerOfTwo(opt) && opt >= preferred && opt <= 65536) preferred = opt;
+  return { minimum: min, preferred, maximum: NBD_MAX_PAYLOAD };
+}
+
+function validPowerOfTwo(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+}
+
+function validBlockSize(n: number): boolean {
+  return validPowerOfTwo(n) && n <= 65536;
+}
+
+/**
+ * Serve an already-connected stream in transmission mode with no
+ * handshake (the kernel path: one end of a socketpair given to the nbd
+ * driver with NBD_CMD_CONNECT). Resolves when the peer sends NBD_CMD_DISC
+ * or closes, or on a protocol violation; the stream is closed on return.
+ * Never rejects.
+ *
+ * @example
+ * ```ts
+ * const flags = transmissionFlags(device);
+ * // ... NBD_CMD_CONNECT with NBD_ATTR_SERVER_FLAGS = flags, the other socket end ...
+ * await serveTransmission(nodeSocketStream(sock), device, { flags, log });
+ * ```
+ */
+export async function serveTransmission(
+  stream: ByteStream,
+  device: BlockDevice,
+  opts: ServeTransmissionOptions,
+): Promise<void> {
+  const structured = opts.structuredReplies ?? false;
+  const flags = opts.flags ?? transmissionFlags(device, { structuredReplies: structured });
+  const counters = opts.counters;
+  if (counters) {
+    counters.connections++;
+    counters.activeConnections++;
+  }
+  try {
+    const t = new Transmission(stream, new BufferedReader(stream), device, flags, structured, opts);
+    await t.run();
+  } finally {
+    if (counters) counters.activeConnections--;
+  }
+}
+
+/** Options of an NbdServer. */
+export interface NbdServerOptions extends TransmissionOptions {
+  /** The exports; the first is the default (empty name). At least one. */
+  exports: NbdExport[];
+}
+
+/**
+ * A server for any number of client connections over the same exports.
+ *
+ * @example
+ * ```ts
+ * const server = new NbdServer({ exports: [{ name: "memory", device }], log });
+ * void server.serve(denoConnStream(conn));
+ * await server.shutdown(); // on SIGTERM: finish in-flight requests, close connections
+ * ```
+ */
+export class NbdServer {
+  readonly counters: NbdCounters;
+  #opts: NbdServerOptions;
+  #connections = new Set<Connection>();
+  #nextId = 1;
+  #shuttingDown = false;
+
+  constructor(opts: NbdServerOptions) {
+    if (opts.exports.length === 0) throw new Error("NbdServer: no exports");
+    this.#opts = opts;
+    this.counters = opts.counters ?? newCounters();
+  }
+
+  /** Connections open now. */
+  get activeConnections(): number {
+    return this.#connections.size;
+  }
+
+  /**
+   * Run one client connection to its end: handshake, then transmission.
+   * Never rejects; closes the stream on return.
+   */
+  async serve(stream: ByteStream): Promise<void> {
+    const id = this.#nextId++;
+    const label = `${this.#opts.label ?? "nbd"}[${id}]`;
+    const conn: Connection = { stream, transmission: null, stopping: this.#shuttingDown };
+    this.#connections.add(conn);
+    this.counters.connections++;
+    this.counters.activeConnections++;
+    const log = this.#opts.log;
+    try {
+      if (conn.stopping) return;
+      const reader = new BufferedReader(stream);
+      const chosen = await this.#negotiate(stream, reader, label, conn);
+      if (!chosen || conn.stopping) return;
+      log.debug(() =>
+        `${label}: transmission on export "${chosen.export.name}", flags 0x${
+          chosen.flags.toString(16)
+        }${chosen.structured ? ", structured replies" : ""}`
+      );
+      const t = new Transmission(
+        stream,
+        reader,
+        chosen.export.device,
+        chosen.flags,
+        chosen.structured,
+        { ...this.#opts, counters: this.counters, label },
+      );
+      conn.transmission = t;
+      await t.run();
+    } catch (e) {
+      log.debug(`${label}: ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      stream.close();
+      this.#connections.delete(conn);
+      this.counters.activeConnections--;
+    }
+  }
+
+  /**
+   * Stop all connections: no new requests are taken (late ones get
+   * ESHUTDOWN), in-flight ones finish and are answered, then the streams
+   * close. Resolves when every connection has ended, or after `graceMs`.
+   */
+  async shutdown(graceMs = 10_000): Promise<void> {
+    this.#shuttingDown = true;
+    const waits: Promise<void>[] = [];
+    for (const c of this.#connections) {
+      c.stopping = true;
+      if (c.transmission) waits.push(c.transmission.stop());
+      else c.stream.close();
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(waits),
+      new Promise<void>((r) => (timer = setTimeout(r, graceMs))),
+    ]);
+    clearTimeout(timer);
+    for (const c of this.#connections) c.stream.close();
+  }
+
+  #findExport(name: string): NbdExport | undefined {
+    if (name === "") return this.#opts.exports[0];
+    return this.#opts.exports.find((e) => e.name === name);
+  }
+
+  #flagsFor(e: NbdExport, structured: boolean): number {
+    return transmissionFlags(e.device, { readOnly: e.readOnly, structuredReplies: structured });
+  }
+
+  /**
+   * Fixed newstyle option haggling. Returns the export and settings for
+   * transmission, or null when the connection ends (ABORT, EOF, a protocol
+   * violation, or an NBD_OPT_EXPORT_NAME we cannot satisfy).
+   */
+  async #negotiate(
+    stream: ByteStream,
+    reader: BufferedReader,
+    label: string,
+    conn: Connection,
+  ): Promise<{ export: NbdExport; flags: number; structured: boolean } | null> {
+    const log = this.#opts.log;
+    await stream.write(encodeGreeting());
+    if (!(await reader.ensure(4))) return null;
+    const clientFlags = reader.u32(reader.start);
+    reader.start += 4;
+    if ((clientFlags & ~NBD_KNOWN_CLIENT_FLAGS) !== 0) {
+      // proto.md "Client flags": the server MUST drop the connection.
+      log.debug(`${label}: unknown client flags 0x${clientFlags.toString(16)}`);
+      return null;
+    }
+    const noZeroes = (clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0;
+    let structured = false;
+
+    for (;;) {
+      if (!(await reader.ensure(NBD_OPTION_HEADER_SIZE))) return null;
+      const hdr = parseOptionHeader(reader.buf, reader.start); // bad magic: throws, connection ends
+      reader.start += NBD_OPTION_HEADER_SIZE;
+      const { option, length } = hdr;
+      log.debug(() => `${label}: option ${NBD_OPT_NAMES[option] ?? option}, ${length} bytes`);
+
+      if (length > MAX_OPTION_DATA) {
+        // Discard without holding it in memory, then refuse.
+        if (option === NBD_OPT_EXPORT_NAME) return null; // cannot answer: hard disconnect
+        if (!(await reader.skip(length))) return null;
+        await stream.write(encodeOptionError(option, NBD_REP_ERR_TOO_BIG, "option data too long"));
+        continue;
+      }
+      if (!(await reader.ensure(length))) return null;
+      const data = reader.buf.slice(reader.start, reader.start + length);
+      reader.start += length;
+
+      if (conn.stopping && option !== NBD_OPT_ABORT) {
+        if (option === NBD_OPT_EXPORT_NAME) return null;
+        await stream.write(
+          encodeOptionError(option, NBD_REP_ERR_SHUTDOWN, "server is shutting down"),
+        );
+        continue;
+      }
+
+      switch (option) {
+        case NBD_OPT_EXPORT_NAME: {
+          const name = decodeString(data);
+          const e = name === null ? undefined : this.#findExport(name);
+          if (!e) {
+            // proto.md: an export that does not exist MUST terminate the session.
+            log.debug(`${label}: NBD_OPT_EXPORT_NAME for unknown export`);
+            return null;
+          }
+          const flags = this.#flagsFor(e, structured);
+          await stream.write(encodeExportNameReply(e.device.size, flags, noZeroes));
+          return { export: e, flags, structured };
+        }
+        case NBD_OPT_ABORT:
+          try {
+            await stream.write(encodeOptionReply(option, NBD_REP_ACK));
+          } catch {
+            // the client may close without waiting for the ACK (proto.md)
+          }
+          return null;
+        case NBD_OPT_LIST: {
+          if (length !== 0) {
+            await stream.write(
+              encodeOptionError(option, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data"),
+            );
+            break;
+          }
+          for (const e of this.#opts.exports) {
+            await stream.write(
+              encodeOptionReply(
+                option,
+                NBD_REP_SERVER,
+                encodeServerEntry(e.name, e.description ?? ""),
+              ),
+            );
+          }
+          await stream.write(encodeOptionReply(option, NBD_REP_ACK));
+          break;
+        }
+        case NBD_OPT_STRUCTURED_REPLY:
+          if (length !== 0) {
+            await stream.write(
+              encodeOptionError(
+                option,
+                NBD_REP_ERR_INVALID,
+                "NBD_OPT_STRUCTURED_REPLY takes no data",
+              ),
+            );
+            break;
+          }
+          structured = true;
+          await stream.write(encodeOptionReply(option, NBD_REP_ACK));
+          break;
+        case NBD_OPT_INFO:
+        case NBD_OPT_GO: {
+          const req = parseInfoRequest(data);
+          if (!req) {
+            await stream.write(
+              encodeOptionError(option, NBD_REP_ERR_INVALID, "malformed NBD_OPT_INFO/GO data"),
+            );
+            break;
+          }
+          const e = this.#findExport(req.name);
+          if (!e) {
+            await stream.write(
+              encodeOptionError(
+                option,
+                NBD_REP_ERR_UNKNOWN,
+                `no export named "${req.name.slice(0, 256)}"`,
+              ),
+            );
+            break;
+          }
+          const flags = this.#flagsFor(e, structured);
+          const replies: Uint8Array[] = [
+            encodeOptionReply(option, NBD_REP_INFO, encodeInfoExport(e.device.size, flags)),
+          ];
+          if (req.infos.includes(NBD_INFO_NAME)) {
+            replies.push(
+              encodeOptionReply(option, NBD_REP_INFO, encodeInfoString(NBD_INFO_NAME, e.name)),
+            );
+          }
+          if (req.infos.includes(NBD_INFO_DESCRIPTION) && e.description) {
+            replies.push(
+              encodeOptionReply(
+                option,
+                NBD_REP_INFO,
+                encodeInfoString(NBD_INFO_DESCRIPTION, e.description),
+              ),
+            );
+          }
+          // NBD_INFO_BLOCK_SIZE is sent even when not asked for (proto.md
+          // allows it): clients that honour it never send unaligned or
+          // oversized requests.
+          replies.push(
+            encodeOptionReply(option, NBD_REP_INFO, encodeInfoBlockSize(blockSizes(e.device))),
+          );
+          replies.push(encodeOptionReply(option, NBD_REP_ACK));
+          await stream.write(concat(replies));
+          if (option === NBD_OPT_GO) return { export: e, flags, structured };
+          break;
+        }
+        default:
+          // STARTTLS, meta contexts, extended headers and anything unknown.
+          await stream.write(
+            encodeOptionError(
+              option,
+              NBD_REP_ERR_UNSUP,
+              `option ${NBD_OPT_NAMES[option] ?? option} not supported`,
+            ),
+          );
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- internals
+
+/** Option data beyond this is discarded and refused (a GO with a 4096-byte name is ~4.2 KiB). */
+const MAX_OPTION_DATA = 16 * 1024;
+/** Size of the receive buffer each connection parses requests from. */
+const READ_BUFFER_SIZE = 256 * 1024;
+/** Replies smaller than this are copied into one batch buffer; larger ones are written as they are. */
+const COALESCE_LIMIT = 64 * 1024;
+/** Size of the batch buffer. */
+const BATCH_BUFFER_SIZE = 256 * 1024;
+/** Reading stops while more than this waits in the reply queue. */
+const REPLY_QUEUE_LIMIT = 8 * 1024 * 1024;
+/** Zero buffer used to emulate WRITE_ZEROES on devices without it. */
+const ZERO_CHUNK = 1024 * 1024;
+
+interface Connection {
+  stream: ByteStream;
+  transmission: Transmission | null;
+  stopping: boolean;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+/**
+ * A receive buffer over a ByteStream: small messages (headers, options) are
+ * parsed in place; payloads are copied from what is already buffered and
+ * the rest is read straight into the payload's own buffer.
+ */
+export class BufferedReader {
+  buf = new Uint8Array(READ_BUFFER_SIZE);
+  start = 0;
+  end = 0;
+  #dv = new DataView(this.buf.buffer);
+  #eof = false;
+
+  constructor(private stream: ByteStream) {}
+
+  get available(): number {
+    return this.end - this.start;
+  }
+
+  u32(off: number): number {
+    return this.#dv.getUint32(off);
+  }
+
+  /** Ensure `n` (≤ buffer size) bytes are buffered. False at end of stream. */
+  async ensure(n: number): Promise<boolean> {
+    if (this.end - this.start >= n) return true;
+    if (n > this.buf.length) throw new Error(`BufferedReader: ${n} exceeds buffer`);
+    if (this.buf.length - this.start < n) {
+      this.buf.copyWithin(0, this.start, this.end);
+      this.end -= this.start;
+      this.start = 0;
+    }
+    while (this.end - this.start < n) {
+      if (this.#eof) return false;
+      const got = await this.stream.read(this.buf.subarray(this.end));
+      if (got === null || got === 0) {
+        this.#eof = true;
+        return false;
+      }
+      this.end += got;
+    }
+    return true;
+  }
+
+  /** Fill all of `dst`. False when the stream ends first. */
+  async readInto(dst: Uint8Array): Promise<boolean> {
+    const have = Math.min(this.end - this.start, dst.length);
+    if (have > 0) {
+      dst.set(this.buf.subarray(this.start, this.start + have));
+      this.start += have;
+    }
+    let off = have;
+    while (off < dst.length) {
+      if (this.#eof) return false;
+      const got = await this.stream.read(dst.subarray(off));
+      if (got === null || got === 0) {
+        this.#eof = true;
+        return false;
+      }
+      off += got;
+    }
+    return true;
+  }
+
+  /** Read and drop `n` bytes, holding at most the buffer in memory. */
+  async skip(n: number): Promise<boolean> {
+    while (n > 0) {
+      if (this.end === this.start) {
+        this.start = this.end = 0;
+        if (!(await this.ensure(1))) return false;
+      }
+      const take = Math.min(n, this.end - this.start);
+      this.start += take;
+      n -= take;
+    }
+    return true;
+  }
+}
+
+/**
+ * The reply side of a connection: replies are queued as they complete and
+ * written by one loop, small ones batched into a single write.
+ */
+class ReplyWriter {
+  #queue: Uint8Array[] = [];
+  #queued = 0;
+  #running = false;
+  #failed = false;
+  #batch = new Uint8Array(BATCH_BUFFER_SIZE);
+  #waiters: (() => void)[] = [];
+
+  constructor(private stream: ByteStream, private onFail: (e: unknown) => void) {}
+
+  get queuedBytes(): number {
+    return this.#queued;
+  }
+
+  get failed(): boolean {
+    return this.#failed;
+  }
+
+  enqueue(a: Uint8Array, b?: Uint8Array): void {
+    if (this.#failed) return;
+    this.#queue.push(a);
+    this.#queued += a.length;
+    if (b) {
+      this.#queue.push(b);
+      this.#queued += b.length;
+    }
+    if (!this.#running) void this.#run();
+  }
+
+  /** Resolves when the queue holds at most `limit` bytes (or writing failed). */
+  async waitBelow(limit: number): Promise<void> {
+    while (this.#queued > limit && !this.#failed) {
+      await new Promise<void>((r) => this.#waiters.push(r));
+    }
+  }
+
+  /** Resolves when everything queued has been written (or writing failed). */
+  drain(): Promise<void> {
+    return this.waitBelow(0);
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    // Yield once so that replies completing in the same tick join one batch.
+    await Promise.resolve();
+    try {
+      while (this.#queue.length > 0) {
+        const items = this.#queue;
+        this.#queue = [];
+        let fill = 0;
+        for (const item of items) {
+          if (item.length < COALESCE_LIMIT) {
+            if (fill + item.length > this.#batch.length) {
+              await this.stream.write(this.#batch.subarray(0, fill));
+              fill = 0;
+            }
+            this.#batch.set(item, fill);
+            fill += item.length;
+          } else {
+            if (fill > 0) {
+              await this.stream.write(this.#batch.subarray(0, fill));
+              fill = 0;
+            }
+            await this.stream.write(item);
+          }
+          this.#queued -= item.length;
+        }
+        if (fill > 0) await this.stream.write(this.#batch.subarray(0, fill));
+        this.#wake();
+      }
+    } catch (e) {
+      this.#failed = true;
+      this.#queue = [];
+      this.#queued = 0;
+      this.onFail(e);
+    } finally {
+      this.#running = false;
+      this.#wake();
+    }
+  }
+
+  #wake(): void {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+}
+
+/** A failure that maps to one NBD error value. */
+class RequestError extends Error {
+  constructor(readonly errno: number, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * The NBD error for a device failure: a RequestError's own, an error that
+ * carries a protocol error value in `nbdErrno` (the SCSI layer may set it,
+ * e.g. EPERM for write-protect, ENOSPC for out-of-space), else EIO.
+ */
+export function nbdErrnoOf(e: unknown): number {
+  if (e instanceof RequestError) return e.errno;
+  if (typeof e === "object" && e !== null && "nbdErrno" in e) {
+    const n = (e as { nbdErrno: unknown }).nbdErrno;
+    if (typeof n === "number" && NBD_ERRORS.has(n)) return n;
+  }
+  return NBD_EIO;
+}
+
+/** The transmission phase of one connection. */
+class Transmission {
+  #size: number;
+  #bs: number;
+  #chunk: number;
+  #writer: ReplyWriter;
+  #inFlight = 0;
+  #inFlightBytes = 0;
+  #maxBytes: number;
+  #maxRequests: number;
+  #admitWaiters: (() => void)[] = [];
+  #idleWaiters: (() => void)[] = [];
+  #stopping = false;
+  #done: Promise<void> | null = null;
+  #zeroes: Uint8Array | null = null;
+  #log: Logger;
+  #label: string;
+
+  constructor(
+    private stream: ByteStream,
+    private reader: BufferedReader,
+    private device: BlockDevice,
+    private flags: number,
+    private structured: boolean,
+    private opts: TransmissionOptions,
+  ) {
+    // Sizes are kept as doubles: exact to 8 PiB, no BigInt per request.
+    this.#size = Number(device.size);
+    this.#bs = validBlockSize(device.blockSize) ? device.blockSize : 1;
+    const maxT = device.limits.maxTransfer > 0 ? device.limits.maxTransfer : NBD_MAX_PAYLOAD;
+    this.#chunk = Math.max(
+      this.#bs,
+      Math.floor(Math.min(maxT, NBD_MAX_PAYLOAD) / this.#bs) * this.#bs,
+    );
+    this.#maxBytes = opts.maxInFlightBytes ?? 64 * 1024 * 1024;
+    this.#maxRequests = opts.maxInFlightRequests ?? 256;
+    this.#log = opts.log;
+    this.#label = opts.label ?? "nbd";
+    this.#writer = new ReplyWriter(stream, (e) => {
+      this.#log.debug(`${this.#label}: write failed: ${e instanceof Error ? e.message : e}`);
+      stream.close(); // the peer is gone: stop reading too
+    });
+  }
+
+  /** Stop taking requests, answer those in flight, close. */
+  stop(): Promise<void> {
+    this.#stopping = true;
+    const done = this.#done ?? Promise.resolve();
+    void this.#whenIdle().then(async () => {
+      await this.#writer.drain();
+      this.stream.close(); // unblocks the read loop
+    });
+    return done;
+  }
+
+  run(): Promise<void> {
+    this.#done = this.#loop();
+    return this.#done;
+  }
+
+  async #loop(): Promise<void> {
+    const r = this.reader;
+    const counters = this.opts.counters;
+    try {
+      for (;;) {
+        if (this.#writer.queuedBytes > REPLY_QUEUE_LIMIT) {
+          await this.#writer.waitBelow(REPLY_QUEUE_LIMIT / 2);
+        }
+        if (this.#writer.failed) break;
+        if (!(await r.ensure(NBD_REQUEST_SIZE))) {
+          if (r.available > 0) this.#log.debug(`${this.#label}: truncated request, closing`);
+          break;
+        }
+        let req: NbdRequest;
+        try {
+          req = parseRequest(r.buf, r.start);
+        } catch (e) {
+          this.#log.debug(`${this.#label}: ${(e as Error).message}, closing`);
+          break;
+        }
+        r.start += NBD_REQUEST_SIZE;
+        if (counters) counters.requests++;
+        if (req.type === NBD_CMD_DISC) {
+          this.#log.debug(`${this.#label}: NBD_CMD_DISC`);
+          break;
+        }
+        let problem = this.#stopping
+          ? new RequestError(NBD_ESHUTDOWN, "server is shutting down")
+          : this.#validate(req);
+
+        if (req.type === NBD_CMD_WRITE) {
+          if (problem === null) {
+            await this.#admit(req.length);
+            const payload = new Uint8Array(req.length);
+            if (!(await r.readInto(payload))) {
+              this.#release(req.length);
+              this.#log.debug(`${this.#label}: truncated write payload, closing`);
+              break;
+            }
+            // Re-check: a shutdown may have begun while we waited.
+            if (this.#stopping) {
+              this.#release(req.length);
+              problem = new RequestError(NBD_ESHUTDOWN, "server is shutting down");
+            } else {
+              this.#dispatch(req, payload, req.length);
+              continue;
+            }
+          } else if (!(await r.skip(req.length))) {
+            break;
+          }
+        }
+        if (problem !== null) {
+          this.#replyError(req, problem.errno, problem.message);
+          continue;
+        }
+        const cost = req.type === NBD_CMD_READ ? req.length : 0;
+        await this.#admit(cost);
+        this.#dispatch(req, null, cost);
+      }
+    } catch (e) {
+      this.#log.debug(`${this.#label}: ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      // proto.md NBD_CMD_DISC: handle all outstanding requests, then close.
+      await this.#whenIdle();
+      await this.#writer.drain();
+      this.stream.close();
+    }
+  }
+
+  /** Wait until the request may start without exceeding the in-flight caps. */
+  async #admit(cost: number): Promise<void> {
+    while (
+      this.#inFlight > 0 &&
+      (this.#inFlight >= this.#maxRequests || this.#inFlightBytes + cost > this.#maxBytes)
+    ) {
+      await new Promise<void>((res) => this.#admitWaiters.push(res));
+    }
+    this.#inFlight++;
+    this.#inFlightBytes += cost;
+  }
+
+  #release(cost: number): void {
+    this.#inFlight--;
+    this.#inFlightBytes -= cost;
+    if (this.#admitWaiters.length > 0) { for (const w of this.#admitWaiters.splice(0)) w(); }
+    if (this.#inFlight === 0 && this.#idleWaiters.length > 0) {
+      for (const w of this.#idleWaiters.splice(0)) w();
+    }
+  }
+
+  #whenIdle(): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise<void>((res) => this.#idleWaiters.push(res));
+  }
+
+  #dispatch(req: NbdRequest, payload: Uint8Array | null, cost: number): void {
+    this.#execute(req, payload).then(
+      () => this.#release(cost),
+      (e) => {
+        const errno = nbdErrnoOf(e);
+        this.#log.debug(() =>
+          `${this.#label}: ${NBD_CMD_NAMES[req.type]} ${req.offset}+${req.length}: ${
+            e instanceof Error ? e.message : String(e)
+          }`
+        );
+        this.#replyError(req, errno, e instanceof Error ? e.message : "I/O error");
+        this.#release(cost);
+      },
+    );
+  }
+
+  /** Check a request against the spec and the export; null when it may run. */
+  #validate(req: NbdRequest): RequestError | null {
+    const f = this.flags;
+    const { type, flags, offset, length } = req;
+    let allowed = 0;
+    if (f & NBD_FLAG_SEND_FUA) allowed |= NBD_CMD_FLAG_FUA;
+    switch (type) {
+      case NBD_CMD_READ:
+        if (f & NBD_FLAG_SEND_DF) allowed |= NBD_CMD_FLAG_DF;
+        break;
+      case NBD_CMD_WRITE:
+      case NBD_CMD_FLUSH:
+        break;
+      case NBD_CMD_TRIM:
+        if (!(f & NBD_FLAG_SEND_TRIM) && !(f & NBD_FLAG_READ_ONLY)) {
+          return new RequestError(NBD_EINVAL, "NBD_CMD_TRIM not supported by this export");
+        }
+        break;
+      case NBD_CMD_WRITE_ZEROES:
+        if (!(f & NBD_FLAG_SEND_WRITE_ZEROES) && !(f & NBD_FLAG_READ_ONLY)) {
+          return new RequestError(NBD_EINVAL, "NBD_CMD_WRITE_ZEROES not supported");
+        }
+        allowed |= NBD_CMD_FLAG_NO_HOLE;
+        if (f & NBD_FLAG_SEND_FAST_ZERO) allowed |= NBD_CMD_FLAG_FAST_ZERO;
+        break;
+      default:
+        return new RequestError(NBD_EINVAL, `unsupported command ${type}`);
+    }
+    if ((flags & ~allowed) !== 0) {
+      return new RequestError(NBD_EINVAL, `invalid flags 0x${flags.toString(16)} for command`);
+    }
+    const writes = type === NBD_CMD_WRITE || type === NBD_CMD_TRIM ||
+      type === NBD_CMD_WRITE_ZEROES;
+    if (writes && (f & NBD_FLAG_READ_ONLY)) {
+      return new RequestError(NBD_EPERM, "export is read-only");
+    }
+    if (type === NBD_CMD_FLUSH) {
+      return offset === 0 && length === 0
+        ? null
+        : new RequestError(NBD_EINVAL, "NBD_CMD_FLUSH with nonzero offset or length");
+    }
+    if ((type === NBD_CMD_READ || type === NBD_CMD_WRITE) && length > NBD_MAX_PAYLOAD) {
+      return new RequestError(NBD_EOVERFLOW, `length ${length} exceeds ${NBD_MAX_PAYLOAD}`);
+    }
+    if (length === 0) return new RequestError(NBD_EINVAL, "zero length");
+    if (offset + length > this.#size) {
+      // proto.md "Error values": ENOSPC for writes beyond the end.
+      const errno = type === NBD_CMD_WRITE || type === NBD_CMD_WRITE_ZEROES
+        ? NBD_ENOSPC
+        : NBD_EINVAL;
+      return new RequestError(errno, `range ${offset}+${length} beyond size ${this.#size}`);
+    }
+    if (this.#bs > 1 && (offset % this.#bs !== 0 || length % this.#bs !== 0)) {
+      return new RequestError(NBD_EINVAL, `request not aligned to ${this.#bs} bytes`);
+    }
+    return null;
+  }
+
+  async #execute(req: NbdRequest, payload: Uint8Array | null): Promise<void> {
+    const dev = this.device;
+    const counters = this.opts.counters;
+    const fua = (req.flags & NBD_CMD_FLAG_FUA) !== 0;
+    switch (req.type) {
+      case NBD_CMD_READ: {
+        const data = await this.#read(req.offset, req.length);
+        if (counters) counters.bytesRead += req.length;
+        if (this.structured) {
+          const h = new Uint8Array(STRUCTURED_READ_HEADER_SIZE);
+          writeStructuredReadHeader(h, 0, req.handleHi, req.handleLo, req.offset, req.length);
+          this.#writer.enqueue(h, data);
+        } else {
+          const h = new Uint8Array(NBD_SIMPLE_REPLY_SIZE);
+          writeSimpleReply(h, 0, 0, req.handleHi, req.handleLo);
+          this.#writer.enqueue(h, data);
+        }
+        return;
+      }
+      case NBD_CMD_WRITE:
+        await this.#write(req.offset, payload!, fua);
+        if (counters) counters.bytesWritten += req.length;
+        break;
+      case NBD_CMD_FLUSH:
+        await dev.flush();
+        break;
+      case NBD_CMD_TRIM:
+        await dev.trim(BigInt(req.offset), req.length);
+        if (fua) await dev.flush();
+        break;
+      case NBD_CMD_WRITE_ZEROES: {
+        const mayTrim = (req.flags & NBD_CMD_FLAG_NO_HOLE) === 0;
+        if (dev.limits.canWriteZeroes) {
+          await dev.writeZeroes(BigInt(req.offset), req.length, { mayTrim });
+          if (fua) await dev.flush();
+        } else if (req.flags & NBD_CMD_FLAG_FAST_ZERO) {
+          // proto.md NBD_CMD_FLAG_FAST_ZERO: fail at once if zeroing is no faster than writing.
+          throw new RequestError(NBD_ENOTSUP, "fast zeroing not supported by the device");
+        } else {
+          await this.#emulateZeroes(req.offset, req.length, fua);
+        }
+        break;
+      }
+    }
+    this.#writer.enqueue(encodeSimpleReply(0, req.handleHi, req.handleLo));
+  }
+
+  /** Read a range, split into device-sized pieces when needed. */
+  async #read(offset: number, length: number): Promise<Uint8Array> {
+    if (length <= this.#chunk) {
+      const d = await this.device.read(BigInt(offset), length);
+      if (d.length !== length) throw new RequestError(NBD_EIO, "short read from device");
+      return d;
+    }
+    const out = new Uint8Array(length);
+    const parts: Promise<void>[] = [];
+    for (let p = 0; p < length; p += this.#chunk) {
+      const n = Math.min(this.#chunk, length - p);
+      parts.push(
+        this.device.read(BigInt(offset + p), n).then((d) => {
+          if (d.length !== n) throw new RequestError(NBD_EIO, "short read from device");
+          out.set(d, p);
+        }),
+      );
+    }
+    await Promise.all(parts);
+    return out;
+  }
+
+  async #write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
+    const opts = fua ? { fua: true } : undefined;
+    if (data.length <= this.#chunk) return await this.device.write(BigInt(offset), data, opts);
+    const parts: Promise<void>[] = [];
+    for (let p = 0; p < data.length; p += this.#chunk) {
+      const n = Math.min(this.#chunk, data.length - p);
+      parts.push(this.device.write(BigInt(offset + p), data.subarray(p, p + n), opts));
+    }
+    await Promise.all(parts);
+  }
+
+  async #emulateZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+    const step = Math.min(this.#chunk, ZERO_CHUNK);
+    this.#zeroes ??= new Uint8Array(step); // never written to: shared by all writes
+    for (let p = 0; p < length; p += step) {
+      const n = Math.min(step, length - p);
+      await this.device.write(
+        BigInt(offset + p),
+        this.#zeroes.subarray(0, n),
+        fua ? { fua: true } : undefined,
+      );
+    }
+  }
+
+  #replyError(req: NbdRequest, errno: number, message: string): void {
+    if (this.opts.counters) this.opts.counters.errors++;
+    // proto.md: with structured replies a READ MUST get a structured reply;
+    // errors SHOULD be structured so the message reaches the user.
+    this.#writer.enqueue(
+      this.structured
+        ? encodeStructuredError(req.handleHi, req.handleLo, errno, message)
+        : encodeSimpleReply(errno, req.handleHi, req.handleLo),
+    );
+  }
+}
+
+/** Option data above this size is refused with NBD_REP_ERR_TOO_BIG (exported for tests). */
+export const MAX_OPTION_DATA_BYTES = MAX_OPTION_DATA;
