@@ -1,0 +1,868 @@
+/**
+ * The iSCSI session in full feature phase (RFC 7143 §3.2, §4.2): it
+ * implements {@link ScsiTransport} for the SCSI layer.
+ *
+ * Split of concerns (so that recovery, issue 5, can plug in):
+ * - Session (this file): the commands and their state (ITT, CmdSN, transfer
+ *   progress), the ISID/TSIH, negotiated parameters, CmdSN window and
+ *   ExpStatSN. It outlives connections in the design.
+ * - Connection (connection.ts): socket and PDU framing only.
+ * Today a lost connection fails every command (see {@link Session.#fail});
+ * recovery will instead log in again with the same ISID (reinstatement,
+ * §6.3.5), reset each unfinished task's transfer state and re-issue the
+ * tasks in CmdSN order on the new connection.
+ *
+ * Data path (issue 6): Data-In is read by the connection straight into the
+ * caller's buffer (the DataPlacer below), Data-Out is sent as views of the
+ * caller's buffer, sequence numbers are plain 32-bit serial arithmetic
+ * (RFC 1982) on numbers, and the window is refilled on every PDU that moves
+ * MaxCmdSN.
+ */
+import { IsbootError, OperationalError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { ScsiCommand, ScsiResponse, ScsiTransport } from "../scsi/transport.ts";
+import {
+  ASYNC_DROP_ALL_CONNECTIONS,
+  ASYNC_DROP_CONNECTION,
+  ASYNC_LOGOUT_REQUEST,
+  ASYNC_NEGOTIATION_REQUEST,
+  ASYNC_SCSI_EVENT,
+  ASYNC_TASK_TERMINATION,
+  BHS_LENGTH,
+  DATA_IN_FLAG_STATUS,
+  LOGOUT_CLOSE_SESSION,
+  OP_ASYNC_MSG,
+  OP_DATA_IN,
+  OP_LOGOUT_RESP,
+  OP_NOP_IN,
+  OP_R2T,
+  OP_REJECT,
+  OP_SCSI_RESP,
+  OP_TASK_MGMT_RESP,
+  REJECT_REASON_NAMES,
+  RESERVED_TAG,
+  RESP_FLAG_OVERFLOW,
+  RESP_FLAG_UNDERFLOW,
+  RESPONSE_COMPLETED,
+  TMF_ABORT_TASK,
+  TMF_LOGICAL_UNIT_RESET,
+  TMF_RESP_COMPLETE,
+  TMF_RESP_NAMES,
+  TMF_RESP_NO_TASK,
+} from "./constants.ts";
+import type { ChapAlgorithmName } from "./chap.ts";
+import type { Connection } from "./connection.ts";
+import { type Crc32c, defaultCrc32c } from "./digest.ts";
+import { IscsiProtocolError } from "./errors.ts";
+import { type ChapCredentials, login, type LoginResult, randomIsid, stableIsid } from "./login.ts";
+import type { DigestChoice, SessionParams } from "./negotiate.ts";
+import {
+  encodeDataOut,
+  encodeLogoutRequest,
+  encodeNopOut,
+  encodeScsiCommand,
+  encodeTaskMgmt,
+  type PduHeader,
+} from "./pdu.ts";
+import { formatPortal, type Portal } from "./uri.ts";
+
+/** RFC 1982 serial number comparison for 32-bit sequence numbers: a < b. */
+export function serialLt(a: number, b: number): boolean {
+  return ((a - b) | 0) < 0;
+}
+/** a <= b in serial arithmetic. */
+export function serialLe(a: number, b: number): boolean {
+  return ((a - b) | 0) <= 0;
+}
+
+/** What a session needs: where, who, how to authenticate, what to negotiate. */
+export interface SessionConfig {
+  portal: Portal;
+  targetName: string;
+  /** The LUN the user named (commands carry their own; kept for display). */
+  lun: number;
+  initiatorName: string;
+  chap?: ChapCredentials;
+  mutual?: ChapCredentials;
+  chapAlgorithms: readonly ChapAlgorithmName[];
+  headerDigest: DigestChoice;
+  dataDigest: DigestChoice;
+  /**
+   * Makes the ISID stable (stableIsid(initiatorName, purpose)) so a later
+   * login reinstates this session; omit for one-off sessions (random ISID).
+   */
+  isidPurpose?: string;
+  /** Abort a command not done after this long (ABORT TASK, then LUN RESET). 0 = never. */
+  commandTimeoutMs?: number;
+  /** Send a NOP-Out ping this often when idle; 0 = never. */
+  nopIntervalMs?: number;
+  /** A ping not answered within this is a connection failure (default 10 s). */
+  nopTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  loginTimeoutMs?: number;
+  /** CRC32C implementation (default: the process default). */
+  crc?: Crc32c;
+}
+
+/** What `probe` and `status` show about a session (no secrets). */
+export interface SessionInfo {
+  portal: string;
+  targetName: string;
+  isid: string;
+  tsih: number;
+  auth: "none" | "chap" | "mutual";
+  chapAlgorithm?: string;
+  loginMs: number;
+  params: SessionParams;
+}
+
+interface Task {
+  itt: number;
+  cmdSN: number;
+  lun: number;
+  cmd: ScsiCommand;
+  read: boolean;
+  write: boolean;
+  expectedLength: number;
+  dataIn: Uint8Array | null;
+  received: number;
+  nextDataSN: number;
+  nextR2TSN: number;
+  resolve: (r: ScsiResponse) => void;
+  reject: (e: Error) => void;
+  timer?: ReturnType<typeof setTimeout>;
+  aborting: boolean;
+}
+
+interface Pending {
+  resolve: (h: PduHeader, data: Uint8Array) => void;
+  reject: (e: Error) => void;
+}
+
+type State = "open" | "closing" | "closed" | "failed";
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * A logged-in iSCSI session (full feature phase).
+ *
+ * @example
+ * ```ts
+ * const s = await loginSession(config, log);
+ * const r = await s.execute({ lun: 1, cdb: readCapacity16Cdb, dataInLength: 32 });
+ * await s.close();
+ * ```
+ */
+export class Session implements ScsiTransport {
+  readonly #cfg: SessionConfig;
+  readonly #log: Logger;
+  #conn: Connection;
+  #login: LoginResult;
+  #state: State = "open";
+  #failure: Error | null = null;
+  readonly #params: SessionParams;
+
+  /** CmdSN for the next non-immediate command. */
+  #cmdSN: number;
+  #expCmdSN: number;
+  #maxCmdSN: number;
+  #expStatSN: number;
+  #nextItt = 1;
+
+  readonly #tasks = new Map<number, Task>();
+  #queue: Task[] = [];
+  readonly #pending = new Map<number, Pending>();
+  readonly #bhs = new Uint8Array(BHS_LENGTH);
+  #nopTimer?: ReturnType<typeof setInterval>;
+  #lastRx = performance.now();
+  #drained: (() => void) | null = null;
+
+  private constructor(cfg: SessionConfig, log: Logger, r: LoginResult) {
+    this.#cfg = cfg;
+    this.#log = log;
+    this.#conn = r.conn;
+    this.#login = r;
+    this.#params = r.params;
+    this.#cmdSN = r.cmdSN;
+    this.#expCmdSN = r.expCmdSN;
+    this.#maxCmdSN = r.maxCmdSN;
+    this.#expStatSN = r.expStatSN;
+  }
+
+  /** Log in and start the full feature phase. Prefer {@link loginSession}. */
+  static async open(cfg: SessionConfig, log: Logger): Promise<Session> {
+    const crc = cfg.crc ?? (await defaultCrc32c());
+    const isid = cfg.isidPurpose ? stableIsid(cfg.initiatorName, cfg.isidPurpose) : randomIsid();
+    const r = await login(
+      {
+        portal: cfg.portal,
+        initiatorName: cfg.initiatorName,
+        targetName: cfg.targetName,
+        sessionType: "Normal",
+        chap: cfg.chap,
+        mutual: cfg.mutual,
+        chapAlgorithms: cfg.chapAlgorithms,
+        headerDigest: cfg.headerDigest,
+        dataDigest: cfg.dataDigest,
+        isid,
+        connectTimeoutMs: cfg.connectTimeoutMs,
+        loginTimeoutMs: cfg.loginTimeoutMs,
+      },
+      crc,
+      log,
+    );
+    const s = new Session(cfg, log, r);
+    log.debug(() =>
+      `logged in to ${cfg.targetName} at ${formatPortal(r.portal)}: tsih=${r.tsih} ` +
+      `auth=${r.auth}${r.chapAlgorithm ? `/${r.chapAlgorithm}` : ""} ` +
+      `window=${r.expCmdSN}..${r.maxCmdSN} ${JSON.stringify(r.params)}`
+    );
+    s.#start();
+    return s;
+  }
+
+  #start(): void {
+    void this.#readLoop(this.#conn);
+    const every = this.#cfg.nopIntervalMs ?? 0;
+    if (every > 0) {
+      this.#nopTimer = setInterval(() => {
+        if (this.#state !== "open" || performance.now() - this.#lastRx < every) return;
+        this.ping(this.#cfg.nopTimeoutMs ?? 10000).catch((e) => this.#fail(e));
+      }, every);
+    }
+  }
+
+  /** Negotiated parameters and login facts (no secrets). */
+  get info(): SessionInfo {
+    const r = this.#login;
+    return {
+      portal: formatPortal(r.portal),
+      targetName: this.#cfg.targetName,
+      isid: Array.from(r.isid, (b) => b.toString(16).padStart(2, "0")).join(""),
+      tsih: r.tsih,
+      auth: r.auth,
+      ...(r.chapAlgorithm ? { chapAlgorithm: r.chapAlgorithm } : {}),
+      loginMs: r.loginMs,
+      params: { ...this.#params },
+    };
+  }
+
+  /** iSCSI sets no per-command limit (Expected Data Transfer Length is 32-bit); the SCSI layer's Block Limits decide. */
+  get maxTransferHint(): number {
+    return 0;
+  }
+
+  /** Commands sent and not yet answered, and commands waiting for the window. */
+  get outstanding(): { inFlight: number; queued: number } {
+    return { inFlight: this.#tasks.size, queued: this.#queue.length };
+  }
+
+  /** Current CmdSN window, for tests and status. */
+  get window(): { cmdSN: number; expCmdSN: number; maxCmdSN: number; expStatSN: number } {
+    return {
+      cmdSN: this.#cmdSN,
+      expCmdSN: this.#expCmdSN,
+      maxCmdSN: this.#maxCmdSN,
+      expStatSN: this.#expStatSN,
+    };
+  }
+
+  // ---- commands -----------------------------------------------------------
+
+  /**
+   * Run one SCSI command. Resolves with status, data and sense; rejects only
+   * when the command could not be carried out (session failed, rejected,
+   * timed out and aborted).
+   */
+  execute(cmd: ScsiCommand): Promise<ScsiResponse> {
+    if (this.#state !== "open") {
+      return Promise.reject(this.#failure ?? new OperationalError("iSCSI session is closed"));
+    }
+    const inLen = cmd.dataInLength ?? 0;
+    const outLen = cmd.dataOut?.length ?? 0;
+    if (cmd.cdb.length < 6 || cmd.cdb.length > 16) {
+      return Promise.reject(new RangeError(`CDB length ${cmd.cdb.length} not in 6..16`));
+    }
+    if (!Number.isInteger(cmd.lun) || cmd.lun < 0 || cmd.lun > 16383) {
+      return Promise.reject(new RangeError(`LUN ${cmd.lun} out of range`));
+    }
+    if (!Number.isInteger(inLen) || inLen < 0 || inLen > 0xffffffff) {
+      return Promise.reject(new RangeError(`dataInLength ${inLen} out of range`));
+    }
+    if (inLen && outLen) {
+      return Promise.reject(new RangeError("bidirectional commands are not supported"));
+    }
+    if (cmd.dataInBuffer && cmd.dataInBuffer.length < inLen) {
+      return Promise.reject(new RangeError("dataInBuffer shorter than dataInLength"));
+    }
+    return new Promise<ScsiResponse>((resolve, reject) => {
+      const task: Task = {
+        itt: 0,
+        cmdSN: 0,
+        lun: cmd.lun,
+        cmd,
+        read: inLen > 0,
+        write: outLen > 0,
+        expectedLength: inLen || outLen,
+        dataIn: inLen ? (cmd.dataInBuffer ?? new Uint8Array(inLen)) : null,
+        received: 0,
+        nextDataSN: 0,
+        nextR2TSN: 0,
+        resolve,
+        reject,
+        aborting: false,
+      };
+      this.#queue.push(task);
+      this.#pump();
+    });
+  }
+
+  /** Issue queued commands while the target's window (ExpCmdSN..MaxCmdSN) has room (§4.2.2.1). */
+  #pump(): void {
+    while (this.#queue.length && this.#state === "open" && serialLe(this.#cmdSN, this.#maxCmdSN)) {
+      this.#issue(this.#queue.shift() as Task);
+    }
+  }
+
+  #allocItt(): number {
+    for (;;) {
+      const itt = this.#nextItt;
+      this.#nextItt = (this.#nextItt + 1) >>> 0;
+      if (this.#nextItt === RESERVED_TAG) this.#nextItt = 1;
+      if (!this.#tasks.has(itt) && !this.#pending.has(itt)) return itt;
+    }
+  }
+
+  #send(data: Uint8Array = EMPTY): void {
+    this.#conn.send(this.#bhs, data).catch((e) => this.#fail(e));
+  }
+
+  #issue(t: Task): void {
+    const p = this.#params;
+    t.itt = this.#allocItt();
+    t.cmdSN = this.#cmdSN;
+    this.#cmdSN = (this.#cmdSN + 1) >>> 0;
+    t.received = 0;
+    t.nextDataSN = 0;
+    t.nextR2TSN = 0;
+    this.#tasks.set(t.itt, t);
+    const out = t.cmd.dataOut ?? EMPTY;
+    const len = t.write ? out.length : 0;
+    // Immediate data (§13.11) and unsolicited Data-Out (§13.10) up to FirstBurstLength.
+    const imm = t.write && p.immediateData
+      ? Math.min(len, p.firstBurstLength, p.maxXmitDataSegmentLength)
+      : 0;
+    const unsolicitedEnd = t.write && !p.initialR2T ? Math.min(len, p.firstBurstLength) : imm;
+    encodeScsiCommand(this.#bhs, {
+      final: unsolicitedEnd === imm,
+      read: t.read,
+      write: t.write,
+      lun: t.lun,
+      itt: t.itt,
+      expectedDataTransferLength: t.expectedLength,
+      cmdSN: t.cmdSN,
+      expStatSN: this.#expStatSN,
+      cdb: t.cmd.cdb,
+      dataSegmentLength: imm,
+    });
+    this.#send(out.subarray(0, imm));
+    if (unsolicitedEnd > imm) this.#sendDataOut(t, RESERVED_TAG, imm, unsolicitedEnd);
+    const ms = this.#cfg.commandTimeoutMs ?? 0;
+    if (ms > 0) t.timer = setTimeout(() => void this.#timedOut(t, ms), ms);
+  }
+
+  /** One Data-Out sequence for [from, to) of the task's buffer (§11.8), PDUs within the target's limit. */
+  #sendDataOut(t: Task, ttt: number, from: number, to: number): void {
+    const out = t.cmd.dataOut as Uint8Array;
+    const max = this.#params.maxXmitDataSegmentLength;
+    let dataSN = 0;
+    for (let off = from; off < to; off += max) {
+      const n = Math.min(max, to - off);
+      encodeDataOut(this.#bhs, {
+        final: off + n === to,
+        lun: t.lun,
+        itt: t.itt,
+        ttt,
+        expStatSN: this.#expStatSN,
+        dataSN: dataSN++,
+        bufferOffset: off,
+        dataSegmentLength: n,
+      });
+      this.#send(out.subarray(off, off + n));
+    }
+  }
+
+  #finish(t: Task): boolean {
+    if (this.#tasks.get(t.itt) !== t) return false;
+    this.#tasks.delete(t.itt);
+    if (t.timer !== undefined) clearTimeout(t.timer);
+    if (this.#drained && this.#tasks.size === 0 && this.#queue.length === 0) this.#drained();
+    return true;
+  }
+
+  #complete(t: Task, status: number, flags: number, residual: number, sense?: Uint8Array): void {
+    if (!this.#finish(t)) return;
+    const underflow = flags & RESP_FLAG_UNDERFLOW ? residual : 0;
+    const overflow = flags & RESP_FLAG_OVERFLOW ? residual : 0;
+    const dataLen = t.read ? Math.max(0, Math.min(t.received, t.expectedLength - underflow)) : 0;
+    t.resolve({
+      status,
+      data: t.dataIn ? t.dataIn.subarray(0, dataLen) : EMPTY,
+      residualUnderflow: underflow,
+      residualOverflow: overflow,
+      ...(sense ? { sense } : {}),
+    });
+    this.#pump();
+  }
+
+  // ---- receiving ----------------------------------------------------------
+
+  /** Where a Data-In segment goes: straight into the task's buffer, after the checks. */
+  readonly #place = (h: PduHeader): Uint8Array | null => {
+    if (h.opcode !== OP_DATA_IN) return null;
+    const t = this.#tasks.get(h.itt);
+    if (!t) throw new IscsiProtocolError(`Data-In for unknown ITT 0x${h.itt.toString(16)}`);
+    if (!t.read || !t.dataIn) {
+      throw new IscsiProtocolError(`Data-In for a command that reads nothing`);
+    }
+    const off = h.bufferOffset;
+    const n = h.dataSegmentLength;
+    // DataPDUInOrder=Yes and DataSequenceInOrder=Yes (§13.18, §13.19): data arrives in order.
+    if (off !== t.received) {
+      throw new IscsiProtocolError(
+        `Data-In at offset ${off}, expected ${t.received} (out of order)`,
+      );
+    }
+    if (off + n > t.expectedLength) {
+      throw new IscsiProtocolError(`Data-In past the buffer: ${off}+${n} > ${t.expectedLength}`);
+    }
+    if (h.dataSN !== t.nextDataSN) {
+      throw new IscsiProtocolError(`Data-In DataSN ${h.dataSN}, expected ${t.nextDataSN}`);
+    }
+    return t.dataIn.subarray(off, off + n);
+  };
+
+  async #readLoop(conn: Connection): Promise<void> {
+    try {
+      while (!conn.closed) {
+        const { header, data } = await conn.readPdu(this.#place);
+        if (conn !== this.#conn) return;
+        this.#lastRx = performance.now();
+        this.#dispatch(header, data);
+      }
+    } catch (e) {
+      if (conn === this.#conn) this.#fail(e);
+    }
+  }
+
+  #updateWindow(h: PduHeader): void {
+    const exp = h.expCmdSN;
+    const max = h.maxCmdSN;
+    // §4.2.2.1: MaxCmdSN < ExpCmdSN - 1 means the fields must be ignored.
+    if (serialLt(max, (exp - 1) >>> 0)) return;
+    if (serialLt(this.#expCmdSN, exp)) this.#expCmdSN = exp;
+    if (serialLt(this.#maxCmdSN, max)) this.#maxCmdSN = max;
+  }
+
+  #ackStatus(h: PduHeader): void {
+    if (serialLe(this.#expStatSN, h.statSN)) this.#expStatSN = (h.statSN + 1) >>> 0;
+  }
+
+  #dispatch(h: PduHeader, data: Uint8Array): void {
+    this.#updateWindow(h);
+    switch (h.opcode) {
+      case OP_DATA_IN:
+        this.#onDataIn(h);
+        break;
+      case OP_SCSI_RESP:
+        this.#ackStatus(h);
+        this.#onScsiResponse(h, data);
+        break;
+      case OP_R2T:
+        this.#onR2T(h);
+        break;
+      case OP_NOP_IN:
+        this.#onNopIn(h, data);
+        break;
+      case OP_TASK_MGMT_RESP:
+      case OP_LOGOUT_RESP: {
+        this.#ackStatus(h);
+        const p = this.#pending.get(h.itt);
+        if (!p) throw new IscsiProtocolError(`${h.name} for unknown ITT 0x${h.itt.toString(16)}`);
+        this.#pending.delete(h.itt);
+        p.resolve(h, data);
+        break;
+      }
+      case OP_ASYNC_MSG:
+        this.#ackStatus(h);
+        this.#onAsync(h, data);
+        break;
+      case OP_REJECT:
+        this.#ackStatus(h);
+        this.#onReject(h, data);
+        break;
+      default:
+        throw new IscsiProtocolError(`unexpected ${h.name} in full feature phase`);
+    }
+    this.#pump();
+  }
+
+  #onDataIn(h: PduHeader): void {
+    const t = this.#tasks.get(h.itt) as Task; // #place checked it exists
+    t.received += h.dataSegmentLength;
+    t.nextDataSN = (t.nextDataSN + 1) >>> 0;
+    if (h.flags & DATA_IN_FLAG_STATUS) {
+      if (!h.final) throw new IscsiProtocolError("Data-In with S bit but without F bit");
+      this.#ackStatus(h);
+      this.#checkResidual(t, h);
+      this.#complete(t, h.byte3, h.flags, h.residualCount);
+    }
+  }
+
+  #checkResidual(t: Task, h: PduHeader): void {
+    if ((h.flags & RESP_FLAG_UNDERFLOW) && h.residualCount > t.expectedLength) {
+      throw new IscsiProtocolError(
+        `residual underflow ${h.residualCount} > expected ${t.expectedLength}`,
+      );
+    }
+  }
+
+  #onScsiResponse(h: PduHeader, data: Uint8Array): void {
+    const t = this.#tasks.get(h.itt);
+    if (!t) throw new IscsiProtocolError(`SCSI Response for unknown ITT 0x${h.itt.toString(16)}`);
+    this.#checkResidual(t, h);
+    let sense: Uint8Array | undefined;
+    if (data.length >= 2) {
+      const senseLength = (data[0] << 8) | data[1];
+      if (2 + senseLength > data.length) {
+        throw new IscsiProtocolError(`SenseLength ${senseLength} beyond the data segment`);
+      }
+      if (senseLength) sense = data.subarray(2, 2 + senseLength);
+    } else if (data.length === 1) {
+      throw new IscsiProtocolError("SCSI Response data segment of 1 byte");
+    }
+    if (h.byte2 !== RESPONSE_COMPLETED) {
+      if (this.#finish(t)) {
+        t.reject(
+          new OperationalError(
+            `target failure (iSCSI response 0x${h.byte2.toString(16)}) for CDB 0x${
+              t.cmd.cdb[0].toString(16)
+            }`,
+          ),
+        );
+      }
+      return;
+    }
+    this.#complete(t, h.byte3, h.flags, h.residualCount, sense);
+  }
+
+  #onR2T(h: PduHeader): void {
+    const t = this.#tasks.get(h.itt);
+    if (!t) throw new IscsiProtocolError(`R2T for unknown ITT 0x${h.itt.toString(16)}`);
+    if (!t.write) throw new IscsiProtocolError("R2T for a command that writes nothing");
+    const off = h.bufferOffset;
+    const n = h.desiredDataTransferLength;
+    if (n === 0 || off + n > t.expectedLength) {
+      throw new IscsiProtocolError(`R2T beyond the transfer: ${off}+${n} > ${t.expectedLength}`);
+    }
+    if (n > this.#params.maxBurstLength) {
+      throw new IscsiProtocolError(
+        `R2T for ${n} bytes exceeds MaxBurstLength ${this.#params.maxBurstLength}`,
+      );
+    }
+    if (h.dataSN !== t.nextR2TSN) {
+      throw new IscsiProtocolError(`R2TSN ${h.dataSN}, expected ${t.nextR2TSN}`);
+    }
+    if (h.ttt === RESERVED_TAG) {
+      throw new IscsiProtocolError("R2T with the reserved Target Transfer Tag");
+    }
+    t.nextR2TSN = (t.nextR2TSN + 1) >>> 0;
+    if (t.aborting) return;
+    this.#sendDataOut(t, h.ttt, off, off + n);
+  }
+
+  #onNopIn(h: PduHeader, data: Uint8Array): void {
+    if (h.itt === RESERVED_TAG) {
+      // A ping from the target (§11.19): answer unless it wants no answer (TTT reserved).
+      if (h.ttt === RESERVED_TAG) return;
+      const echo = data.subarray(0, Math.min(data.length, this.#params.maxXmitDataSegmentLength));
+      encodeNopOut(this.#bhs, {
+        itt: RESERVED_TAG,
+        ttt: h.ttt,
+        cmdSN: this.#cmdSN,
+        expStatSN: this.#expStatSN,
+        lunBytes: h.lunBytes,
+        dataSegmentLength: echo.length,
+      });
+      this.#send(echo.slice());
+      return;
+    }
+    this.#ackStatus(h);
+    const p = this.#pending.get(h.itt);
+    if (!p) throw new IscsiProtocolError(`NOP-In for unknown ITT 0x${h.itt.toString(16)}`);
+    this.#pending.delete(h.itt);
+    p.resolve(h, data);
+  }
+
+  #onAsync(h: PduHeader, data: Uint8Array): void {
+    switch (h.asyncEvent) {
+      case ASYNC_SCSI_EVENT:
+        this.#log.info(`target reports a SCSI asynchronous event (${data.length} bytes of sense)`);
+        break;
+      case ASYNC_LOGOUT_REQUEST:
+        this.#log.warn(`target requests logout within ${h.asyncParameter3} s`);
+        void this.#logoutAndFail(new OperationalError("target requested logout"));
+        break;
+      case ASYNC_DROP_CONNECTION:
+      case ASYNC_DROP_ALL_CONNECTIONS:
+        this.#fail(
+          new OperationalError(
+            `target is dropping the connection (Time2Wait ${h.asyncParameter2} s, Time2Retain ${h.asyncParameter3} s)`,
+          ),
+        );
+        break;
+      case ASYNC_NEGOTIATION_REQUEST:
+        // We keep the parameters we have; the target may log us out if it insists.
+        this.#log.info("target requests parameter renegotiation; keeping current parameters");
+        break;
+      case ASYNC_TASK_TERMINATION:
+        this.#log.warn("target reports that it terminated all tasks");
+        break;
+      default:
+        this.#log.debug(`Async Message event ${h.asyncEvent} ignored`);
+    }
+  }
+
+  #onReject(h: PduHeader, data: Uint8Array): void {
+    const reason = REJECT_REASON_NAMES[h.byte2] ?? `reason 0x${h.byte2.toString(16)}`;
+    if (data.length < BHS_LENGTH) {
+      throw new IscsiProtocolError("Reject without the rejected header");
+    }
+    const itt = new DataView(data.buffer, data.byteOffset, BHS_LENGTH).getUint32(16);
+    const err = new OperationalError(`target rejected a PDU: ${reason}`);
+    const t = this.#tasks.get(itt);
+    if (t) {
+      if (this.#finish(t)) t.reject(err);
+      return;
+    }
+    const p = this.#pending.get(itt);
+    if (p) {
+      this.#pending.delete(itt);
+      p.reject(err);
+      return;
+    }
+    this.#log.warn(`${err.message} (ITT 0x${itt.toString(16)})`);
+  }
+
+  // ---- immediate requests: NOP-Out, task management, logout ----------------
+
+  #request(
+    build: (itt: number) => Uint8Array,
+    timeoutMs: number,
+    what: string,
+  ): Promise<{ h: PduHeader; data: Uint8Array }> {
+    if (this.#state === "failed" || this.#state === "closed") {
+      return Promise.reject(this.#failure ?? new OperationalError("iSCSI session is closed"));
+    }
+    return new Promise((resolve, reject) => {
+      const itt = this.#allocItt();
+      const timer = setTimeout(() => {
+        this.#pending.delete(itt);
+        reject(new OperationalError(`${what}: no answer from the target in ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(itt, {
+        resolve: (h, data) => {
+          clearTimeout(timer);
+          resolve({ h, data });
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      const data = build(itt);
+      this.#send(data);
+    });
+  }
+
+  /**
+   * NOP-Out ping (§11.18); resolves with the round trip in ms.
+   *
+   * @example
+   * ```ts
+   * const ms = await session.ping();
+   * ```
+   */
+  async ping(timeoutMs = 10000): Promise<number> {
+    const t0 = performance.now();
+    await this.#request(
+      (itt) => {
+        encodeNopOut(this.#bhs, {
+          itt,
+          ttt: RESERVED_TAG,
+          cmdSN: this.#cmdSN,
+          expStatSN: this.#expStatSN,
+          dataSegmentLength: 0,
+        });
+        return EMPTY;
+      },
+      timeoutMs,
+      "NOP-Out",
+    );
+    return performance.now() - t0;
+  }
+
+  /**
+   * Send a task management function (§11.5) and return the TMF response
+   * code (0 = function complete; see TMF_RESP_NAMES).
+   *
+   * @example
+   * ```ts
+   * await session.taskManagement(TMF_LOGICAL_UNIT_RESET, 1);
+   * ```
+   */
+  async taskManagement(
+    func: number,
+    lun: number,
+    ref?: { itt: number; cmdSN: number },
+    timeoutMs = 10000,
+  ): Promise<number> {
+    const { h } = await this.#request(
+      (itt) => {
+        encodeTaskMgmt(this.#bhs, {
+          func,
+          lun,
+          itt,
+          referencedTaskTag: ref?.itt ?? RESERVED_TAG,
+          cmdSN: this.#cmdSN,
+          expStatSN: this.#expStatSN,
+          refCmdSN: ref?.cmdSN ?? 0,
+        });
+        return EMPTY;
+      },
+      timeoutMs,
+      "task management",
+    );
+    return h.byte2;
+  }
+
+  /** A command ran past commandTimeoutMs: ABORT TASK, then LUN RESET, then give up on the connection. */
+  async #timedOut(t: Task, ms: number): Promise<void> {
+    if (this.#tasks.get(t.itt) !== t || this.#state !== "open") return;
+    t.aborting = true;
+    const err = new OperationalError(
+      `SCSI command 0x${t.cmd.cdb[0].toString(16)} timed out after ${ms} ms`,
+    );
+    this.#log.warn(`${err.message}; sending ABORT TASK`);
+    try {
+      const r = await this.taskManagement(TMF_ABORT_TASK, t.lun, t, ms);
+      if (r !== TMF_RESP_COMPLETE && r !== TMF_RESP_NO_TASK) {
+        this.#log.warn(`ABORT TASK: ${TMF_RESP_NAMES[r] ?? r}; sending LOGICAL UNIT RESET`);
+        const r2 = await this.taskManagement(TMF_LOGICAL_UNIT_RESET, t.lun, undefined, ms);
+        if (r2 !== TMF_RESP_COMPLETE) {
+          throw new OperationalError(`LOGICAL UNIT RESET: ${TMF_RESP_NAMES[r2] ?? r2}`);
+        }
+      }
+      if (this.#finish(t)) t.reject(err);
+    } catch (e) {
+      this.#fail(e);
+    }
+  }
+
+  async #logout(timeoutMs: number): Promise<void> {
+    const { h } = await this.#request(
+      (itt) => {
+        encodeLogoutRequest(this.#bhs, {
+          reason: LOGOUT_CLOSE_SESSION,
+          itt,
+          cid: 0,
+          cmdSN: this.#cmdSN,
+          expStatSN: this.#expStatSN,
+        });
+        return EMPTY;
+      },
+      timeoutMs,
+      "logout",
+    );
+    if (h.byte2 !== 0) this.#log.warn(`logout response ${h.byte2} (session not closed cleanly)`);
+  }
+
+  async #logoutAndFail(err: Error): Promise<void> {
+    try {
+      await this.#logout(5000);
+    } catch {
+      // the failure below says enough
+    }
+    this.#fail(err);
+  }
+
+  /**
+   * Finish the commands in flight, log out (close session, §11.14) and close
+   * the connection. Idempotent.
+   */
+  async close(timeoutMs = 10000): Promise<void> {
+    if (this.#state !== "open") return;
+    this.#state = "closing";
+    if (this.#nopTimer !== undefined) clearInterval(this.#nopTimer);
+    if (this.#tasks.size || this.#queue.length) {
+      // Queued commands still get the window as responses come in.
+      const drained = new Promise<void>((r) => (this.#drained = r));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([drained, new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
+      clearTimeout(timer);
+    }
+    try {
+      await this.#logout(Math.min(timeoutMs, 5000));
+    } catch (e) {
+      this.#log.debug(`logout: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    this.#state = "closed";
+    this.#conn.close();
+    this.#failAll(new OperationalError("iSCSI session closed"));
+  }
+
+  /**
+   * The connection is gone or broke the protocol. Today every command fails;
+   * this is where recovery (issue 5) will reconnect, reinstate and replay.
+   */
+  #fail(e: unknown): void {
+    if (this.#state === "failed" || this.#state === "closed") return;
+    const err = e instanceof IsbootError
+      ? e
+      : new OperationalError(e instanceof Error ? e.message : String(e));
+    this.#log.error(`iSCSI connection to ${this.#conn.peer} failed: ${err.message}`);
+    this.#state = "failed";
+    this.#failure = err;
+    if (this.#nopTimer !== undefined) clearInterval(this.#nopTimer);
+    this.#conn.close(err);
+    this.#failAll(err);
+  }
+
+  #failAll(err: Error): void {
+    const tasks = [...this.#tasks.values(), ...this.#queue];
+    this.#tasks.clear();
+    this.#queue = [];
+    for (const t of tasks) {
+      if (t.timer !== undefined) clearTimeout(t.timer);
+      t.reject(err);
+    }
+    const pend = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pend) p.reject(err);
+    if (this.#drained) this.#drained();
+  }
+}
+
+/**
+ * Log in to a target and return the session in full feature phase: the
+ * entry point for the SCSI layer, `probe`, `serve` and `boot`.
+ *
+ * @example
+ * ```ts
+ * const cfg = parseTargetOptions(values, uri, env); // src/cli/target_options.ts
+ * const session = await loginSession(cfg, log);
+ * ```
+ */
+export function loginSession(cfg: SessionConfig, log: Logger): Promise<Session> {
+  return Session.open(cfg, log);
+}
