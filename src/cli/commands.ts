@@ -1,4 +1,7 @@
 import type { Command } from "./context.ts";
+import { attachCommand } from "./attach.ts";
+import { detachCommand } from "./detach.ts";
+import { statusCommand } from "./status.ts";
 import { serveCommand } from "./serve.ts";
 import { ibftCommand } from "./ibft.ts";
 
@@ -7,6 +10,9 @@ import { ibftCommand } from "./ibft.ts";
  * is thin: parse, call the layers, print.
  */
 export const COMMANDS: Record<string, Command> = {
+  attach: attachCommand,
+  detach: detachCommand,
+  status: statusCommand,
   ibft: ibftCommand,
   serve: serveCommand,
 };

@@ -1,0 +1,261 @@
+/**
+ * `isboot attach TARGET [--device /dev/nbdN] [--daemon]`: serve a LUN (or
+ * `memory:SIZE`) to a kernel NBD device over netlink, print the device, and
+ * stay serving until `isboot detach`, SIGINT or SIGTERM (docs/kernel.md).
+ */
+import type { BlockDevice } from "../blockdev.ts";
+import { InvalidInputError, OperationalError, UsageError } from "../errors.ts";
+import { MemoryDevice, parseSize } from "../memory_device.ts";
+import { controlPath, ControlServer, type SessionStatus } from "../control/control.ts";
+import {
+  attachDevice,
+  DEFAULT_DEAD_CONN_TIMEOUT_SEC,
+  type KernelAttachment,
+  NbdKernel,
+  parseNbdDevice,
+} from "../nbd/kernel.ts";
+import { parseCommand } from "./args.ts";
+import type { Command, CommandContext } from "./context.ts";
+
+const USAGE = `usage: isboot attach TARGET [--device /dev/nbdN] [options]
+
+Serve TARGET to the kernel as an NBD device (generic netlink; never the
+NBD_DO_IT ioctl), print the device name, and stay in the foreground serving
+it. The device keeps working while this process lives; detach it with
+\`isboot detach DEVICE\`, SIGINT or SIGTERM.
+
+TARGET:
+  iscsi://[user@]host[:port]/target-iqn/lun   an iSCSI LUN
+  memory:SIZE                                 an in-memory disk, e.g. memory:64M (tests)
+
+options:
+  --device /dev/nbdN        use this device (default: the first free one)
+  --daemon                  go to the background once the device is up
+  --connections N           NBD sockets (kernel queues), 1..16 (default 1)
+  --timeout SEC             kernel per-request timeout; 0 = never (default 0:
+                            isboot itself recovers lost connections)
+  --dead-conn-timeout SEC   how long the kernel holds I/O when this process
+                            dies, for a takeover (default ${DEFAULT_DEAD_CONN_TIMEOUT_SEC})
+  --read-only               export read-only
+  --block-size N            memory: logical block size (default 512)
+  --debug                   log every failed request
+
+Control socket: /run/isboot/nbdN.ctl (mode 0600), read by \`isboot status\`.
+Needs root (CAP_SYS_ADMIN) and the nbd module (loaded when missing).
+`;
+
+const OPTIONS = {
+  device: { type: "string" },
+  daemon: { type: "boolean" },
+  connections: { type: "string" },
+  timeout: { type: "string" },
+  "dead-conn-timeout": { type: "string" },
+  "read-only": { type: "boolean" },
+  "block-size": { type: "string" },
+} as const;
+
+interface Backend {
+  device: BlockDevice;
+  /** Backend identifier for the kernel (sysfs `backend`): IQN/LUN, or memory:... */
+  identifier: string;
+  /** The target as shown in status (no secrets). */
+  display: string;
+  /** Backend facts for status (no secrets). */
+  session?: () => Record<string, unknown>;
+  reconnects?: () => number;
+}
+
+function intOption(
+  name: string,
+  text: string | undefined,
+  min: number,
+  max: number,
+): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`--${name} '${text}': expected an integer ${min}..${max}`);
+  }
+  return n;
+}
+
+function openBackend(
+  target: string,
+  opts: { blockSize?: number; readOnly: boolean },
+): Promise<Backend> {
+  if (target.startsWith("memory:")) {
+    const size = parseSize(target.slice(7));
+    const device = new MemoryDevice({
+      size,
+      blockSize: opts.blockSize ?? 512,
+      readOnly: opts.readOnly,
+    });
+    // Unique per process: a takeover of one memory disk by another makes no sense.
+    return Promise.resolve({
+      device,
+      identifier: `memory:${target.slice(7)}:${Deno.pid}`,
+      display: target,
+    });
+  }
+  if (target.startsWith("iscsi://")) {
+    throw new OperationalError("attach: iSCSI targets are not wired in yet; use memory:SIZE");
+  }
+  throw new InvalidInputError(`target '${target}': expected iscsi://... or memory:SIZE`);
+}
+
+function statusOf(a: KernelAttachment, b: Backend, started: Date): SessionStatus {
+  const c = a.counters;
+  return {
+    pid: Deno.pid,
+    device: a.device,
+    target: b.display,
+    backend: b.identifier,
+    startedAt: started.toISOString(),
+    uptimeSec: Math.round((Date.now() - started.getTime()) / 1000),
+    sizeBytes: String(b.device.size),
+    blockSize: b.device.blockSize,
+    readOnly: (a.flags & 2) !== 0,
+    connections: c.activeConnections,
+    requests: c.requests,
+    bytesRead: c.bytesRead,
+    bytesWritten: c.bytesWritten,
+    errors: c.errors,
+    reconnects: b.reconnects?.() ?? 0,
+    ...(b.session ? { session: b.session() } : {}),
+  };
+}
+
+/** Re-run this same command in the background; return once it printed its device. */
+async function daemonize(args: string[], ctx: CommandContext): Promise<number> {
+  const { spawn } = await import("node:child_process");
+  const main = Deno.mainModule;
+  const exe = Deno.execPath();
+  const rest = args.filter((a) => a !== "--daemon");
+  // deno run SCRIPT (source or bundle form), or a compiled executable.
+  const isDeno = /\/deno$/.test(exe) && main.startsWith("file://");
+  const script = isDeno ? new URL(main).pathname : "";
+  const argv = isDeno
+    ? [
+      "run",
+      "-A",
+      "--quiet",
+      ...(script.endsWith(".js") ? ["--no-config", "--no-lock", "--no-remote", "--no-npm"] : []),
+      script,
+      "attach",
+      ...rest,
+    ]
+    : ["attach", ...rest];
+  const child = spawn(exe, argv, { detached: true, stdio: ["ignore", "pipe", "inherit"] });
+  const line = await new Promise<string | null>((resolve) => {
+    let buf = "";
+    child.stdout!.on("data", (d: Uint8Array) => {
+      buf += new TextDecoder().decode(d);
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) resolve(buf.slice(0, nl));
+    });
+    child.on("exit", () => resolve(null));
+  });
+  if (line === null) {
+    throw new OperationalError("attach --daemon: the background process exited before attaching");
+  }
+  child.stdout!.destroy();
+  child.unref();
+  ctx.out(line + "\n");
+  return 0;
+}
+
+async function run(args: string[], ctx: CommandContext): Promise<number> {
+  const p = parseCommand(args, OPTIONS, USAGE, ctx);
+  if (!p) return 0;
+  const v = p.values;
+  if (p.positionals.length !== 1) throw new UsageError("attach: expected one TARGET (see --help)");
+  const index = v.device === undefined ? undefined : parseNbdDevice(v.device);
+  const connections = intOption("connections", v.connections, 1, 16);
+  const timeoutSec = intOption("timeout", v.timeout, 0, 1 << 30);
+  const deadConnTimeoutSec = intOption("dead-conn-timeout", v["dead-conn-timeout"], 0, 1 << 30);
+  const blockSize = intOption("block-size", v["block-size"], 512, 65536);
+  if (v.daemon) return await daemonize(args, ctx);
+  const log = ctx.log;
+
+  const backend = await openBackend(p.positionals[0], {
+    blockSize,
+    readOnly: v["read-only"] ?? false,
+  });
+  let nbd: NbdKernel | undefined;
+  let attachment: KernelAttachment;
+  try {
+    nbd = await NbdKernel.open({ log });
+    attachment = await attachDevice(nbd, backend.device, {
+      log,
+      index,
+      backendIdentifier: backend.identifier,
+      connections,
+      timeoutSec,
+      deadConnTimeoutSec,
+      readOnly: v["read-only"],
+    });
+  } catch (e) {
+    nbd?.close();
+    await backend.device.close().catch(() => {});
+    throw e;
+  }
+  const started = new Date();
+  const a = attachment;
+  let released = false;
+  let ctl: ControlServer | undefined;
+  try {
+    ctl = await ControlServer.listen(controlPath(a.index), (req) => {
+      switch (req.cmd) {
+        case "status":
+          return { reply: { ok: true, status: statusOf(a, backend, started) } };
+        case "detach":
+          return { reply: { ok: true }, after: () => a.disconnect() };
+        case "release":
+          released = true;
+          return { reply: { ok: true }, after: () => a.release() };
+      }
+    });
+  } catch (e) {
+    log.warn(`no control socket: ${e instanceof Error ? e.message : e}`);
+  }
+  ctx.out(`${a.device}\n`);
+  log.info(
+    `${a.device}: ${backend.display}, ${backend.device.size} bytes, block ${backend.device.blockSize}`,
+  );
+
+  const stop = () => {
+    log.info(`${a.device}: disconnecting`);
+    try {
+      a.disconnect();
+    } catch (e) {
+      log.error(`${a.device}: disconnect failed: ${e instanceof Error ? e.message : e}`);
+      a.release();
+    }
+  };
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, stop);
+  try {
+    await a.done;
+  } finally {
+    for (const s of signals) Deno.removeSignalListener(s, stop);
+    await ctl?.close();
+    nbd.close();
+    try {
+      await backend.device.flush();
+    } catch (e) {
+      log.error(`flush at exit failed: ${e instanceof Error ? e.message : e}`);
+    }
+    await backend.device.close();
+  }
+  const c = a.counters;
+  log.info(
+    `${a.device}: ${released ? "released" : "detached"}: ${c.requests} requests, ` +
+      `${c.bytesRead} bytes read, ${c.bytesWritten} bytes written, ${c.errors} errors`,
+  );
+  return 0;
+}
+
+export const attachCommand: Command = {
+  summary: "serve a LUN (or memory:SIZE) as a kernel /dev/nbdN device",
+  run,
+};

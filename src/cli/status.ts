@@ -1,0 +1,99 @@
+/**
+ * `isboot status [--json]`: every isboot daemon (through its control socket
+ * under /run/isboot/) and every connected kernel NBD device.
+ */
+import { controlRequest, listControlSockets, type SessionStatus } from "../control/control.ts";
+import { nbdDevicePath, NbdKernel, readNbdSysfs } from "../nbd/kernel.ts";
+import { NetlinkError } from "../sys/netlink.ts";
+import { parseCommand, printJson } from "./args.ts";
+import type { Command, CommandContext } from "./context.ts";
+
+const USAGE = `usage: isboot status [--json]
+
+Show isboot sessions (target, device, requests, bytes, errors, reconnects)
+and the kernel's NBD devices. --json prints one document:
+  { "sessions": [ { "pid", "device", "target", "backend", "startedAt", "uptimeSec",
+                    "sizeBytes", "blockSize", "readOnly", "connections", "requests",
+                    "bytesRead", "bytesWritten", "errors", "reconnects", "session"? } ],
+    "devices":  [ { "device", "index", "connected", "sizeBytes", "backend", "pid", "daemon" } ] }
+A device whose "daemon" is false has no isboot serving it (crashed or killed):
+its I/O waits for a takeover until the dead-connection timeout.
+`;
+
+/** One kernel device in status output. */
+export interface DeviceStatus {
+  device: string;
+  index: number;
+  connected: boolean;
+  sizeBytes: string;
+  backend: string | null;
+  pid: number | null;
+  /** An isboot control socket answered for this device. */
+  daemon: boolean;
+}
+
+async function run(args: string[], ctx: CommandContext): Promise<number> {
+  const p = parseCommand(args, {}, USAGE, ctx, false);
+  if (!p) return 0;
+  const sessions: SessionStatus[] = [];
+  for (const s of await listControlSockets()) {
+    try {
+      const r = await controlRequest(s.path, { cmd: "status" }, 3000);
+      if (r.ok && r.status) sessions.push(r.status);
+    } catch (e) {
+      ctx.log.debug(`${s.path}: ${e instanceof Error ? e.message : e}`);
+    }
+  }
+  const devices: DeviceStatus[] = [];
+  let nbd: NbdKernel | undefined;
+  try {
+    nbd = await NbdKernel.open({ loadModule: false });
+    for (const d of nbd.status()) {
+      if (!d.connected) continue;
+      const sys = readNbdSysfs(d.index);
+      const device = nbdDevicePath(d.index);
+      devices.push({
+        device,
+        index: d.index,
+        connected: d.connected,
+        sizeBytes: String(sys.sizeBytes),
+        backend: sys.backend ?? null,
+        pid: sys.pid ?? null,
+        daemon: sessions.some((s) => s.device === device),
+      });
+    }
+  } catch (e) {
+    // No nbd driver loaded (or not root): no kernel devices to show.
+    if (!(e instanceof NetlinkError) && !(e instanceof Error && /nbd driver/.test(e.message))) {
+      throw e;
+    }
+    ctx.log.debug(`kernel NBD status unavailable: ${e.message}`);
+  } finally {
+    nbd?.close();
+  }
+  if ((p.values as { json?: boolean }).json) {
+    printJson(ctx, { sessions, devices });
+    return 0;
+  }
+  if (sessions.length === 0 && devices.length === 0) {
+    ctx.out("no isboot sessions, no connected NBD devices\n");
+    return 0;
+  }
+  for (const s of sessions) {
+    ctx.out(
+      `${s.device}  ${s.target}  pid ${s.pid}  up ${s.uptimeSec}s  ${s.sizeBytes} bytes` +
+        `${s.readOnly ? " (read-only)" : ""}\n` +
+        `  requests ${s.requests}  read ${s.bytesRead} B  written ${s.bytesWritten} B  errors ${s.errors}` +
+        `  reconnects ${s.reconnects}  connections ${s.connections}\n`,
+    );
+  }
+  for (const d of devices.filter((d) => !d.daemon)) {
+    ctx.out(`${d.device}  connected, no isboot daemon answering  backend ${d.backend ?? "-"}\n`);
+  }
+  return 0;
+}
+
+export const statusCommand: Command = {
+  summary: "show isboot sessions and kernel NBD devices",
+  run,
+};

@@ -1,0 +1,57 @@
+/** attach/detach/status from the command line on a host without the nbd driver. */
+import assert from "node:assert/strict";
+import { runCli } from "../helpers/cli.ts";
+
+const haveNbd = (() => {
+  try {
+    Deno.statSync("/sys/module/nbd");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test("cli: attach/detach/status --help and usage errors exit 2 with one line", async () => {
+  for (const cmd of ["attach", "detach", "status"]) {
+    const h = await runCli([cmd, "--help"]);
+    assert.equal(h.code, 0);
+    assert.match(h.stdout, new RegExp(`^usage: isboot ${cmd}`));
+  }
+  for (
+    const args of [
+      ["attach"],
+      ["attach", "memory:1M", "--device", "/dev/sda"],
+      ["attach", "memory:1M", "--connections", "0"],
+      ["attach", "memory:1M", "--timeout", "-1"],
+      ["detach"],
+      ["detach", "/dev/loop0"],
+      ["status", "extra"],
+    ]
+  ) {
+    const r = await runCli(args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, /^isboot: .+\n$/, args.join(" "));
+  }
+  const bad = await runCli(["attach", "nbd://x"]);
+  assert.equal(bad.code, 3);
+  assert.match(bad.stderr, /^isboot: target 'nbd:\/\/x': expected/);
+});
+
+Deno.test({
+  name: "cli: without the nbd driver attach and detach fail with exit 1, status shows nothing",
+  ignore: haveNbd,
+  async fn() {
+    const a = await runCli(["attach", "memory:1M"]);
+    assert.equal(a.code, 1, a.stderr);
+    assert.equal(a.stdout, "");
+    assert.match(a.stderr, /^isboot: modprobe nbd: [^\n]+\n$/);
+    const d = await runCli(["detach", "/dev/nbd0"]);
+    assert.equal(d.code, 1);
+    assert.match(d.stderr, /^isboot: the kernel has no nbd driver/);
+    const s = await runCli(["status", "--json"]);
+    assert.equal(s.code, 0, s.stderr);
+    const doc = JSON.parse(s.stdout);
+    assert.deepEqual(doc.devices, []);
+    assert.ok(Array.isArray(doc.sessions));
+  },
+});

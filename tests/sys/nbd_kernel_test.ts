@@ -1,0 +1,161 @@
+/**
+ * src/nbd/kernel.ts on a host without the nbd driver: the attribute layout
+ * of NBD_CMD_CONNECT, device names, sysfs parsing, and the typed failures
+ * when the family is missing. The real connect/disconnect/status path runs
+ * in the VM (tests/vm/attach_test.ts).
+ */
+import assert from "node:assert/strict";
+import { OperationalError, UsageError } from "../../src/errors.ts";
+import {
+  connectAttributes,
+  NBD_ATTR_BACKEND_IDENTIFIER,
+  NBD_ATTR_BLOCK_SIZE_BYTES,
+  NBD_ATTR_CLIENT_FLAGS,
+  NBD_ATTR_DEAD_CONN_TIMEOUT,
+  NBD_ATTR_INDEX,
+  NBD_ATTR_SERVER_FLAGS,
+  NBD_ATTR_SIZE_BYTES,
+  NBD_ATTR_SOCKETS,
+  NBD_ATTR_TIMEOUT,
+  NBD_CFLAG_DESTROY_ON_DISCONNECT,
+  NBD_SOCK_FD,
+  NBD_SOCK_ITEM,
+  NbdKernel,
+  parseNbdDevice,
+  readNbdSysfs,
+} from "../../src/nbd/kernel.ts";
+import { Attrs, NLA_F_NESTED } from "../../src/sys/netlink.ts";
+
+const haveNbd = (() => {
+  try {
+    Deno.statSync("/sys/module/nbd");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test("connectAttributes: every NBD_ATTR the kernel reads, sockets nested twice", () => {
+  const w = connectAttributes({
+    index: 3,
+    sockets: [7, 9],
+    sizeBytes: 64n << 20n,
+    blockSize: 4096,
+    serverFlags: 0x10d,
+    timeoutSec: 30,
+    deadConnTimeoutSec: 600,
+    backendIdentifier: "iqn.2026-11.test:disk1/1",
+  });
+  const raw = w.bytes();
+  const a = Attrs.parse(raw);
+  assert.equal(a.u32(NBD_ATTR_INDEX), 3);
+  assert.equal(a.u64(NBD_ATTR_SIZE_BYTES), 64n << 20n);
+  assert.equal(a.u64(NBD_ATTR_BLOCK_SIZE_BYTES), 4096n);
+  assert.equal(a.u64(NBD_ATTR_SERVER_FLAGS), 0x10dn);
+  assert.equal(a.u64(NBD_ATTR_TIMEOUT), 30n);
+  assert.equal(a.u64(NBD_ATTR_DEAD_CONN_TIMEOUT), 600n);
+  assert.equal(a.u64(NBD_ATTR_CLIENT_FLAGS), BigInt(NBD_CFLAG_DESTROY_ON_DISCONNECT));
+  assert.equal(a.str(NBD_ATTR_BACKEND_IDENTIFIER), "iqn.2026-11.test:disk1/1");
+  // The kernel's nla_parse_nested wants NLA_F_NESTED on SOCKETS and each item.
+  const sock = a.list.find((x) => x.type === NBD_ATTR_SOCKETS)!;
+  assert.equal(sock.nested, true);
+  const items = a.nested(NBD_ATTR_SOCKETS)!.list;
+  assert.deepEqual(items.map((i) => [i.type, i.nested]), [[NBD_SOCK_ITEM, true], [
+    NBD_SOCK_ITEM,
+    true,
+  ]]);
+  assert.deepEqual(items.map((i) => Attrs.parse(i.data).u32(NBD_SOCK_FD)), [7, 9]);
+  assert.ok(NLA_F_NESTED === 0x8000);
+  // No index: the kernel picks a free device.
+  const b = Attrs.parse(
+    connectAttributes({ sockets: [1], sizeBytes: 512n, blockSize: 512, serverFlags: 1 }).bytes(),
+  );
+  assert.equal(b.has(NBD_ATTR_INDEX), false);
+  assert.equal(b.u64(NBD_ATTR_TIMEOUT), 0n, "default: requests never time out in the kernel");
+  assert.equal(b.u64(NBD_ATTR_DEAD_CONN_TIMEOUT), 120n);
+  assert.equal(b.has(NBD_ATTR_BACKEND_IDENTIFIER), false);
+});
+
+Deno.test("connectAttributes: refuses what the kernel would refuse, as UsageError", () => {
+  const base = { sockets: [1], sizeBytes: 1n << 20n, blockSize: 512, serverFlags: 1 };
+  for (
+    const bad of [
+      { ...base, sockets: [] },
+      { ...base, blockSize: 1000 },
+      { ...base, blockSize: 256 },
+      { ...base, sizeBytes: 0n },
+      { ...base, sizeBytes: 1000n },
+    ]
+  ) {
+    assert.throws(
+      () => connectAttributes(bad),
+      UsageError,
+      JSON.stringify(bad, (_k, v) => typeof v === "bigint" ? String(v) : v),
+    );
+  }
+});
+
+Deno.test("parseNbdDevice: /dev/nbdN, nbdN and N; anything else is a usage error", () => {
+  assert.equal(parseNbdDevice("/dev/nbd0"), 0);
+  assert.equal(parseNbdDevice("nbd15"), 15);
+  assert.equal(parseNbdDevice("7"), 7);
+  for (
+    const bad of ["/dev/sda", "/dev/nbd", "nbd-1", "/dev/nbd0p1", "", "/tmp/nbd0", "nbd1234567"]
+  ) {
+    assert.throws(() => parseNbdDevice(bad), UsageError, bad);
+  }
+});
+
+Deno.test("readNbdSysfs: size in bytes, backend and pid; absent device", async () => {
+  const root = await Deno.makeTempDir({ prefix: "isboot-sysfs-" });
+  try {
+    await Deno.mkdir(`${root}/block/nbd2`, { recursive: true });
+    await Deno.writeTextFile(`${root}/block/nbd2/size`, "131072\n");
+    await Deno.writeTextFile(`${root}/block/nbd2/backend`, "iqn.2026-11.test:disk1/1\n");
+    await Deno.writeTextFile(`${root}/block/nbd2/pid`, "4242\n");
+    assert.deepEqual(readNbdSysfs(2, root), {
+      index: 2,
+      exists: true,
+      sizeBytes: 64n << 20n,
+      backend: "iqn.2026-11.test:disk1/1",
+      pid: 4242,
+    });
+    await Deno.mkdir(`${root}/block/nbd3`);
+    await Deno.writeTextFile(`${root}/block/nbd3/size`, "0\n");
+    assert.deepEqual(readNbdSysfs(3, root), {
+      index: 3,
+      exists: true,
+      sizeBytes: 0n,
+      backend: undefined,
+      pid: undefined,
+    });
+    assert.deepEqual(readNbdSysfs(9, root), { index: 9, exists: false, sizeBytes: 0n });
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "NbdKernel.open: missing family is a one-line OperationalError; the loader is asked first",
+  ignore: haveNbd,
+  async fn() {
+    await assert.rejects(() => NbdKernel.open({ loadModule: false }), (e: unknown) => {
+      assert.ok(e instanceof OperationalError);
+      assert.match(e.message, /no nbd driver/);
+      return true;
+    });
+    const asked: string[] = [];
+    await assert.rejects(
+      () => NbdKernel.open({ loadModule: (m) => (asked.push(m), Promise.resolve()) }),
+      /nbd module loaded but generic netlink family 'nbd' is still missing/,
+    );
+    assert.deepEqual(asked, ["nbd"]);
+    await assert.rejects(
+      () =>
+        NbdKernel.open({
+          loadModule: () => Promise.reject(new OperationalError("modprobe nbd: not found")),
+        }),
+      /modprobe nbd: not found/,
+    );
+  },
+});
