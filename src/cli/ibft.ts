@@ -42,7 +42,14 @@ table (checksum included) to TABLE, e.g. for 'qemu -acpitable file=TABLE'.
 
 exit codes: 0 ok, 1 no table found or unreadable, 2 usage, 3 malformed table or JSON`;
 
-/** The readable summary. Secrets are redacted unless `showSecrets`. */
+/**
+ * The readable summary. Secrets are redacted unless `showSecrets`.
+ *
+ * @example
+ * ```ts
+ * ctx.out(formatIbft(await loadIbft("auto"), false));
+ * ```
+ */
 export function formatIbft(loaded: LoadedIbft, showSecrets: boolean): string {
   const t: IbftTable = loaded.table;
   const h = t.header;

@@ -68,6 +68,10 @@ async function readIfExists(path: string): Promise<Uint8Array | null> {
     return await Deno.readFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return null;
+    // ACPI tables are root-only; `auto` should still get to sysfs, which is not.
+    if (e instanceof Deno.errors.PermissionDenied) {
+      throw new IbftNotFoundError(`${path}: permission denied (needs root)`);
+    }
     throw new OperationalError(`cannot read ${path}: ${e instanceof Error ? e.message : e}`);
   }
 }
