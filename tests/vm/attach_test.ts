@@ -13,12 +13,24 @@ const PATTERN_OFFSET = 1 << 20;
 const PATTERN_BYTES = 1 << 20;
 
 /** The guest's side: attach TARGET, check it, detach. Prints kv facts. */
-function guestScript(target: string): string {
+function guestScript(target: string, daemon: boolean): string {
+  const start = daemon
+    // --daemon returns once the device is up; the server is the process in sysfs pid.
+    ? `isboot attach '${target}' --device /dev/nbd0 --daemon >/tmp/attach.out 2>/tmp/attach.err
+vm_kv daemon_parent_exit $?
+apid=$(cat /sys/block/nbd0/pid 2>/dev/null)
+vm_kv daemon_alive "$([ -n "$apid" ] && [ -d /proc/$apid ] && echo yes || echo no)"`
+    : `isboot attach '${target}' --device /dev/nbd0 >/tmp/attach.out 2>/tmp/attach.err &
+apid=$!`;
+  const reap = daemon
+    ? `wait_for '[ ! -d /proc/$apid ]' 100
+vm_kv attach_exit "$([ -d /proc/$apid ] && echo running || echo 0)"`
+    : `wait $apid
+vm_kv attach_exit $?`;
   return `
 wait_for() { i=0; while ! eval "$1" && [ $i -lt $2 ]; do sleep 0.1; i=$((i+1)); done; eval "$1"; }
 show_log() { sed 's/^/attach-log: /' /tmp/attach.err; }
-isboot attach '${target}' --device /dev/nbd0 >/tmp/attach.out 2>/tmp/attach.err &
-apid=$!
+${start}
 if ! wait_for '[ -e /sys/block/nbd0/pid ] && [ -s /tmp/attach.out ]' 600; then
   show_log; vm_fail "attach did not bring up /dev/nbd0"; vm_end
 fi
@@ -40,8 +52,7 @@ vm_kv zeroes_before "$(dd if=/dev/nbd0 bs=65536 count=1 2>/dev/null | tr -d '\\0
 isboot status --json >/tmp/status.json 2>/tmp/status.err || cat /tmp/status.err
 vm_kv status "$(tr -d '\\n' </tmp/status.json | tr -s ' ')"
 isboot detach /dev/nbd0 2>/tmp/detach.err && vm_kv detach ok || vm_kv detach "failed: $(cat /tmp/detach.err)"
-wait $apid
-vm_kv attach_exit $?
+${reap}
 vm_kv t_detached "$(cut -d' ' -f1 /proc/uptime)"
 wait_for '[ ! -e /sys/block/nbd0/pid ]' 100
 vm_kv after_detach "$([ -e /sys/block/nbd0/pid ] && echo still-connected || echo gone)"
@@ -53,6 +64,7 @@ vm_pass
 
 async function bootAttach(kernel: Kernel, target: string, pattern: Uint8Array, ns: NetNs, extra: {
   forwards?: { guestAddr: string; guestPort: number; hostPort: number }[];
+  daemon?: boolean;
 } = {}): Promise<VmResult> {
   const initrd = await buildInitramfs({
     kernel,
@@ -60,7 +72,8 @@ async function bootAttach(kernel: Kernel, target: string, pattern: Uint8Array, n
     loadModules: extra.forwards ? ["virtio_pci"] : [],
     isboot: true,
     files: { "/pattern.bin": pattern },
-    init: (extra.forwards ? "vm_net_up || vm_fail network\n" : "") + guestScript(target),
+    init: (extra.forwards ? "vm_net_up || vm_fail network\n" : "") +
+      guestScript(target, extra.daemon ?? false),
   });
   try {
     return await runVm({ kernel, initrd, netns: ns, timeoutMs: 240_000, forwards: extra.forwards });
@@ -101,7 +114,8 @@ function checkGuest(r: VmResult, size: number, backend: RegExp): void {
 }
 
 Deno.test({
-  name: "vm: isboot attach memory:64M makes /dev/nbd0 in Debian's kernel; I/O, status, detach",
+  name:
+    "vm: isboot attach --daemon memory:64M makes /dev/nbd0 in Debian's kernel; I/O, status, detach",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -114,13 +128,15 @@ Deno.test({
     const ns = await NetNs.create();
     try {
       const t0 = Date.now();
-      const r = await bootAttach(kernel, "memory:64M", big, ns);
+      const r = await bootAttach(kernel, "memory:64M", big, ns, { daemon: true });
       console.log(
         `VM attach memory: ${((Date.now() - t0) / 1000).toFixed(1)} s; guest: ${
           [...r.kv].map(([k, v]) => `${k}=${v}`).join(" ").slice(0, 1500)
         }`,
       );
       checkGuest(r, 64 << 20, /^memory:64M:\d+$/);
+      assert.equal(r.kv.get("daemon_parent_exit"), "0", r.tail);
+      assert.equal(r.kv.get("daemon_alive"), "yes", r.tail);
     } finally {
       await ns.delete();
     }

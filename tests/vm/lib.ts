@@ -173,30 +173,36 @@ export interface InitramfsSpec {
  * built dist/), else a private bundle of the working tree made now, in the
  * same form scripts/build.sh gives (launcher + isboot.js + deno).
  */
-export async function isbootBuildDir(): Promise<string> {
+export async function isbootBuildDir(): Promise<{ dir: string; cleanup(): Promise<void> }> {
   const bin = Deno.env.get("ISBOOT_BIN");
-  if (bin) return bin.replace(/\/[^/]*$/, "");
+  if (bin) return { dir: bin.replace(/\/[^/]*$/, ""), cleanup: () => Promise.resolve() };
   const dir = await runDir("isboot-");
-  const deno = Deno.execPath();
-  await run(deno, [
-    "bundle",
-    "--quiet",
-    "--platform",
-    "deno",
-    "--output",
-    `${dir}/isboot.js`,
-    `${ROOT}main.ts`,
-  ], {
-    cwd: ROOT,
-  });
-  await Deno.copyFile(deno, `${dir}/deno`);
-  await Deno.chmod(`${dir}/deno`, 0o755);
-  // The launcher exactly as scripts/build.sh writes it.
-  const build = await Deno.readTextFile(`${ROOT}scripts/build.sh`);
-  const launcher = /<<'LAUNCHER'\n([\s\S]*?)\nLAUNCHER\n/.exec(build)?.[1];
-  if (!launcher) throw new Error("scripts/build.sh: launcher heredoc not found");
-  await Deno.writeTextFile(`${dir}/isboot`, launcher + "\n", { mode: 0o755 });
-  return dir;
+  const cleanup = () => Deno.remove(dir, { recursive: true }).catch(() => {});
+  try {
+    const deno = Deno.execPath();
+    await run(deno, [
+      "bundle",
+      "--quiet",
+      "--platform",
+      "deno",
+      "--output",
+      `${dir}/isboot.js`,
+      `${ROOT}main.ts`,
+    ], {
+      cwd: ROOT,
+    });
+    await Deno.copyFile(deno, `${dir}/deno`);
+    await Deno.chmod(`${dir}/deno`, 0o755);
+    // The launcher exactly as scripts/build.sh writes it.
+    const build = await Deno.readTextFile(`${ROOT}scripts/build.sh`);
+    const launcher = /<<'LAUNCHER'\n([\s\S]*?)\nLAUNCHER\n/.exec(build)?.[1];
+    if (!launcher) throw new Error("scripts/build.sh: launcher heredoc not found");
+    await Deno.writeTextFile(`${dir}/isboot`, launcher + "\n", { mode: 0o755 });
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+  return { dir, cleanup };
 }
 
 /** A fresh directory under build/vm/run/ (removed by the caller or `make clean`). */
