@@ -4,6 +4,7 @@ import { detachCommand } from "./detach.ts";
 import { statusCommand } from "./status.ts";
 import { serveCommand } from "./serve.ts";
 import { ibftCommand } from "./ibft.ts";
+import { discoverCommand } from "./discover.ts";
 
 /**
  * The subcommand table. Each entry lives in its own file under src/cli/ and
@@ -14,5 +15,6 @@ export const COMMANDS: Record<string, Command> = {
   detach: detachCommand,
   status: statusCommand,
   ibft: ibftCommand,
+  discover: discoverCommand,
   serve: serveCommand,
 };

@@ -79,6 +79,13 @@ export interface LoginConfig {
   connectTimeoutMs?: number;
   /** Bound on the whole login exchange (default 15 s). */
   loginTimeoutMs?: number;
+  /**
+   * Treat CHAP_A=7 as SHA-1, the numbering of Linux tgt up to at least
+   * 1.0.85 (IANA and RFC 7143 say 7 is SHA-256). Set by login() itself for
+   * one retry when a target that picked 7 rejects a SHA-256 response as
+   * malformed (status 0x0200, not 0x0201).
+   */
+  chapSha1As7?: boolean;
 }
 
 /** A completed login: the connection in full feature phase and the session's numbers. */
@@ -138,6 +145,9 @@ export function randomIsid(): Uint8Array {
   return r;
 }
 
+/** Thrown inside login when a target that chose CHAP_A=7 rejected a SHA-256 response as malformed. */
+class Alg7Mismatch {}
+
 /** Thrown inside login when the target redirects us. */
 class Redirect {
   constructor(readonly portal: Portal, readonly permanent: boolean) {}
@@ -167,6 +177,7 @@ export async function login(cfg: LoginConfig, crc: Crc32c, log: Logger): Promise
     );
   }
   let portal = cfg.portal;
+  let legacy7 = cfg.chapSha1As7 ?? false;
   for (let hop = 0;; hop++) {
     const start = performance.now();
     const conn = await Connection.connect({ ...portal, crc, log, timeoutMs: cfg.connectTimeoutMs });
@@ -177,10 +188,22 @@ export async function login(cfg: LoginConfig, crc: Crc32c, log: Logger): Promise
       timeoutMs,
     );
     try {
-      const r = await new LoginExchange(conn, cfg, log).run();
+      const r = await new LoginExchange(conn, { ...cfg, chapSha1As7: legacy7 }, log).run();
       return { ...r, conn, portal, loginMs: Math.round(performance.now() - start) };
     } catch (e) {
       conn.close();
+      if (e instanceof Alg7Mismatch && !legacy7) {
+        if (!cfg.chapAlgorithms.includes("sha1")) {
+          throw new AuthError(
+            "target picked CHAP_A=7 but expects SHA-1 there (Linux tgt numbering); allow sha1 in --chap-algorithms",
+          );
+        }
+        log.warn(
+          "target picked CHAP_A=7 but rejected a SHA-256 response; retrying with 7 as SHA-1 (Linux tgt numbering)",
+        );
+        legacy7 = true;
+        continue;
+      }
       if (e instanceof Redirect) {
         if (hop >= MAX_REDIRECTS) {
           throw new OperationalError(
@@ -216,6 +239,7 @@ class LoginExchange {
   #csg = STAGE_SECURITY;
   #auth: "none" | "chap" | "mutual" = "none";
   #algorithm?: number;
+  #hash?: number;
 
   constructor(conn: Connection, cfg: LoginConfig, log: Logger) {
     this.#conn = conn;
@@ -261,10 +285,13 @@ class LoginExchange {
       expCmdSN: last.expCmdSN,
       maxCmdSN: last.maxCmdSN,
       auth: this.#auth,
-      ...(this.#algorithm !== undefined
-        ? { chapAlgorithm: chapAlgorithmName(this.#algorithm) }
-        : {}),
+      ...(this.#hash !== undefined ? { chapAlgorithm: this.#algName() } : {}),
     };
+  }
+
+  #algName(): string {
+    const name = chapAlgorithmName(this.#hash as number);
+    return this.#hash !== this.#algorithm ? `${name} (as CHAP_A=${this.#algorithm})` : name;
   }
 
   /** Security stage; returns the response that moved us to the operational stage. */
@@ -315,7 +342,12 @@ class LoginExchange {
 
   async #chap(chap: ChapCredentials, mutual?: ChapCredentials): Promise<PduHeader> {
     const offer = this.#cfg.chapAlgorithms.map((n) => CHAP_ALGORITHM_IDS[n]);
-    const r1 = await this.#exchange([[KEY.CHAP_A, offer.join(",")]], false, STAGE_OPERATIONAL);
+    const r1 = await this.#exchange(
+      [[KEY.CHAP_A, offer.join(",")]],
+      false,
+      STAGE_OPERATIONAL,
+      `CHAP_A=${offer.join(",")} (${this.#cfg.chapAlgorithms.join(",")})`,
+    );
     const aText = lookup(r1.pairs, KEY.CHAP_A);
     const idText = lookup(r1.pairs, KEY.CHAP_I);
     const cText = lookup(r1.pairs, KEY.CHAP_C);
@@ -335,7 +367,10 @@ class LoginExchange {
     if (challenge.length === 0) throw new AuthError("target sent an empty CHAP challenge");
     this.#algorithm = alg;
     this.#auth = "chap";
-    const response = await chapResponse(alg, Number(idText), chap.secret, challenge);
+    // The hash actually used: 7 means SHA-1 for targets with tgt's old numbering.
+    const hash = alg === 7 && this.#cfg.chapSha1As7 ? 6 : alg;
+    this.#hash = hash;
+    const response = await chapResponse(hash, Number(idText), chap.secret, challenge);
     const out: TextPair[] = [[KEY.CHAP_N, chap.user], [KEY.CHAP_R, encodeChapBinary(response)]];
     let ourId = 0;
     let ourChallenge: Uint8Array | null = null;
@@ -359,8 +394,8 @@ class LoginExchange {
         );
       }
       const got = decodeChapBinary(KEY.CHAP_R, rText);
-      const want = await chapResponse(alg, ourId, mutual.secret, ourChallenge);
-      if (got.length !== CHAP_DIGEST_LENGTH[alg] || !equalBytes(got, want)) {
+      const want = await chapResponse(hash, ourId, mutual.secret, ourChallenge);
+      if (got.length !== CHAP_DIGEST_LENGTH[hash] || !equalBytes(got, want)) {
         throw new AuthError(
           "mutual CHAP: the target's response is wrong (target not authenticated)",
         );
@@ -445,10 +480,11 @@ class LoginExchange {
       const name = LOGIN_STATUS_NAMES[status] ?? "unknown status";
       const msg = `target refused ${what}: ${name} (0x${status.toString(16).padStart(4, "0")})`;
       if (status === 0x0201 || status === 0x0202) {
-        const alg = this.#algorithm !== undefined
-          ? ` with CHAP ${chapAlgorithmName(this.#algorithm)}`
-          : "";
+        const alg = this.#hash !== undefined ? ` with CHAP ${this.#algName()}` : "";
         throw new AuthError(`${msg}${alg}`);
+      }
+      if (status === 0x0200 && what === "chap" && this.#algorithm === 7 && !this.#cfg.chapSha1As7) {
+        throw new Alg7Mismatch();
       }
       throw new OperationalError(msg);
     }

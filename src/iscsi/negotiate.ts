@@ -14,6 +14,7 @@
  * (unknown keys get `NotUnderstood`) and yields {@link SessionParams}.
  */
 import { KEY, OUR_MAX_RECV_DATA_SEGMENT_LENGTH } from "./constants.ts";
+import { OperationalError } from "../errors.ts";
 import { IscsiProtocolError } from "./errors.ts";
 import type { TextPair } from "./text.ts";
 
@@ -191,7 +192,10 @@ export function settle(key: string, offered: string, answer: string): string | n
     }
     case "list":
       if (!offered.split(",").includes(answer)) {
-        throw new IscsiProtocolError(`${key}=${answer} is not one of ${offered}`);
+        // Usually a target that cannot do what we require (HeaderDigest=CRC32C only).
+        throw new OperationalError(
+          `target answered ${key}=${answer.slice(0, 32)}; we offered only ${offered}`,
+        );
       }
       return answer;
     case "declarative":
