@@ -275,15 +275,19 @@ export async function buildInitramfs(spec: InitramfsSpec): Promise<string> {
     }
     if (mods.length) await run("depmod", ["-b", stage, kernel.kver]);
     if (spec.isboot) {
-      const dir = await isbootBuildDir();
-      const names = (await exists(`${dir}/isboot.js`))
-        ? ["isboot", "isboot.js", "deno"]
-        : ["isboot"];
-      for (const n of names) {
-        await put(`/usr/lib/isboot/${n}`, { from: `${dir}/${n}`, mode: 0o755 });
+      const { dir, cleanup } = await isbootBuildDir();
+      try {
+        const names = (await exists(`${dir}/isboot.js`))
+          ? ["isboot", "isboot.js", "deno"]
+          : ["isboot"];
+        for (const n of names) {
+          await put(`/usr/lib/isboot/${n}`, { from: `${dir}/${n}`, mode: 0o755 });
+        }
+        const elf = (await exists(`${dir}/deno`)) ? `${dir}/deno` : `${dir}/isboot`;
+        for (const lib of await sharedLibraries(elf)) await put(lib, { from: lib, mode: 0o755 });
+      } finally {
+        await cleanup();
       }
-      const elf = (await exists(`${dir}/deno`)) ? `${dir}/deno` : `${dir}/isboot`;
-      for (const lib of await sharedLibraries(elf)) await put(lib, { from: lib, mode: 0o755 });
       await Deno.mkdir(`${stage}/bin`, { recursive: true });
       await Deno.symlink("/usr/lib/isboot/isboot", `${stage}/bin/isboot`);
     }
