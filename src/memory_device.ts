@@ -93,7 +93,7 @@ export class MemoryDevice implements BlockDevice {
     if (this.#closed) throw new OperationalError(`memory device: ${what} after close`);
     if (write && this.readOnly) {
       throw Object.assign(new OperationalError(`memory device: ${what} on read-only device`), {
-        nbdErrno: 1, // NBD_EPERM
+        errno: "EPERM",
       });
     }
     const off = Number(offset);

@@ -237,7 +237,7 @@ Deno.test("nbd server: serveTransmission honours the flags it was given; errors 
     override read(o: bigint, n: number): Promise<Uint8Array> {
       if (o === 0n) return Promise.reject(new Error("medium error"));
       if (o === 512n) {
-        return Promise.reject(Object.assign(new Error("x"), { nbdErrno: C.NBD_ENOSPC }));
+        return Promise.reject(Object.assign(new Error("x"), { errno: "ENOSPC" }));
       }
       return super.read(o, n);
     }
