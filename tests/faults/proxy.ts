@@ -271,6 +271,7 @@ export class FaultProxy {
   #corruptions: { spec: CorruptionSpec; resolve: (r: CorruptionReport) => void }[] = [];
   #loginWaiters: { after: number; resolve: (c: ProxiedConnection) => void }[] = [];
   #refusing = false;
+  #pduListeners = new Set<(conn: ProxiedConnection, pdu: PduInfo) => void>();
   /** Every connection seen, in order. */
   readonly connections: ProxiedConnection[] = [];
   /** Human-readable events (for test failure messages). */
@@ -407,7 +408,11 @@ export class FaultProxy {
       framer.onHeader = (pdu) => this.#corruptionFor(pair, pdu, "header");
       framer.onDataStart = (pdu) => this.#corruptionFor(pair, pdu, "data");
     }
+    info.toTarget.onPdu = (pdu) => {
+      for (const l of this.#pduListeners) l(info, pdu);
+    };
     info.toInitiator.onPdu = (pdu, data) => {
+      for (const l of this.#pduListeners) l(info, pdu);
       if (pdu.opcode !== OPCODE_LOGIN_RESPONSE) return;
       if (data && pair.loginTextBytes < LOGIN_TEXT_LIMIT) {
         pair.loginText.push(data.subarray(0, pdu.dataSegmentLength));
@@ -533,6 +538,15 @@ export class FaultProxy {
     if (spec.mask === 0) throw new RangeError("mask 0 corrupts nothing");
     this.#log(`arm corrupt ${spec.direction} ${spec.part}`);
     return new Promise((resolve) => this.#corruptions.push({ spec, resolve }));
+  }
+
+  /**
+   * Calls `listener` for every complete PDU in either direction (iSCSI mode);
+   * returns a function that removes it.
+   */
+  onPdu(listener: (conn: ProxiedConnection, pdu: PduInfo) => void): () => void {
+    this.#pduListeners.add(listener);
+    return () => this.#pduListeners.delete(listener);
   }
 
   /** Disarms corruptions that have not fired. */

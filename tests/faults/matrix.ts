@@ -1,0 +1,613 @@
+/**
+ * The fault matrix: each fault × each workload, driven through an NBD
+ * server in front of a private tgtd, with the fault proxy in between.
+ *
+ *   libnbd client (workload.py) ──NBD/unix──► isboot serve ──iSCSI──► FaultProxy ──► tgtd
+ *
+ * After each row: every write the client saw acknowledged is in the backing
+ * file, the client saw no error, the server is still running, and its VmRSS
+ * stayed under a bound. The recovery time is measured on the wire: from the
+ * fault to the first SCSI status that reaches the initiator afterwards (on a
+ * new connection when the fault breaks the old one).
+ *
+ * Run the whole matrix and refresh docs/faults.md:
+ *   deno run -A tests/faults/matrix.ts --write-docs
+ * Compare with qemu-nbd over libiscsi (the baseline the project aims to beat):
+ *   deno run -A tests/faults/matrix.ts --server qemu-nbd
+ *
+ * @example
+ * ```ts
+ * const row = await runRow(FAULTS[0], "seq-write-fua");
+ * console.log(formatTable([row]));
+ * ```
+ */
+import { isbootCommand, ROOT } from "../helpers/cli.ts";
+import { Tgtd } from "../helpers/tgtd.ts";
+import { FaultProxy, type PduInfo, type ProxiedConnection } from "./proxy.ts";
+
+export type Workload = "seq-write-fua" | "rand-write-flush" | "rand-read-verify";
+export const WORKLOADS: Workload[] = ["seq-write-fua", "rand-write-flush", "rand-read-verify"];
+
+/** Which NBD server sits in front of the target. */
+export type ServerKind = "isboot" | "qemu-nbd";
+
+/** Limits of one row. */
+export const LIMITS = {
+  /** The fault must be over (traffic flowing again) within this. */
+  recoveryMs: 30_000,
+  /** Traffic kept running after recovery, to show the session is healthy. */
+  afterRecoveryMs: 1_000,
+  /** The server must be listening within this. */
+  startMs: 20_000,
+  /** Bound on the server's resident memory during the row. */
+  maxRssBytes: 384 * 1024 * 1024,
+  /** Stall length. */
+  stallMs: 5_000,
+  /** How long tgtd stays dead before it is started again. */
+  downMs: 2_000,
+  /**
+   * LUN size for the write workloads: large enough (4096 chunks of 64 KiB)
+   * that a row rarely rewrites a chunk, so a write corrupted on its way to
+   * the target is rarely hidden by a later one.
+   */
+  lunBytes: 256 * 1024 * 1024,
+  /** LUN size for the read workload (filled with random bytes first). */
+  readLunBytes: 64 * 1024 * 1024,
+} as const;
+
+const IQN = "iqn.2026-11.test:faults";
+const INITIATOR = "iqn.2026-11.test:faults-initiator";
+/** SCSI Response (RFC 7143 §11.4) and SCSI Data-In (§11.7) opcodes. */
+const OPCODE_SCSI_RESPONSE = 0x21;
+const OPCODE_DATA_IN = 0x25;
+
+/** What a fault gets to work with. */
+export interface FaultContext {
+  proxy: FaultProxy;
+  tgt: Tgtd;
+  tid: number;
+  workload: Workload;
+  /** Appends a note to the row. */
+  note(msg: string): void;
+  /** Work the fault left running (awaited before cleanup). */
+  background: Promise<unknown>[];
+}
+
+export interface Fault {
+  name: string;
+  /** Whether the fault must end the connection (so recovery means a new login). */
+  breaksConnection: boolean;
+  /**
+   * Injects the fault; resolves at the moment it took effect (for a
+   * corruption: when the byte was flipped).
+   */
+  inject(ctx: FaultContext): Promise<void>;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+/** Data-carrying direction of a workload: Data-Out for writes, Data-In for reads. */
+function dataDirection(w: Workload): "to-target" | "to-initiator" {
+  return w === "rand-read-verify" ? "to-initiator" : "to-target";
+}
+
+export const FAULTS: Fault[] = [
+  {
+    name: "cut (FIN both sides)",
+    breaksConnection: true,
+    inject: ({ proxy }) => Promise.resolve(proxy.cut()),
+  },
+  {
+    name: "reset (RST both sides)",
+    breaksConnection: true,
+    inject: ({ proxy }) => Promise.resolve(proxy.reset()),
+  },
+  {
+    name: `stall ${LIMITS.stallMs / 1000}s`,
+    breaksConnection: false,
+    inject: ({ proxy }) => Promise.resolve(proxy.stall(LIMITS.stallMs)),
+  },
+  {
+    name: "corrupt header byte, target→initiator",
+    breaksConnection: true,
+    inject: async ({ proxy, note }) => {
+      const r = await proxy.corrupt({ direction: "to-initiator", part: "header", byte: 20 });
+      note(`flipped BHS byte 20 of opcode 0x${r.pdu.opcode.toString(16)}`);
+    },
+  },
+  {
+    name: "corrupt header byte, initiator→target",
+    // tgtd decides what a header digest error costs; the client must not notice either way.
+    breaksConnection: false,
+    inject: async ({ proxy, note }) => {
+      const r = await proxy.corrupt({ direction: "to-target", part: "header", byte: 20 });
+      note(`flipped BHS byte 20 of opcode 0x${r.pdu.opcode.toString(16)} to target`);
+    },
+  },
+  {
+    name: "corrupt data-segment byte",
+    breaksConnection: false,
+    inject: async ({ proxy, workload, note }) => {
+      const direction = dataDirection(workload);
+      const r = await proxy.corrupt({
+        direction,
+        part: "data",
+        byte: 100,
+        match: (p) => p.dataSegmentLength > 100 && (p.opcode === OPCODE_DATA_IN || p.opcode <= 5),
+      });
+      note(`flipped data byte 100 of opcode 0x${r.pdu.opcode.toString(16)} ${direction}`);
+    },
+  },
+  {
+    name: "tgtd SIGKILL + restart",
+    breaksConnection: true,
+    inject: async ({ tgt, background }) => {
+      await tgt.kill9();
+      // Let the initiator notice and retry against a dead port first.
+      background.push(delay(LIMITS.downMs).then(() => tgt.restart()));
+    },
+  },
+  {
+    name: "tgtadm delete conn",
+    breaksConnection: true,
+    inject: async ({ tgt, tid, note }) => {
+      const n = await deleteTargetConnections(tgt, tid);
+      if (n === 0) throw new Error("tgtadm listed no connection to delete");
+      note(`target deleted ${n} connection(s)`);
+    },
+  },
+];
+
+/**
+ * Deletes every connection of target `tid` from the target side. The
+ * connections are listed by `--mode target --op show` without `--tid`
+ * (with `--tid` tgtadm prints the target's parameters instead).
+ */
+async function deleteTargetConnections(tgt: Tgtd, tid: number): Promise<number> {
+  const out = await tgt.tgtadm(["--lld", "iscsi", "--mode", "target", "--op", "show"]);
+  const conns: { sid: number; cid: number }[] = [];
+  let inTarget = false;
+  let sid = -1;
+  for (const line of out.split("\n")) {
+    const t = line.trim();
+    let m: RegExpMatchArray | null;
+    if ((m = line.match(/^Target (\d+):/))) inTarget = Number(m[1]) === tid;
+    else if (!inTarget) continue;
+    else if ((m = t.match(/^I_T nexus: (\d+)/))) sid = Number(m[1]);
+    else if ((m = t.match(/^Connection: (\d+)/))) conns.push({ sid, cid: Number(m[1]) });
+  }
+  for (const c of conns) {
+    await tgt.tgtadm([
+      "--lld",
+      "iscsi",
+      "--mode",
+      "conn",
+      "--op",
+      "delete",
+      "--tid",
+      String(tid),
+      "--sid",
+      String(c.sid),
+      "--cid",
+      String(c.cid),
+    ]);
+  }
+  return conns.length;
+}
+
+/**
+ * Tgtd.start, retried: the helper picks control numbers up to 61000 but
+ * tgtd accepts only up to 32767, so about half its attempts fail and now
+ * and then all five do (reported to the helper's owner).
+ */
+async function startTgtd(): Promise<Tgtd> {
+  for (let i = 0;; i++) {
+    try {
+      return await Tgtd.start();
+    } catch (e) {
+      if (i >= 4) throw e;
+    }
+  }
+}
+
+/** One row of the matrix. */
+export interface RowResult {
+  fault: string;
+  workload: Workload;
+  server: ServerKind;
+  pass: boolean;
+  /** Fault to first SCSI status afterwards, ms; undefined if it never came. */
+  recoveryMs?: number;
+  /** The client's longest request, ms. */
+  maxLatencyMs?: number;
+  peakRssMiB?: number;
+  /** Why it failed, and what happened. */
+  notes: string[];
+}
+
+interface WorkloadReport {
+  ops: number;
+  errorCount: number;
+  errors: string[];
+  ackedWrites: number;
+  lostWrites: number;
+  lostOffsets: number[];
+  mismatches: number;
+  maxLatencyMs: number;
+}
+
+function readRss(pid: number): number | undefined {
+  try {
+    const s = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const m = s.match(/^VmRSS:\s+(\d+) kB/m);
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Keeps the last lines of a child's output, for failure notes. */
+function tail(stream: ReadableStream<Uint8Array>, keep: string[], max = 40): Promise<void> {
+  return (async () => {
+    const dec = new TextDecoder();
+    let partial = "";
+    for await (const chunk of stream) {
+      partial += dec.decode(chunk, { stream: true });
+      const lines = partial.split("\n");
+      partial = lines.pop() ?? "";
+      for (const l of lines) {
+        keep.push(l);
+        if (keep.length > max) keep.shift();
+      }
+    }
+    if (partial) keep.push(partial);
+  })().catch(() => {});
+}
+
+function serverCommand(
+  kind: ServerKind,
+  proxyPort: number,
+  socket: string,
+): { cmd: string; args: string[] } {
+  if (kind === "qemu-nbd") {
+    return {
+      cmd: "qemu-nbd",
+      args: [
+        "--persistent",
+        "--shared=4",
+        "--socket",
+        socket,
+        "--image-opts",
+        `driver=iscsi,transport=tcp,portal=127.0.0.1:${proxyPort},target=${IQN},lun=1,` +
+        `header-digest=crc32c,initiator-name=${INITIATOR}`,
+      ],
+    };
+  }
+  const { cmd, pre } = isbootCommand();
+  return {
+    cmd,
+    args: [
+      ...pre,
+      "serve",
+      `iscsi://127.0.0.1:${proxyPort}/${IQN}/1`,
+      "--listen",
+      `unix:${socket}`,
+      "--initiator",
+      INITIATOR,
+      "--header-digest",
+      "crc32c",
+      "--data-digest",
+      "crc32c",
+    ],
+  };
+}
+
+/**
+ * Runs one row: fresh tgtd, proxy, server and client; injects the fault;
+ * checks the outcome. Never throws for a failing row: the failure is in
+ * `pass` and `notes`. Cleans up everything it started.
+ */
+export async function runRow(
+  fault: Fault,
+  workload: Workload,
+  server: ServerKind = "isboot",
+): Promise<RowResult> {
+  const row: RowResult = { fault: fault.name, workload, server, pass: false, notes: [] };
+  const note = (m: string) => row.notes.push(m);
+  const dir = await Deno.makeTempDir({ prefix: "isboot-faults-" });
+  let tgt: Tgtd | undefined;
+  let proxy: FaultProxy | undefined;
+  let child: Deno.ChildProcess | undefined;
+  let childExited: Deno.CommandStatus | undefined;
+  let client: Deno.ChildProcess | undefined;
+  let rssTimer: ReturnType<typeof setInterval> | undefined;
+  const serverOut: string[] = [];
+  const background: Promise<unknown>[] = [];
+  let failed = false;
+  const fail = (m: string) => {
+    failed = true;
+    note(m);
+  };
+  try {
+    tgt = await startTgtd();
+    const tid = await tgt.createTarget(IQN);
+    const backing = `${dir}/lun1.img`;
+    const reads = workload === "rand-read-verify";
+    const size = reads ? LIMITS.readLunBytes : LIMITS.lunBytes;
+    await prefill(backing, size, reads);
+    await tgt.addLun(tid, { lun: 1, size, path: backing });
+    await tgt.setDigests(tid, "CRC32C", server === "qemu-nbd" ? "None" : "CRC32C");
+    proxy = await FaultProxy.start({ targetPort: tgt.port });
+
+    // Wire-level clock: SCSI status PDUs reaching the initiator.
+    let lastStatusAt = 0;
+    const statusAfter: { t: number; conn?: number; resolve: () => void }[] = [];
+    proxy.onPdu((conn: ProxiedConnection, pdu: PduInfo) => {
+      const isStatus = pdu.direction === "to-initiator" &&
+        (pdu.opcode === OPCODE_SCSI_RESPONSE ||
+          (pdu.opcode === OPCODE_DATA_IN && (pdu.flags & 0x01) !== 0));
+      if (!isStatus) return;
+      const now = performance.now();
+      lastStatusAt = now;
+      for (let i = statusAfter.length - 1; i >= 0; i--) {
+        const w = statusAfter[i];
+        if (now > w.t && (w.conn === undefined || conn.id > w.conn)) {
+          statusAfter.splice(i, 1);
+          w.resolve();
+        }
+      }
+    });
+    const nextStatus = (t: number, afterConn?: number) =>
+      new Promise<void>((resolve) => statusAfter.push({ t, conn: afterConn, resolve }));
+
+    const socket = `${dir}/nbd.sock`;
+    const sc = serverCommand(server, proxy.port, socket);
+    child = new Deno.Command(sc.cmd, {
+      args: sc.args,
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const outDone = Promise.all([
+      tail(child.stdout, serverOut),
+      tail(child.stderr, serverOut),
+    ]);
+    child.status.then((s) => (childExited = s));
+    const startBy = Date.now() + LIMITS.startMs;
+    while (!(await exists(socket))) {
+      if (childExited) {
+        await outDone;
+        fail(`server exited (code ${childExited.code}) before listening`);
+        return row;
+      }
+      if (Date.now() > startBy) {
+        fail(`server not listening after ${LIMITS.startMs} ms`);
+        return row;
+      }
+      await delay(50);
+    }
+
+    const pid = child.pid;
+    let peakRss = readRss(pid) ?? 0;
+    rssTimer = setInterval(() => {
+      const r = readRss(pid);
+      if (r !== undefined) peakRss = Math.max(peakRss, r);
+    }, 200);
+
+    const stopFile = `${dir}/stop`;
+    client = new Deno.Command("/usr/bin/python3", {
+      args: [
+        `${ROOT}tests/faults/workload.py`,
+        workload,
+        `nbd+unix:///?socket=${socket}`,
+        backing,
+        stopFile,
+        String((LIMITS.recoveryMs + 30_000) / 1000),
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const clientOut = client.output();
+
+    // Let the workload get going on the wire before the fault.
+    await withTimeout(nextStatus(performance.now()), LIMITS.startMs, "first SCSI status");
+    await delay(500);
+    const connAtFault = proxy.accepted;
+    const ctx: FaultContext = { proxy, tgt, tid, workload, note, background };
+    await withTimeout(fault.inject(ctx), 10_000, "injecting the fault");
+    const t0 = performance.now();
+
+    try {
+      if (fault.breaksConnection) {
+        await withTimeout(nextStatus(t0, connAtFault), LIMITS.recoveryMs, "recovery");
+      } else {
+        await withTimeout(nextStatus(t0), LIMITS.recoveryMs, "recovery");
+      }
+      row.recoveryMs = Math.round(lastStatusAt - t0);
+      const relogins = proxy.accepted - connAtFault;
+      if (relogins > 0) note(`${relogins} new connection(s)`);
+    } catch (e) {
+      fail(
+        `no SCSI status reached the initiator within ${LIMITS.recoveryMs} ms of the fault` +
+          ` (${(e as Error).message})`,
+      );
+    }
+    await delay(LIMITS.afterRecoveryMs);
+    await Deno.writeTextFile(stopFile, "");
+    const out = await withTimeout(clientOut, LIMITS.recoveryMs + 10_000, "client drain").catch(
+      (e) => {
+        fail(`client did not finish: ${(e as Error).message}`);
+        return undefined;
+      },
+    );
+    client = undefined;
+    if (out) {
+      const text = new TextDecoder().decode(out.stdout).trim();
+      let rep: WorkloadReport | undefined;
+      try {
+        rep = JSON.parse(text.split("\n").pop() ?? "") as WorkloadReport;
+      } catch {
+        fail(
+          `client exited ${out.code} without a report: ${
+            new TextDecoder().decode(out.stderr).trim().split("\n").slice(-3).join(" | ")
+          }`,
+        );
+      }
+      if (rep) {
+        row.maxLatencyMs = rep.maxLatencyMs;
+        if (rep.errorCount > 0) {
+          fail(`client saw ${rep.errorCount} error(s): ${rep.errors.slice(0, 2).join("; ")}`);
+        }
+        if (rep.lostWrites > 0) {
+          fail(`${rep.lostWrites} acknowledged write(s) not in the backing file`);
+        }
+        if (rep.mismatches > 0) fail(`${rep.mismatches} read(s) returned wrong data`);
+        if (rep.ops === 0) fail("client completed no request");
+        note(`${rep.ops} requests${rep.ackedWrites ? `, ${rep.ackedWrites} chunks verified` : ""}`);
+      }
+    }
+    if (childExited) {
+      fail(`server exited (code ${childExited.code}, signal ${childExited.signal})`);
+    }
+    clearInterval(rssTimer);
+    rssTimer = undefined;
+    row.peakRssMiB = Math.round(peakRss / (1 << 20));
+    if (peakRss > LIMITS.maxRssBytes) {
+      fail(`server RSS peaked at ${row.peakRssMiB} MiB (bound ${LIMITS.maxRssBytes >> 20} MiB)`);
+    }
+    row.pass = !failed;
+  } catch (e) {
+    fail(`row aborted: ${(e as Error).message}`);
+  } finally {
+    if (rssTimer !== undefined) clearInterval(rssTimer);
+    if (client) {
+      try {
+        client.kill("SIGKILL");
+      } catch { /* gone */ }
+      await client.status.catch(() => {});
+    }
+    if (child) {
+      if (!childExited) {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+        const done = await Promise.race([child.status.then(() => true), delay(2000)]);
+        if (!done) {
+          try {
+            child.kill("SIGKILL");
+          } catch { /* gone */ }
+        }
+      }
+      await child.status.catch(() => {});
+    }
+    if (!row.pass && serverOut.length) {
+      note(`server said: ${serverOut.slice(-4).join(" | ").slice(0, 400)}`);
+    }
+    for (const r of await Promise.allSettled(background)) {
+      if (r.status === "rejected") note(`fault's background work failed: ${r.reason}`);
+    }
+    await proxy?.close();
+    await tgt?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  return row;
+}
+
+/** A sparse LUN file, or one full of random bytes for the read workload. */
+async function prefill(path: string, size: number, random: boolean): Promise<void> {
+  const f = await Deno.open(path, { create: true, write: true, truncate: true });
+  try {
+    await f.truncate(size);
+    if (!random) return;
+    const buf = new Uint8Array(1 << 20);
+    for (let off = 0; off < size; off += buf.length) {
+      for (let i = 0; i < buf.length; i += 65536) {
+        crypto.getRandomValues(buf.subarray(i, i + 65536));
+      }
+      let w = 0;
+      while (w < buf.length) w += await f.write(buf.subarray(w));
+    }
+  } finally {
+    f.close();
+  }
+}
+
+/** The matrix as a Markdown table. */
+export function formatTable(rows: RowResult[]): string {
+  const lines = [
+    "| fault | workload | result | recovery time | client's longest request | server peak RSS | notes |",
+    "|---|---|---|---|---|---|---|",
+  ];
+  for (const r of rows) {
+    const cells = [
+      r.fault,
+      r.workload,
+      r.pass ? "pass" : "**FAIL**",
+      r.recoveryMs === undefined ? "—" : `${(r.recoveryMs / 1000).toFixed(2)} s`,
+      r.maxLatencyMs === undefined ? "—" : `${(r.maxLatencyMs / 1000).toFixed(2)} s`,
+      r.peakRssMiB === undefined ? "—" : `${r.peakRssMiB} MiB`,
+      r.notes.join("; ").replaceAll("|", "\\|").replaceAll("\n", " "),
+    ];
+    lines.push(`| ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Replaces the server's table in docs/faults.md, between the markers
+ * `<!-- fault-matrix:SERVER:begin -->` and `<!-- fault-matrix:SERVER:end -->`.
+ */
+export async function writeDocsTable(rows: RowResult[], server: ServerKind): Promise<void> {
+  const BEGIN = `<!-- fault-matrix:${server}:begin -->`;
+  const END = `<!-- fault-matrix:${server}:end -->`;
+  const path = `${ROOT}docs/faults.md`;
+  const doc = await Deno.readTextFile(path);
+  const a = doc.indexOf(BEGIN);
+  const b = doc.indexOf(END);
+  if (a < 0 || b < a) throw new Error(`${path}: table markers missing`);
+  const stamp = `Last run: ${new Date().toISOString().slice(0, 16)}Z, server \`${server}\`, ` +
+    `${rows.filter((r) => r.pass).length}/${rows.length} rows pass.`;
+  const body = `${BEGIN}\n${stamp}\n\n${formatTable(rows)}\n${END}`;
+  await Deno.writeTextFile(path, doc.slice(0, a) + body + doc.slice(b + END.length));
+}
+
+if (import.meta.main) {
+  const args = Deno.args;
+  const server: ServerKind = args.includes("--server")
+    ? (args[args.indexOf("--server") + 1] as ServerKind)
+    : "isboot";
+  const only = args.includes("--only") ? args[args.indexOf("--only") + 1] : undefined;
+  const rows: RowResult[] = [];
+  for (const f of FAULTS) {
+    for (const w of WORKLOADS) {
+      if (only && !`${f.name} ${w}`.includes(only)) continue;
+      const r = await runRow(f, w, server);
+      console.error(`${r.pass ? "pass" : "FAIL"}  ${f.name} × ${w}  ${r.notes.join("; ")}`);
+      rows.push(r);
+    }
+  }
+  console.log(formatTable(rows));
+  if (args.includes("--write-docs")) await writeDocsTable(rows, server);
+  Deno.exit(rows.every((r) => r.pass) ? 0 : 1);
+}
