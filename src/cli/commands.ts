@@ -5,6 +5,8 @@ import { statusCommand } from "./status.ts";
 import { serveCommand } from "./serve.ts";
 import { ibftCommand } from "./ibft.ts";
 import { discoverCommand } from "./discover.ts";
+import { bootCommand } from "./boot.ts";
+import { probeCommand } from "./probe.ts";
 
 /**
  * The subcommand table. Each entry lives in its own file under src/cli/ and
@@ -16,5 +18,7 @@ export const COMMANDS: Record<string, Command> = {
   status: statusCommand,
   ibft: ibftCommand,
   discover: discoverCommand,
+  probe: probeCommand,
   serve: serveCommand,
+  boot: bootCommand,
 };

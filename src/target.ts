@@ -1,0 +1,129 @@
+/**
+ * Open an iSCSI LUN as a BlockDevice: log in (src/iscsi/session.ts) and open
+ * the LUN (src/scsi/lun.ts). The one entry point `probe`, `serve`, `attach`
+ * and `boot` use, so they all see the same device the same way.
+ */
+import type { Logger } from "./log.ts";
+import type { SessionParams } from "./iscsi/negotiate.ts";
+import {
+  loginSession,
+  type Session,
+  type SessionConfig,
+  type SessionInfo,
+} from "./iscsi/session.ts";
+import { Lun, type LunInventory, type LunOptions, reportLuns } from "./scsi/lun.ts";
+
+/** Options for openTarget(). */
+export interface OpenTargetOptions {
+  log: Logger;
+  /** Lun options (retry policy, per-command cap). */
+  lun?: Omit<LunOptions, "log" | "closeTransport">;
+  /** Also send REPORT LUNS (probe shows the target's LUN list). */
+  reportLuns?: boolean;
+}
+
+/** An open target: the LUN as a BlockDevice, what was learned, and how to close it. */
+export interface OpenedTarget {
+  /** The LUN (a BlockDevice); its close() also logs out. */
+  device: Lun;
+  inventory: LunInventory;
+  /** Login facts and negotiated parameters (no secrets). */
+  session: SessionInfo & { initiatorName: string; parameters: Record<string, string | number> };
+  /** The logged-in session (for status counters). */
+  transport: Session;
+  /** LUN numbers from REPORT LUNS, when asked for and answered. */
+  luns: number[] | null;
+  /** Close the device and log out. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * The negotiated operational parameters under their RFC 7143 §13 key names.
+ *
+ * @example
+ * ```ts
+ * negotiatedParameters(session.info.params).HeaderDigest; // "CRC32C"
+ * ```
+ */
+export function negotiatedParameters(p: SessionParams): Record<string, string | number> {
+  const yn = (b: boolean) => (b ? "Yes" : "No");
+  return {
+    HeaderDigest: p.headerDigest ? "CRC32C" : "None",
+    DataDigest: p.dataDigest ? "CRC32C" : "None",
+    MaxConnections: p.maxConnections,
+    InitialR2T: yn(p.initialR2T),
+    ImmediateData: yn(p.immediateData),
+    MaxRecvDataSegmentLength: p.maxRecvDataSegmentLength,
+    "MaxRecvDataSegmentLength (target)": p.maxXmitDataSegmentLength,
+    MaxBurstLength: p.maxBurstLength,
+    FirstBurstLength: p.firstBurstLength,
+    DefaultTime2Wait: p.defaultTime2Wait,
+    DefaultTime2Retain: p.defaultTime2Retain,
+    MaxOutstandingR2T: p.maxOutstandingR2T,
+    DataPDUInOrder: yn(p.dataPDUInOrder),
+    DataSequenceInOrder: yn(p.dataSequenceInOrder),
+    ErrorRecoveryLevel: p.errorRecoveryLevel,
+    ...(p.targetAlias !== undefined ? { TargetAlias: p.targetAlias } : {}),
+    ...(p.targetPortalGroupTag !== undefined
+      ? { TargetPortalGroupTag: p.targetPortalGroupTag }
+      : {}),
+  };
+}
+
+/**
+ * Log in to the target `cfg` names and open its LUN (`cfg.lun`). On any
+ * failure after login the session is logged out before the error is thrown.
+ * Errors: AuthError (exit 4) for CHAP failures, OperationalError (exit 1)
+ * for unreachable targets and SCSI failures, InvalidInputError (exit 3) for
+ * malformed answers.
+ *
+ * @example
+ * ```ts
+ * const cfg = await sessionConfigFromUri(uri, p.values, ctx.env); // src/cli/target_options.ts
+ * const t = await openTarget(cfg, { log: ctx.log });
+ * try {
+ *   const first = await t.device.read(0n, t.device.blockSize);
+ * } finally {
+ *   await t.close();
+ * }
+ * ```
+ */
+export async function openTarget(
+  cfg: SessionConfig,
+  opts: OpenTargetOptions,
+): Promise<OpenedTarget> {
+  const session = await loginSession(cfg, opts.log);
+  try {
+    const device = await Lun.open(session, cfg.lun, {
+      ...opts.lun,
+      log: opts.log,
+      closeTransport: true,
+    });
+    let luns: number[] | null = null;
+    if (opts.reportLuns) {
+      luns = await reportLuns(session, cfg.lun).then((r) => r.luns, (e) => {
+        opts.log.debug(`REPORT LUNS: ${e instanceof Error ? e.message : String(e)}`);
+        return null;
+      });
+    }
+    const info = session.info;
+    return {
+      device,
+      inventory: device.inventory,
+      session: {
+        ...info,
+        initiatorName: cfg.initiatorName,
+        parameters: negotiatedParameters(info.params),
+      },
+      transport: session,
+      luns,
+      close: async () => {
+        await device.close();
+        await session.close();
+      },
+    };
+  } catch (e) {
+    await session.close().catch(() => {});
+    throw e;
+  }
+}
