@@ -350,32 +350,29 @@ export class Tgtd {
     await this.setParam(tid, "DataDigest", data);
   }
 
-  /** The connections tgtd currently has on a target. */
+  /** The connections tgtd currently has on a target (from `--mode target --op show`). */
   async connections(tid: number): Promise<TgtConnection[]> {
-    const out = await this.tgtadm([
-      "--lld",
-      "iscsi",
-      "--mode",
-      "target",
-      "--op",
-      "show",
-      "--tid",
-      String(tid),
-    ]).catch(() => "");
+    const out = await this.tgtadm(["--lld", "iscsi", "--mode", "target", "--op", "show"]).catch(
+      () => "",
+    );
     const conns: TgtConnection[] = [];
+    let inTarget = false;
     let sid = -1;
     let initiator = "";
     let cur: TgtConnection | null = null;
     for (const line of out.split("\n")) {
       const t = line.trim();
       let m: RegExpMatchArray | null;
-      if ((m = t.match(/^I_T nexus: (\d+)/))) sid = Number(m[1]);
+      if ((m = line.match(/^Target (\d+):/))) {
+        inTarget = Number(m[1]) === tid;
+        cur = null;
+      } else if (!inTarget) continue;
+      else if ((m = t.match(/^I_T nexus: (\d+)/))) sid = Number(m[1]);
       else if ((m = t.match(/^Initiator: (\S+)/))) initiator = m[1];
       else if ((m = t.match(/^Connection: (\d+)/))) {
         cur = { tid, sid, cid: Number(m[1]), initiator, address: "" };
         conns.push(cur);
       } else if ((m = t.match(/^IP Address: (\S+)/)) && cur) cur.address = m[1];
-      else if (/^LUN information:/.test(t)) break;
     }
     return conns;
   }
