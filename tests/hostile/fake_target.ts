@@ -525,7 +525,8 @@ export class FakeTarget {
       case "MaxConnections":
         return "1";
       case "DefaultTime2Wait":
-        return "0";
+        // A "max" key (§13.15): answering anything below the offer is wrong.
+        return String(Math.max(Number(v) || 0, 0));
       case "DefaultTime2Retain":
         return "0";
       case "IFMarker":
@@ -799,17 +800,25 @@ export class FakeTarget {
         u32(b, 36, dataSN++);
         u32(b, 40, off);
         if (last) u32(b, 44, under ? edtl - n : 0);
-        let seg = payload.subarray(off, off + len);
+        const seg = payload.subarray(off, off + len);
         const opts: { badHeaderDigest?: boolean; badDataDigest?: boolean; dslOverride?: number } =
           {};
         if (bad("data-in-past-buffer")) {
-          misbehaved(
-            `Data-In at BufferOffset ${edtl - 8} with 512 bytes, past the ${edtl}-byte buffer`,
-          );
-          u32(b, 40, Math.max(0, edtl - 8));
-          seg = new Uint8Array(512);
+          // In order up to 8 bytes before the end, then 512 bytes from there:
+          // only a bounds check on BufferOffset + DataSegmentLength catches it.
+          const at = Math.max(0, edtl - 8);
+          misbehaved(`Data-In at BufferOffset ${at} with 512 bytes, past the ${edtl}-byte buffer`);
+          if (at > 0) {
+            const first = new Uint8Array(BHS_LENGTH);
+            first.set(b);
+            first[1] = 0;
+            u32(first, 40, 0);
+            await c.send(first, new Uint8Array(at));
+            u32(b, 36, dataSN++);
+          }
+          u32(b, 40, at);
           b[1] = 0x80 | 0x01;
-          await c.send(b, seg);
+          await c.send(b, new Uint8Array(512));
           return;
         }
         if (bad("data-segment-over-declared")) {
