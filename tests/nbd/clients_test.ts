@@ -225,6 +225,10 @@ Deno.test("nbd clients: unix socket is 0600; TCP on loopback; SIGTERM exits 0", 
   try {
     assert_(t.where.startsWith("tcp:127.0.0.1:"), t.where);
     assertEquals((await mustRun("nbdinfo", ["--size", t.uri])).stdout.trim(), String(4 * MiB));
+    // nbd-client can list exports without the kernel driver (NBD_OPT_LIST)
+    const port = t.where.slice(t.where.lastIndexOf(":") + 1);
+    const list = await mustRun("nbd-client", ["-l", "127.0.0.1", port]);
+    assert_(/^memory: in-memory disk/m.test(list.stdout), list.stdout);
     await mustRun("qemu-img", ["info", "-f", "raw", t.uri]);
   } finally {
     assertEquals(await t.stop(), 0);
