@@ -54,7 +54,8 @@ export function negotiatedParameters(p: SessionParams): Record<string, string | 
     InitialR2T: yn(p.initialR2T),
     ImmediateData: yn(p.immediateData),
     MaxRecvDataSegmentLength: p.maxRecvDataSegmentLength,
-    "MaxRecvDataSegmentLength (target)": p.maxXmitDataSegmentLength,
+    // What the target declared (§13.12); open-iscsi shows it under this name.
+    MaxXmitDataSegmentLength: p.maxXmitDataSegmentLength,
     MaxBurstLength: p.maxBurstLength,
     FirstBurstLength: p.firstBurstLength,
     DefaultTime2Wait: p.defaultTime2Wait,

@@ -100,16 +100,14 @@ function blockLimitLines(inv: LunInventory): string[] {
       : n === 0xffffffff
       ? "no limit"
       : `${n} blocks (${humanSize(n * bs)})`;
+  const count = (n: number | null) =>
+    n === null ? "not reported" : n === 0xffffffff ? "no limit" : String(n);
   return [
     `  maximum transfer length:          ${blocks(bl.maximumTransferLength)}`,
     `  optimal transfer length:          ${blocks(bl.optimalTransferLength)}`,
     `  optimal transfer granularity:     ${blocks(bl.optimalTransferLengthGranularity)}`,
     `  maximum unmap LBA count:          ${blocks(bl.maximumUnmapLbaCount)}`,
-    `  maximum unmap descriptors:        ${
-      bl.maximumUnmapBlockDescriptorCount === null
-        ? "not reported"
-        : bl.maximumUnmapBlockDescriptorCount
-    }`,
+    `  maximum unmap descriptors:        ${count(bl.maximumUnmapBlockDescriptorCount)}`,
     `  optimal unmap granularity:        ${blocks(bl.optimalUnmapGranularity)}`,
     `  maximum write same length:        ${blocks(bl.maximumWriteSameLength)}`,
     `  maximum compare and write length: ${bl.maximumCompareAndWriteLength} blocks`,

@@ -298,16 +298,19 @@ export class Lun implements BlockDevice {
     // devices that refuse it (SBC-3 §4.4).
     let cap: Capacity;
     let commandSize: 10 | 16 = 16;
-    const rc16 = await optional(
-      "READ CAPACITY(16)",
-      async () =>
-        parseReadCapacity16((await run({ cdb: cdb.readCapacity16(32), dataInLength: 32 })).data),
-    );
-    if (rc16) cap = rc16;
-    else {
+    try {
+      cap = parseReadCapacity16(
+        (await run({ cdb: cdb.readCapacity16(32), dataInLength: 32 })).data,
+      );
+    } catch (e) {
+      // Only a refused command falls back; malformed (16) data is an error.
+      if (!(e instanceof SenseError)) throw e;
+      log?.debug(`LUN ${lun}: READ CAPACITY(16) refused (${e.message}); trying (10)`);
       cap = parseReadCapacity10((await run({ cdb: cdb.readCapacity10(), dataInLength: 8 })).data);
       if (cap.needs16) {
-        throw new ScsiDataError(`LUN ${lun}: READ CAPACITY(10) needs (16), which failed`);
+        throw new ScsiDataError(
+          `LUN ${lun}: READ CAPACITY(10) says the LUN needs (16), which was refused`,
+        );
       }
       commandSize = 10;
     }

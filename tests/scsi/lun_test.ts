@@ -144,6 +144,21 @@ Deno.test("lun: READ CAPACITY(16) refused: falls back to (10) and uses READ(10)/
   assert.equal(t.ops(0x88).length + t.ops(0x8a).length, 0);
 });
 
+Deno.test("lun: malformed READ CAPACITY(16) data is an error, not a reason to fall back to (10)", async () => {
+  const t = disk();
+  t.intercept.push((c) => {
+    if (c.cdb[0] !== 0x9e) return undefined;
+    const b = new Uint8Array(32).fill(0xff); // last LBA 2^64-1: beyond anything we can address
+    c.dataInBuffer?.set(b);
+    return good(b);
+  });
+  await assert.rejects(
+    Lun.open(t, 1),
+    (e) => e instanceof ScsiDataError && /exceeds 2\^53/.test(e.message),
+  );
+  assert.equal(t.ops(0x25).length, 0);
+});
+
 Deno.test("lun: requests split by Block Limits at aligned boundaries, all commands in flight at once", async () => {
   const t = disk({ blockLimits: { maxTransfer: 16, granularity: 4 } });
   t.latencyMs = 5;
