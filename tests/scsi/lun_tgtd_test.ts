@@ -13,6 +13,9 @@ import assert from "node:assert/strict";
 import { type OpenedTarget, openTarget } from "../../src/target.ts";
 import { Logger } from "../../src/log.ts";
 import { ReadOnlyError } from "../../src/scsi/errors.ts";
+import { rw16 } from "../../src/scsi/cdb.ts";
+import { executeWithRetry, type RetryEvent } from "../../src/scsi/retry.ts";
+import { SenseError } from "../../src/scsi/sense.ts";
 import { type Tgtd, withTgtd } from "../helpers/tgtd.ts";
 import { sessionConfigFromUri, type TargetOptionValues } from "../../src/cli/target_options.ts";
 
@@ -32,13 +35,14 @@ async function open(
   tgt: Tgtd,
   lun: number,
   values: TargetOptionValues = {},
+  onRetry?: (e: RetryEvent) => void,
 ): Promise<OpenedTarget> {
   const cfg = await sessionConfigFromUri(
     `iscsi://${tgt.portal}/${IQN}/${lun}`,
     values,
     () => undefined,
   );
-  return await openTarget(cfg, { log: quiet });
+  return await openTarget(cfg, { log: quiet, lun: { retryHooks: { onRetry } } });
 }
 
 /** Deterministic fast pseudo-random bytes (xorshift32, 4 bytes a step). */
@@ -77,8 +81,14 @@ Deno.test("scsi+tgtd: identity and size of a 512-byte and a 4096-byte LUN; LUN 0
       const tid = await tgt.createTarget(IQN);
       await tgt.addLun(tid, { lun: 1, size: 64 * MiB, path: files[0] });
       await tgt.addLun(tid, { lun: 2, size: 32 * MiB, path: files[1], blockSize: 4096 });
-      const t1 = await open(tgt, 1);
+      const retries: RetryEvent[] = [];
+      const t1 = await open(tgt, 1, {}, (e) => retries.push(e));
       try {
+        // a new I_T nexus gets UNIT ATTENTION 29/00 (power on/reset); open() rides it out
+        assert.ok(
+          retries.some((e) => e.reason === "unit-attention" && e.sense?.asc === 0x29),
+          JSON.stringify(retries),
+        );
         const inv = t1.inventory;
         assert.equal(inv.vendor, "IET");
         assert.equal(inv.product, "VIRTUAL-DISK");
@@ -117,7 +127,7 @@ Deno.test("scsi+tgtd: identity and size of a 512-byte and a 4096-byte LUN; LUN 0
   }
 });
 
-Deno.test("scsi+tgtd: a read-only LUN reports write protect and refuses writes", async () => {
+Deno.test("scsi+tgtd: a read-only LUN over IPv6: write protect, writes refused; tgt's own sense decoded", async () => {
   const file = await shmFile(8 * MiB);
   try {
     await withTgtd(async (tgt) => {
@@ -125,15 +135,32 @@ Deno.test("scsi+tgtd: a read-only LUN reports write protect and refuses writes",
       await tgt.addLun(tid, { lun: 1, size: 8 * MiB, path: file, readOnly: true });
       const t = await open(tgt, 1);
       try {
+        assert.equal(t.session.portal, tgt.portal);
         assert.equal(t.device.readOnly, true);
         assert.equal(t.inventory.writeProtect, true);
         await assert.rejects(t.device.write(0n, new Uint8Array(512)), ReadOnlyError);
         await assert.rejects(t.device.writeZeroes(0n, 512), ReadOnlyError);
         assert.equal((await t.device.read(0n, 4096)).length, 4096);
+        // Past the Lun's own checks, straight to the target: tgt answers with
+        // CHECK CONDITION and sense that must decode to the right errors.
+        await assert.rejects(
+          executeWithRetry(t.transport, {
+            lun: 1,
+            cdb: rw16(true, 0, 1),
+            dataOut: new Uint8Array(512),
+          }),
+          (e) => e instanceof SenseError && e.sense?.senseKey === 0x07 && e.errno === "EPERM",
+        );
+        await assert.rejects(
+          executeWithRetry(t.transport, { lun: 1, cdb: rw16(false, 16384, 1), dataInLength: 512 }),
+          (e) =>
+            e instanceof SenseError && e.errno === "EINVAL" &&
+            /ILLEGAL REQUEST: Logical block address out of range \(21\/00\)/.test(e.message),
+        );
       } finally {
         await t.close();
       }
-    });
+    }, { host: "::1" });
   } finally {
     await Deno.remove(file).catch(() => {});
   }
