@@ -8,8 +8,10 @@ import { MemoryDevice, parseSize } from "../memory_device.ts";
 import { describeAddr, listenNbd, parseListenAddress } from "../nbd/listen.ts";
 import { NbdServer } from "../nbd/server.ts";
 import { denoConnStream } from "../nbd/stream.ts";
+import { openTarget } from "../target.ts";
 import { parseCommand } from "./args.ts";
 import type { Command, CommandContext } from "./context.ts";
+import { sessionConfigFromUri, TARGET_OPTIONS, TARGET_OPTIONS_HELP } from "./target_options.ts";
 
 const USAGE = `usage: isboot serve TARGET --listen unix:PATH|tcp:[HOST:]PORT [options]
 
@@ -18,7 +20,8 @@ flight) to any number of clients: qemu, libnbd tools (nbdinfo, nbdcopy, nbdsh),
 nbd-client.
 
 TARGET:
-  iscsi://[user@]host[:port]/target-iqn/lun   an iSCSI LUN (secrets from files or the environment)
+  iscsi://[user@]host[:port]/target-iqn/lun   an iSCSI LUN (IPv6 in brackets; also the RFC 4173
+                                              form iscsi:host:proto:port:lun:target-iqn)
   memory:SIZE                                 an in-memory disk, e.g. memory:256M (tests, demos)
 
 options:
@@ -31,7 +34,9 @@ options:
   --block-size N         memory: logical block size (default 512)
   --debug                log every connection and failed request
 
-SIGINT/SIGTERM: stop accepting, finish requests in flight, flush, exit 0.
+${TARGET_OPTIONS_HELP}
+SIGINT/SIGTERM: stop accepting, finish requests in flight, flush, log out, exit 0.
+exit codes: 0 ok, 1 unreachable/refused/cannot listen, 2 usage, 3 invalid TARGET, 4 authentication failed
 `;
 
 const OPTIONS = {
@@ -40,55 +45,80 @@ const OPTIONS = {
   description: { type: "string" },
   "read-only": { type: "boolean" },
   "block-size": { type: "string" },
+  ...TARGET_OPTIONS,
 } as const;
 
 interface Backend {
   device: BlockDevice;
   name: string;
   description: string;
+  /** Flush is done by the caller; this releases the device (and logs out). */
+  close(): Promise<void>;
 }
 
-function openBackend(
+type Values = ReturnType<typeof parseValues>;
+function parseValues(args: string[], ctx: CommandContext) {
+  return parseCommand(args, OPTIONS, USAGE, ctx);
+}
+
+async function openBackend(
   target: string,
-  opts: { blockSize?: string; readOnly: boolean },
+  values: NonNullable<Values>["values"],
+  listen: string,
+  ctx: CommandContext,
 ): Promise<Backend> {
   if (target.startsWith("memory:")) {
     const size = parseSize(target.slice(7));
-    const bs = opts.blockSize === undefined ? 512 : Number(opts.blockSize);
+    const text = values["block-size"];
+    const bs = text === undefined ? 512 : Number(text);
     if (!Number.isInteger(bs) || bs < 1 || bs > 65536) {
-      throw new UsageError(`--block-size '${opts.blockSize}': expected 1..65536`);
+      throw new UsageError(`--block-size '${text}': expected 1..65536`);
     }
-    const device = new MemoryDevice({ size, blockSize: bs, readOnly: opts.readOnly });
-    return Promise.resolve({
+    const device = new MemoryDevice({ size, blockSize: bs, readOnly: values["read-only"] });
+    return {
       device,
       name: "memory",
       description: `in-memory disk, ${size} bytes`,
-    });
+      close: () => device.close(),
+    };
   }
-  if (target.startsWith("iscsi://")) {
-    throw new OperationalError("serve: iSCSI targets are not wired in yet; use memory:SIZE");
+  if (target.startsWith("iscsi:")) {
+    if (values["block-size"] !== undefined) {
+      throw new UsageError("--block-size is for memory: targets; a LUN has its own");
+    }
+    // A stable ISID per listening address: a restarted `serve` reinstates
+    // its own stale session (RFC 7143 §4.2.7.x) without touching others'.
+    const cfg = await sessionConfigFromUri(target, values, ctx.env, {
+      isidPurpose: `serve ${listen}`,
+    });
+    const t = await openTarget(cfg, { log: ctx.log });
+    const inv = t.inventory;
+    const what = [inv.vendor, inv.product, inv.revision].filter((x) => x).join(" ");
+    return {
+      device: t.device,
+      name: `${cfg.targetName}/${cfg.lun}`,
+      description: what || `${cfg.targetName} LUN ${cfg.lun}`,
+      close: () => t.close(),
+    };
   }
   throw new InvalidInputError(`target '${target}': expected iscsi://... or memory:SIZE`);
 }
 
 async function run(args: string[], ctx: CommandContext): Promise<number> {
-  const p = parseCommand(args, OPTIONS, USAGE, ctx);
+  const p = parseValues(args, ctx);
   if (!p) return 0;
   const v = p.values;
   if (p.positionals.length !== 1) throw new UsageError("serve: expected one TARGET (see --help)");
   if (!v.listen) throw new UsageError("serve: --listen is required (see --help)");
   const addr = parseListenAddress(v.listen);
-  const backend = await openBackend(p.positionals[0], {
-    blockSize: v["block-size"],
-    readOnly: v["read-only"] ?? false,
-  });
+  const backend = await openBackend(p.positionals[0], v, v.listen, ctx);
   const { device } = backend;
   const log = ctx.log;
   let listener: Deno.Listener;
   try {
     listener = await listenNbd(addr);
   } catch (e) {
-    await device.close();
+    await backend.close();
     throw e;
   }
   const name = v["export-name"] ?? backend.name;
@@ -137,16 +167,22 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   }
   await server.shutdown();
   await Promise.allSettled([...sessions]);
+  let flushError: unknown = null;
   try {
-    await device.flush();
+    if (!device.readOnly) await device.flush();
+  } catch (e) {
+    flushError = e;
   } finally {
-    await device.close();
+    await backend.close();
   }
   const c = server.counters;
   log.info(
     `stopped: ${c.connections} connections, ${c.requests} requests, ` +
       `${c.bytesRead} bytes read, ${c.bytesWritten} bytes written, ${c.errors} errors`,
   );
+  if (flushError !== null) {
+    throw new OperationalError(`flush at exit failed: ${(flushError as Error).message}`);
+  }
   return 0;
 }
 
