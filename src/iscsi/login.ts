@@ -86,6 +86,12 @@ export interface LoginConfig {
    * malformed (status 0x0200, not 0x0201).
    */
   chapSha1As7?: boolean;
+  /**
+   * Hex of the CHAP challenges we sent on earlier logins of this session
+   * (bounded); a target that sends one of them back as its own challenge is
+   * trying a reflection attack (RFC 7143 §12.1.3) and is refused.
+   */
+  sentChallenges?: Set<string>;
 }
 
 /** A completed login: the connection in full feature phase and the session's numbers. */
@@ -365,6 +371,10 @@ class LoginExchange {
     }
     const challenge = decodeChapBinary(KEY.CHAP_C, cText);
     if (challenge.length === 0) throw new AuthError("target sent an empty CHAP challenge");
+    const sent = this.#cfg.sentChallenges;
+    if (sent?.has(encodeChapBinary(challenge))) {
+      throw new AuthError("target sent our own CHAP challenge back (reflection refused)");
+    }
     this.#algorithm = alg;
     this.#auth = "chap";
     // The hash actually used: 7 means SHA-1 for targets with tgt's old numbering.
@@ -380,6 +390,10 @@ class LoginExchange {
         ourChallenge = crypto.getRandomValues(new Uint8Array(32));
       } while (equalBytes(ourChallenge, challenge));
       out.push([KEY.CHAP_I, String(ourId)], [KEY.CHAP_C, encodeChapBinary(ourChallenge)]);
+      if (sent) {
+        if (sent.size >= 64) sent.delete(sent.values().next().value as string);
+        sent.add(encodeChapBinary(ourChallenge));
+      }
     }
     const r2 = await this.#exchange(out, true, STAGE_OPERATIONAL, "chap");
     if (mutual && ourChallenge) {

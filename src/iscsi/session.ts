@@ -207,6 +207,8 @@ export class Session implements ScsiTransport {
         isid,
         connectTimeoutMs: cfg.connectTimeoutMs,
         loginTimeoutMs: cfg.loginTimeoutMs,
+        // Kept for the session's relogins (recovery) once that exists.
+        sentChallenges: new Set(),
       },
       crc,
       log,

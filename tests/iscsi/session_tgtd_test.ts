@@ -172,7 +172,7 @@ Deno.test("tgtd: login without auth, 32+ random READ(16)/WRITE(16) in flight ver
     await withTgtd(async (tgt) => {
       const tid = await tgt.createTarget(IQN);
       await tgt.addLun(tid, { lun: 1, size, path });
-      const s = await loginSession(config(tgt), new Logger({ quiet: true }));
+      const s = await loginSession(config(tgt), new Logger({ quiet: true, sink: () => {} }));
       try {
         assert.equal(s.info.auth, "none");
         assert.ok(s.info.tsih > 0);
@@ -222,7 +222,7 @@ Deno.test("tgtd: CRC32C header and data digests wanted by the target, unsolicite
         await tgt.setParam(tid, k, v);
       }
       // tgt's CRC32C setting is a preference: our default offer (None,CRC32C) takes it.
-      const s = await loginSession(config(tgt), new Logger({ quiet: true }));
+      const s = await loginSession(config(tgt), new Logger({ quiet: true, sink: () => {} }));
       try {
         const p = s.info.params;
         assert.equal(p.headerDigest, true);
@@ -257,13 +257,13 @@ Deno.test("tgtd: requiring CRC32C from a target that refuses digests fails login
     await assert.rejects(
       loginSession(
         config(tgt, { headerDigest: "crc32c", dataDigest: "crc32c" }),
-        new Logger({ quiet: true }),
+        new Logger({ quiet: true, sink: () => {} }),
       ),
       (e) => e instanceof OperationalError && /HeaderDigest=None/.test(e.message),
     );
     const s = await loginSession(
       config(tgt, { headerDigest: "none", dataDigest: "none" }),
-      new Logger({ quiet: true }),
+      new Logger({ quiet: true, sink: () => {} }),
     );
     assert.equal(s.info.params.headerDigest, false);
     await s.close();
@@ -316,7 +316,7 @@ Deno.test("tgtd: one-way and mutual CHAP with every algorithm tgt implements; se
           chapAlgorithms: ["sha256"],
           chap: { user: chap.user, secret: enc.encode(chap.secret) },
         }),
-        new Logger({ quiet: true }),
+        new Logger({ quiet: true, sink: () => {} }),
       ),
       (e) => e instanceof AuthError && /sha1/.test(e.message),
     );
@@ -362,7 +362,7 @@ Deno.test("tgtd: wrong secrets and a target that fails mutual CHAP are AuthError
           chap: { user: "alice", secret: enc.encode("same-secret-123") },
           mutual: { user: "target-one", secret: enc.encode("same-secret-123") },
         }),
-        new Logger({ quiet: true }),
+        new Logger({ quiet: true, sink: () => {} }),
       ),
       AuthError,
     );
@@ -382,7 +382,7 @@ Deno.test("tgtd on ::1: IPv6 portal, discovery of several targets, target NOP-In
       chapAlgorithms: ["md5"],
       headerDigest: "prefer-none",
       dataDigest: "prefer-none",
-    }, new Logger({ quiet: true }));
+    }, new Logger({ quiet: true, sink: () => {} }));
     assert.deepEqual(found.map((t) => t.name).sort(), names);
     for (const t of found) assert.deepEqual(t.portals, [{ host: "::1", port: tgt.port, tpgt: 1 }]);
 
@@ -391,7 +391,7 @@ Deno.test("tgtd on ::1: IPv6 portal, discovery of several targets, target NOP-In
     await tgt.setParam(1, "nop_count", "2");
     const s = await loginSession(
       config(tgt, { targetName: names[0] }),
-      new Logger({ quiet: true }),
+      new Logger({ quiet: true, sink: () => {} }),
     );
     try {
       assert.match(s.info.portal, /^\[::1\]:\d+$/);
@@ -418,7 +418,7 @@ Deno.test("tgtd: connection deleted by the target fails commands in flight with 
   await withTgtd(async (tgt) => {
     const tid = await tgt.createTarget(IQN);
     await tgt.addLun(tid, { lun: 1, size: 8 * MiB });
-    const s = await loginSession(config(tgt), new Logger({ quiet: true }));
+    const s = await loginSession(config(tgt), new Logger({ quiet: true, sink: () => {} }));
     await ready(s);
     assert.equal(await tgt.deleteConnections(tid), 1);
     const r = s.execute({ lun: 1, cdb: rw16(0x88, 0, 8), dataInLength: 4096 });

@@ -1,0 +1,398 @@
+/**
+ * What a real target will not do on demand, from the scripted target in
+ * fake_target.ts: login redirection (to a real tgtd), login and SendTargets
+ * text split over several PDUs, discovery and mutual CHAP done right and
+ * wrong, a reflected CHAP challenge, an empty challenge, and malformed
+ * full-feature PDUs. Each malformed PDU must end the session with
+ * IscsiProtocolError on the command, never a crash or a write past a buffer.
+ */
+import assert from "node:assert/strict";
+import { md5 } from "hash-wasm";
+import { AuthError, IsbootError, OperationalError } from "../../src/errors.ts";
+import { Logger } from "../../src/log.ts";
+import { discoverTargets } from "../../src/iscsi/discovery.ts";
+import { defaultCrc32c } from "../../src/iscsi/digest.ts";
+import { IscsiProtocolError } from "../../src/iscsi/errors.ts";
+import { login, randomIsid } from "../../src/iscsi/login.ts";
+import { loginSession, type SessionConfig } from "../../src/iscsi/session.ts";
+import { encodeText } from "../../src/iscsi/text.ts";
+import { withTgtd } from "../helpers/tgtd.ts";
+import { echoOffers, type FakeConn, type FakePdu, FakeTarget } from "./fake_target.ts";
+
+const quiet = new Logger({ quiet: true, sink: () => {} });
+const enc = new TextEncoder();
+const IQN = "iqn.2026-11.test.isboot:fake";
+
+function cfg(port: number, extra: Partial<SessionConfig> = {}): SessionConfig {
+  return {
+    portal: { host: "127.0.0.1", port },
+    targetName: IQN,
+    lun: 1,
+    initiatorName: "iqn.2026-11.test.isboot:init",
+    chapAlgorithms: ["md5"],
+    headerDigest: "prefer-none",
+    dataDigest: "prefer-none",
+    ...extra,
+  };
+}
+
+function hexBytes(h: string): Uint8Array {
+  return Uint8Array.from(h.slice(2).match(/../g) ?? [], (x) => Number.parseInt(x, 16));
+}
+
+async function md5Response(id: number, secret: string, challenge: Uint8Array): Promise<string> {
+  const s = enc.encode(secret);
+  const b = new Uint8Array(1 + s.length + challenge.length);
+  b[0] = id;
+  b.set(s, 1);
+  b.set(challenge, 1 + s.length);
+  return "0x" + (await md5(b));
+}
+
+/** Target-side CHAP with MD5; `mutualAnswer` decides what we send back as CHAP_R. */
+async function chapLogin(
+  c: FakeConn,
+  o: {
+    secret: string;
+    challenge?: Uint8Array;
+    mutual?: (id: number, ch: Uint8Array) => Promise<string>;
+  },
+): Promise<FakePdu> {
+  let req = (await c.read()) as FakePdu;
+  await c.loginResponse(req, { pairs: [["AuthMethod", "CHAP"]] });
+  req = (await c.read()) as FakePdu;
+  assert.equal(new Map(req.pairs()).get("CHAP_A"), "5");
+  const challenge = o.challenge ?? crypto.getRandomValues(new Uint8Array(16));
+  const chex = "0x" + Array.from(challenge, (x) => x.toString(16).padStart(2, "0")).join("");
+  await c.loginResponse(req, { pairs: [["CHAP_A", "5"], ["CHAP_I", "9"], ["CHAP_C", chex]] });
+  req = (await c.read()) as FakePdu;
+  const got = new Map(req.pairs());
+  if (got.get("CHAP_R") !== (await md5Response(9, o.secret, challenge))) {
+    await c.loginResponse(req, { status: 0x0201 });
+    return req;
+  }
+  const pairs: [string, string][] = [];
+  if (got.has("CHAP_C") && o.mutual) {
+    pairs.push(["CHAP_N", "fake-target"], [
+      "CHAP_R",
+      await o.mutual(Number(got.get("CHAP_I")), hexBytes(got.get("CHAP_C") as string)),
+    ]);
+  }
+  await c.loginResponse(req, { transit: true, nsg: 1, pairs });
+  return req;
+}
+
+Deno.test("fake target: login redirection is followed to the real target", async () => {
+  await withTgtd(async (tgt) => {
+    const tid = await tgt.createTarget(IQN);
+    await tgt.addLun(tid, { lun: 1, size: 1 << 20 });
+    const fake = new FakeTarget(async (c) => {
+      const req = (await c.read()) as FakePdu;
+      await c.loginResponse(req, {
+        status: 0x0101,
+        pairs: [["TargetAddress", `127.0.0.1:${tgt.port},1`]],
+      });
+    });
+    try {
+      const s = await loginSession(cfg(fake.port), quiet);
+      assert.equal(s.info.portal, `127.0.0.1:${tgt.port}`);
+      assert.equal((await tgt.connections(tid)).length, 1);
+      await s.close();
+    } finally {
+      await fake.close();
+    }
+  });
+});
+
+Deno.test("fake target: login and SendTargets answers split over several PDUs (C bit, F=0 with TTT)", async () => {
+  const fake = new FakeTarget(async (c) => {
+    let req = (await c.read()) as FakePdu;
+    await c.loginResponse(req, { transit: true, nsg: 1, pairs: [["AuthMethod", "None"]] });
+    req = (await c.read()) as FakePdu;
+    const text = encodeText([...echoOffers(req.pairs()), ["TargetAlias", "x".repeat(3000)]]);
+    await c.loginResponse(req, { cont: true, raw: text.subarray(0, 1000) });
+    req = (await c.read()) as FakePdu;
+    assert.equal(req.data.length, 0);
+    await c.loginResponse(req, { cont: true, raw: text.subarray(1000, 2500) });
+    req = (await c.read()) as FakePdu;
+    await c.loginResponse(req, { transit: true, nsg: 3, tsih: 3, raw: text.subarray(2500) });
+    // SendTargets in three Text Responses.
+    const answer = encodeText([
+      ["TargetName", "iqn.2026-11.test:one"],
+      ["TargetAddress", "[fd00::1]:3260,1"],
+      ["TargetAddress", "192.0.2.7:3261,2"],
+      ["TargetName", "iqn.2026-11.test:two"],
+      ["TargetAlias", "y".repeat(5000)],
+    ]);
+    const parts = [answer.subarray(0, 40), answer.subarray(40, 3000), answer.subarray(3000)];
+    for (let i = 0; i < parts.length; i++) {
+      req = (await c.read()) as FakePdu;
+      assert.equal(req.opcode, 0x04);
+      const b = new Uint8Array(48);
+      const v = new DataView(b.buffer);
+      b[0] = 0x24;
+      b[1] = i === parts.length - 1 ? 0x80 : 0x40;
+      v.setUint32(16, req.itt);
+      v.setUint32(20, i === parts.length - 1 ? 0xffffffff : 0x55);
+      v.setUint32(24, c.statSN++);
+      v.setUint32(28, req.cmdSN + 1);
+      v.setUint32(32, req.cmdSN + 10);
+      await c.send(b, parts[i]);
+    }
+    req = (await c.read()) as FakePdu;
+    assert.equal(req.opcode, 0x06);
+    const b = new Uint8Array(48);
+    b[0] = 0x26;
+    b[1] = 0x80;
+    new DataView(b.buffer).setUint32(16, req.itt);
+    await c.send(b);
+  });
+  try {
+    const found = await discoverTargets({ ...cfg(fake.port) }, quiet);
+    assert.deepEqual(found, [
+      {
+        name: "iqn.2026-11.test:one",
+        portals: [{ host: "fd00::1", port: 3260, tpgt: 1 }, {
+          host: "192.0.2.7",
+          port: 3261,
+          tpgt: 2,
+        }],
+      },
+      {
+        name: "iqn.2026-11.test:two",
+        portals: [{ host: "127.0.0.1", port: fake.port, tpgt: null }],
+      },
+    ]);
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
+
+Deno.test("fake target: mutual CHAP verified, wrong target response and reflected or empty challenges refused", async () => {
+  const crc = await defaultCrc32c();
+  const chap = { user: "alice", secret: enc.encode("alice-secret-12") };
+  const mutual = { user: "fake-target", secret: enc.encode("target-secret-34") };
+  let seenChallenge: Uint8Array | null = null;
+  const modes = ["good", "wrong", "record", "reflect", "empty"];
+  const fake = new FakeTarget(async (c, i) => {
+    const mode = modes[i];
+    if (mode === "empty") {
+      let req = (await c.read()) as FakePdu;
+      await c.loginResponse(req, { pairs: [["AuthMethod", "CHAP"]] });
+      req = (await c.read()) as FakePdu;
+      await c.loginResponse(req, { pairs: [["CHAP_A", "5"], ["CHAP_I", "1"], ["CHAP_C", "0x"]] });
+      await c.read();
+      return;
+    }
+    const req = await chapLogin(c, {
+      secret: "alice-secret-12",
+      challenge: mode === "reflect" ? seenChallenge ?? undefined : undefined,
+      mutual: async (id, ch) => {
+        if (mode === "record") seenChallenge = ch;
+        return mode === "wrong"
+          ? "0x" + "00".repeat(16)
+          : await md5Response(id, "target-secret-34", ch);
+      },
+    });
+    void req;
+    const op = await c.read();
+    if (op) {
+      await c.loginResponse(op, { transit: true, nsg: 3, tsih: 1, pairs: echoOffers(op.pairs()) });
+    }
+    await c.read();
+  });
+  try {
+    const sent = new Set<string>();
+    const base = {
+      portal: { host: "127.0.0.1", port: fake.port },
+      initiatorName: "iqn.2026-11.test.isboot:init",
+      targetName: IQN,
+      sessionType: "Normal" as const,
+      chap,
+      mutual,
+      chapAlgorithms: ["md5"] as const,
+      headerDigest: "prefer-none" as const,
+      dataDigest: "prefer-none" as const,
+      isid: randomIsid(),
+      sentChallenges: sent,
+    };
+    const ok = await login(base, crc, quiet);
+    assert.equal(ok.auth, "mutual");
+    ok.conn.close();
+    await assert.rejects(
+      login(base, crc, quiet),
+      (e) => e instanceof AuthError && /response is wrong/.test(e.message),
+    );
+    const rec = await login(base, crc, quiet);
+    rec.conn.close();
+    await assert.rejects(
+      login(base, crc, quiet),
+      (e) => e instanceof AuthError && /reflection/.test(e.message),
+    );
+    await assert.rejects(
+      login(base, crc, quiet),
+      (e) => e instanceof AuthError && /empty CHAP challenge/.test(e.message),
+    );
+  } finally {
+    await fake.close();
+  }
+});
+
+/** Build a target PDU header. */
+function hdr(
+  op: number,
+  f: {
+    flags?: number;
+    itt?: number;
+    ttt?: number;
+    statSN?: number;
+    expCmdSN?: number;
+    f36?: number;
+    f40?: number;
+    f44?: number;
+    b2?: number;
+    b3?: number;
+  },
+): Uint8Array {
+  const b = new Uint8Array(48);
+  const v = new DataView(b.buffer);
+  b[0] = op;
+  b[1] = f.flags ?? 0x80;
+  b[2] = f.b2 ?? 0;
+  b[3] = f.b3 ?? 0;
+  v.setUint32(16, f.itt ?? 0xffffffff);
+  v.setUint32(20, f.ttt ?? 0xffffffff);
+  v.setUint32(24, f.statSN ?? 1);
+  v.setUint32(28, f.expCmdSN ?? 1);
+  v.setUint32(32, (f.expCmdSN ?? 1) + 31);
+  v.setUint32(36, f.f36 ?? 0);
+  v.setUint32(40, f.f40 ?? 0);
+  v.setUint32(44, f.f44 ?? 0);
+  return b;
+}
+
+Deno.test("fake target: malformed full-feature PDUs end the session with IscsiProtocolError, no crash", async () => {
+  type Bad = {
+    name: string;
+    write?: boolean;
+    respond: (c: FakeConn, cmd: FakePdu) => Promise<void>;
+    error?: RegExp;
+  };
+  const len = 4096;
+  const cases: Bad[] = [
+    {
+      name: "Data-In past the buffer",
+      respond: (c, cmd) =>
+        c.send(hdr(0x25, { itt: cmd.itt, flags: 0x80 }), new Uint8Array(len + 512)),
+      error: /past the buffer/,
+    },
+    {
+      name: "Data-In at a later offset than expected",
+      respond: (c, cmd) =>
+        c.send(hdr(0x25, { itt: cmd.itt, flags: 0x80, f40: 512 }), new Uint8Array(512)),
+      error: /out of order/,
+    },
+    {
+      name: "Data-In for an ITT we never used",
+      respond: (c, cmd) =>
+        c.send(hdr(0x25, { itt: cmd.itt + 1000, flags: 0x80 }), new Uint8Array(512)),
+      error: /unknown ITT/,
+    },
+    {
+      name: "R2T beyond the transfer",
+      write: true,
+      respond: (c, cmd) => c.send(hdr(0x31, { itt: cmd.itt, ttt: 7, f40: 0, f44: len + 4096 })),
+      error: /R2T beyond the transfer/,
+    },
+    {
+      name: "SCSI Response for an unknown ITT",
+      respond: (c, cmd) => c.send(hdr(0x21, { itt: cmd.itt ^ 0xff00 })),
+      error: /unknown ITT/,
+    },
+    {
+      name: "SenseLength beyond the data segment",
+      respond: (c, cmd) =>
+        c.send(hdr(0x21, { itt: cmd.itt, b3: 2 }), Uint8Array.of(0x01, 0x00, 0x70)),
+      error: /SenseLength/,
+    },
+    {
+      name: "DataSegmentLength over what we declared",
+      respond: async (c, cmd) => {
+        const b = hdr(0x25, { itt: cmd.itt });
+        b.set([0x10, 0, 0], 5); // 1 MiB
+        await c.conn.write(b);
+      },
+      error: /exceeds our MaxRecvDataSegmentLength/,
+    },
+    {
+      name: "unknown opcode",
+      respond: (c, cmd) => c.send(hdr(0x3a, { itt: cmd.itt })),
+      error: /opcode 0x3a/,
+    },
+    {
+      name: "Login Response in full feature phase",
+      respond: (c, cmd) => c.send(hdr(0x23, { itt: cmd.itt })),
+      error: /unexpected Login Response/,
+    },
+    {
+      name: "target closes the connection",
+      respond: (c) => Promise.resolve(c.close()),
+    },
+  ];
+  for (const bad of cases) {
+    const fake = new FakeTarget(async (c) => {
+      await c.acceptLogin();
+      const cmd = (await c.read()) as FakePdu;
+      await bad.respond(c, cmd);
+      await c.read(); // until the initiator hangs up
+    });
+    try {
+      const s = await loginSession(cfg(fake.port), quiet);
+      const cdb = new Uint8Array(16);
+      cdb[0] = bad.write ? 0x8a : 0x88;
+      const buf = new Uint8Array(len + 8192).fill(0xee);
+      const cmd = bad.write
+        ? s.execute({ lun: 1, cdb, dataOut: new Uint8Array(len) })
+        : s.execute({ lun: 1, cdb, dataInLength: len, dataInBuffer: buf.subarray(0, len) });
+      await assert.rejects(cmd, (e) => {
+        if (bad.error) {
+          assert.ok(e instanceof IscsiProtocolError, `${bad.name}: ${e}`);
+          assert.match((e as Error).message, bad.error, bad.name);
+        } else assert.ok(e instanceof OperationalError, `${bad.name}: ${e}`);
+        return true;
+      }, bad.name);
+      // Nothing was written past the command's buffer.
+      assert.ok(buf.subarray(len).every((x) => x === 0xee), `${bad.name}: wrote past the buffer`);
+      // The session is failed: later commands get the same error at once.
+      await assert.rejects(s.execute({ lun: 1, cdb: new Uint8Array(6) }), IsbootError);
+      await s.close();
+    } finally {
+      await fake.close();
+    }
+  }
+});
+
+Deno.test("fake target: an Async Message asking for logout is obeyed", async () => {
+  let loggedOut = false;
+  const fake = new FakeTarget(async (c) => {
+    await c.acceptLogin();
+    await c.send(hdr(0x32, { f36: 0x01000000 | 5, statSN: 1 })); // AsyncEvent 1, Parameter3 = 5 s
+    const req = await c.read();
+    if (req?.opcode === 0x06) {
+      loggedOut = true;
+      await c.send(hdr(0x26, { itt: req.itt, statSN: 2 }));
+    }
+    await c.read();
+  });
+  try {
+    const s = await loginSession(cfg(fake.port), quiet);
+    for (let i = 0; i < 50 && !loggedOut; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(loggedOut, "no Logout Request after the target asked for it");
+    await new Promise((r) => setTimeout(r, 50));
+    await assert.rejects(s.execute({ lun: 1, cdb: new Uint8Array(6) }), /requested logout/);
+    await s.close();
+  } finally {
+    await fake.close();
+  }
+});
