@@ -154,7 +154,8 @@ export interface TransmissionOptions {
   counters?: NbdCounters;
   /**
    * Cap on payload bytes of admitted requests not yet replied to (default
-   * 64 MiB). One request is always admitted when nothing is in flight, so a
+   * 32 MiB: enough for 8 x 1 MiB or 128 x 256 KiB in flight, and steady
+   * RSS stays low). One request is always admitted when nothing is in flight, so a
    * 32 MiB request is never refused by the cap.
    */
   maxInFlightBytes?: number;
@@ -816,7 +817,7 @@ class Transmission {
       this.#bs,
       Math.floor(Math.min(maxT, NBD_MAX_PAYLOAD) / this.#bs) * this.#bs,
     );
-    this.#maxBytes = opts.maxInFlightBytes ?? 64 * 1024 * 1024;
+    this.#maxBytes = opts.maxInFlightBytes ?? 32 * 1024 * 1024;
     this.#maxRequests = opts.maxInFlightRequests ?? 256;
     this.#log = opts.log;
     this.#label = opts.label ?? "nbd";
