@@ -220,6 +220,13 @@ export class Lun implements BlockDevice {
       ...opts.retryHooks,
       onRetry: (e) => {
         log?.debug(`LUN ${lun}: ${e.command}: retry ${e.attempt} (${e.reason}: ${e.detail})`);
+        // The size a Lun serves is fixed at open(); a resized LUN needs a new
+        // open (and the NBD client a new size), so say so loudly.
+        if (e.sense && e.sense.asc === 0x2a && e.sense.ascq === 0x09) {
+          log?.warn(
+            `LUN ${lun}: the target reports that its capacity changed; reopen to see the new size`,
+          );
+        }
         opts.retryHooks?.onRetry?.(e);
       },
     };

@@ -515,3 +515,32 @@ Deno.test("lun: property: random aligned writes and reads match a model, many in
     { numRuns: fuzzRuns(100) },
   );
 });
+
+Deno.test("lun: property: arbitrary offsets and lengths either succeed or raise BlockRequestError", async () => {
+  const t = disk({ blockSize: 4096, blocks: 64 });
+  const lun = await Lun.open(t, 1);
+  const size = 64 * 4096;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(
+        fc.bigInt({ min: -(2n ** 70n), max: 2n ** 70n }),
+        fc.bigInt({ min: -1n, max: BigInt(size + 8192) }),
+      ),
+      fc.oneof(fc.integer({ min: -1, max: size + 8192 }), fc.double(), fc.constant(2 ** 53)),
+      async (offset, length) => {
+        const ok = offset >= 0n && offset % 4096n === 0n && Number.isSafeInteger(length) &&
+          length >= 0 &&
+          length % 4096 === 0 && offset + BigInt(length) <= BigInt(size);
+        try {
+          const r = await lun.read(offset, length);
+          assert.ok(ok, `read(${offset}, ${length}) should have been refused`);
+          assert.ok(r.length === length);
+        } catch (e) {
+          if (!(e instanceof BlockRequestError)) throw e;
+          assert.ok(!ok, `read(${offset}, ${length}) refused: ${e.message}`);
+        }
+      },
+    ),
+    { numRuns: fuzzRuns(500) },
+  );
+});
