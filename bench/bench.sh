@@ -27,4 +27,17 @@ else
 fi
 # tgtd, qemu-nbd and the loads need root for nothing but tgtd's control socket
 # in /var/run/tgtd; run as root like the tests.
+crc_args=()
+for a in "$@"; do
+  case $a in
+  --quick) crc_args+=(--quick) ;;
+  esac
+done
+case " $* " in
+*" --no-write "*) ;;
+*) mkdir -p docs/bench && crc_args+=(--json docs/bench/crc32c.json) ;;
+esac
+echo "== CRC32C study (bench/crc32c.ts) =="
+"$deno" run -A bench/crc32c.ts "${crc_args[@]}"
+echo "== isboot serve vs qemu-nbd and the ceilings (bench/run.ts) =="
 exec "$deno" run -A bench/run.ts "$@"

@@ -4,7 +4,7 @@
  *
  * Usage: deno run -A bench/run.ts [--quick] [--runs N] [--runtime S] [--size MiB]
  *          [--digests none,crc32c]
- *          [--contestants isboot,qemu-nbd,nbdkit-memory,iscsi-perf,qemu-img-bench]
+ *          [--contestants isboot,qemu-nbd,nbdkit-memory,isboot-memory,iscsi-perf,qemu-img-bench]
  *          [--jobs seqread,...] [--isboot dist/isboot] [--out docs/bench] [--no-write]
  */
 import { parseArgs } from "node:util";
@@ -77,7 +77,7 @@ function options(): Options {
   return {
     quick: q,
     runs: int(values.runs, q ? 1 : 3, "runs"),
-    runtime: int(values.runtime, q ? 3 : 10, "runtime"),
+    runtime: int(values.runtime, q ? 3 : 8, "runtime"),
     sizeMiB: int(values.size, q ? 256 : 1024, "size"),
     digests: digests as Digest[],
     contestants: values.contestants.split(",").filter(Boolean),
@@ -221,8 +221,9 @@ async function main() {
       for (const digest of o.digests) {
         await t.setDigests(1, digest);
         await t.setDigests(2, digest);
-        const order: ContestantId[] = (["isboot", "qemu-nbd", "nbdkit-memory"] as ContestantId[])
-          .filter((c) => want(c) && !(c === "nbdkit-memory" && digest !== "none"));
+        const order: ContestantId[] = (
+          ["isboot", "qemu-nbd", "nbdkit-memory", "isboot-memory"] as ContestantId[]
+        ).filter((c) => want(c) && !(c.endsWith("-memory") && digest !== "none"));
         // Alternate the order between runs so drift on a shared machine hits both alike.
         if (runNo % 2 === 0) order.reverse();
         for (const c of order) {

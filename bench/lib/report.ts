@@ -80,6 +80,7 @@ export interface Row {
   isboot?: Cell;
   qemu?: Cell;
   nbdkit?: Cell;
+  isbootMem?: Cell;
   perfRam?: Cell;
   perfNull?: Cell;
   /** min(NBD ceiling, raw-initiator figure on the same LUN): what no NBD-over-iSCSI server can beat. */
@@ -105,6 +106,7 @@ export function rows(cells: Cell[], digests: Digest[]): Row[] {
         qemu: find(digest, "ram", "qemu-nbd", job.id),
         // nbdkit has no iSCSI, so the same figure serves both digest modes.
         nbdkit: find("none", "ram", "nbdkit-memory", job.id),
+        isbootMem: find("none", "ram", "isboot-memory", job.id),
         // The raw libiscsi initiator: iscsi-perf reads, qemu-img bench writes.
         perfRam: find(digest, "ram", "iscsi-perf", job.id) ??
           find(digest, "ram", "qemu-img-bench", job.id),
@@ -146,6 +148,7 @@ export function table(rs: Row[]): string {
     "isboot",
     "qemu-nbd",
     "nbdkit mem",
+    "isboot mem",
     "raw libiscsi ram",
     "raw libiscsi null",
     "isboot/qemu",
@@ -165,6 +168,7 @@ export function table(rs: Row[]): string {
       fmtNum(r.isboot?.value),
       fmtNum(r.qemu?.value),
       fmtNum(r.nbdkit?.value),
+      fmtNum(r.isbootMem?.value),
       fmtNum(r.perfRam?.value),
       fmtNum(r.perfNull?.value),
       fmtRatio(r.isbootVsQemu),

@@ -1,12 +1,13 @@
 /**
  * The NBD servers that compete: isboot serve, qemu-nbd through libiscsi, and
- * nbdkit memory as the NBD ceiling with no iSCSI at all.
+ * nbdkit memory as the NBD ceiling with no iSCSI at all; `isboot serve
+ * memory:SIZE` isolates isboot's own NBD layer against that ceiling.
  */
 import { alive, type Child, run, spawnLogged, stop } from "./proc.ts";
 import { waitReady } from "./nbd_ready.ts";
 import type { Digest } from "./tgtd.ts";
 
-export type ContestantId = "isboot" | "qemu-nbd" | "nbdkit-memory";
+export type ContestantId = "isboot" | "qemu-nbd" | "nbdkit-memory" | "isboot-memory";
 
 export interface ServerStart {
   /** iscsi:// URI of the LUN (ignored by nbdkit-memory). */
@@ -48,6 +49,8 @@ function commandFor(id: ContestantId, s: ServerStart): [string, string[]] {
       return ["qemu-nbd", ["-f", "raw", "--socket", s.socketPath, "--shared=0", "-t", s.uri]];
     case "nbdkit-memory":
       return ["nbdkit", ["-f", "-U", s.socketPath, "memory", `size=${s.size}`]];
+    case "isboot-memory":
+      return [s.isbootBin, ["serve", `memory:${s.size}`, "--listen", `unix:${s.socketPath}`]];
   }
 }
 
@@ -65,7 +68,7 @@ export async function startServer(id: ContestantId, s: ServerStart): Promise<Run
   const child = spawnLogged(id, cmd, args, s.logPath);
   try {
     const { ms, size } = await waitReady(s.socketPath, 20_000, () => alive(child.pid));
-    if (id === "nbdkit-memory") {
+    if (id === "nbdkit-memory" || id === "isboot-memory") {
       // Same bytes as the LUN, so reads are not of never-written (cheap) memory.
       await run("nbdcopy", [s.seedImage, `nbd+unix:///?socket=${s.socketPath}`], { check: true });
     }

@@ -31,7 +31,8 @@ export class Tgtd {
    */
   static async start(logPath: string): Promise<Tgtd> {
     for (let attempt = 0; attempt < 5; attempt++) {
-      const control = 20000 + Math.floor(Math.random() * 40000);
+      // tgtd takes control numbers up to 32767; stay clear of small ones others pick.
+      const control = 8000 + Math.floor(Math.random() * 24000);
       if (existsSync(`/var/run/tgtd/socket.${control}`)) continue;
       const port = freePort();
       const child = spawnLogged("tgtd", "tgtd", [
@@ -50,7 +51,8 @@ export class Tgtd {
       }
       await t.stop();
     }
-    throw new Error("tgtd did not start (see its log)");
+    const tail = (await Deno.readTextFile(logPath).catch(() => "")).trim().split("\n").slice(-2);
+    throw new Error(`tgtd did not start: ${tail.join(" | ")}`);
   }
 
   private adm(args: string[]) {
