@@ -56,6 +56,26 @@ fuzz: deps
 demo: dist/isboot
 	dist/isboot ibft --source tests/fixtures/ibft/ipxe-bios-mutual-chap.bin
 
+# Install the executable in the form it was built (single file, or launcher +
+# isboot.js + deno kept together under $(PREFIX)/lib/isboot with a bin symlink)
+# and both initramfs hooks where dracut and initramfs-tools look for them.
+DRACUT_MODULES_DIR    ?= /usr/lib/dracut/modules.d
+INITRAMFS_TOOLS_DIR   ?= /usr/share/initramfs-tools
+install: dist/isboot
+	@if [ -f dist/isboot.js ]; then \
+	  install -d $(DESTDIR)$(PREFIX)/lib/isboot $(DESTDIR)$(PREFIX)/bin && \
+	  install -m 0755 dist/deno dist/isboot $(DESTDIR)$(PREFIX)/lib/isboot/ && \
+	  install -m 0644 dist/isboot.js $(DESTDIR)$(PREFIX)/lib/isboot/ && \
+	  ln -sfn ../lib/isboot/isboot $(DESTDIR)$(PREFIX)/bin/isboot; \
+	else \
+	  install -D -m 0755 dist/isboot $(DESTDIR)$(PREFIX)/bin/isboot; \
+	fi
+	install -d $(DESTDIR)$(DRACUT_MODULES_DIR)/95isboot
+	install -m 0755 initramfs-hook/dracut/95isboot/*.sh $(DESTDIR)$(DRACUT_MODULES_DIR)/95isboot/
+	install -D -m 0755 initramfs-hook/initramfs-tools/hooks/isboot $(DESTDIR)$(INITRAMFS_TOOLS_DIR)/hooks/isboot
+	install -D -m 0755 initramfs-hook/initramfs-tools/scripts/local-top/isboot \
+	  $(DESTDIR)$(INITRAMFS_TOOLS_DIR)/scripts/local-top/isboot
+
 # Performance (never part of `make test`): installs bench/deps.apt, then runs the
 # CRC32C study and isboot serve against qemu-nbd (libiscsi) and the ceilings;
 # results go to docs/bench/. BENCH_ARGS=--quick for a short development run.

@@ -48,6 +48,32 @@ export function bootStage(value: string | undefined): BootStage {
   return value === "flusher" || value === "daemon" ? value : "launch";
 }
 
+/**
+ * Move this process to the root cgroup (cgroup v2). Started from an initrd
+ * unit (dracut's initqueue service), the daemon would otherwise be stopped
+ * with that unit at switch_root or at shutdown: systemd spares '@' processes
+ * only in its final killing spree, not when it stops a unit's cgroup.
+ * Returns what happened, for the log; never throws.
+ */
+export function leaveUnitCgroup(): StepResult {
+  let current: string;
+  try {
+    current = Deno.readTextFileSync("/proc/self/cgroup").trim();
+  } catch (e) {
+    return { ok: false, error: `/proc/self/cgroup: ${e instanceof Error ? e.message : e}` };
+  }
+  // cgroup v2 only: a single "0::/PATH" line.
+  const m = /^0::(\/.*)$/m.exec(current);
+  if (!m) return { ok: false, error: "not on a unified (v2) cgroup hierarchy" };
+  if (m[1] === "/") return { ok: true, detail: "already in the root cgroup" };
+  try {
+    Deno.writeTextFileSync("/sys/fs/cgroup/cgroup.procs", `${Deno.pid}\n`);
+    return { ok: true, detail: `left ${m[1]}` };
+  } catch (e) {
+    return { ok: false, error: `leave ${m[1]}: ${e instanceof Error ? e.message : e}` };
+  }
+}
+
 /** Stage 2: IO_FLUSHER on this thread, then become the daemon by execve. Never returns. */
 export function enterDaemonStage(): never {
   const r = setIoFlusher();
@@ -144,6 +170,7 @@ export function becomeRootStorageDaemon(log: Logger): void {
   if (flusher !== undefined) {
     report("PR_SET_IO_FLUSHER", flusher === "ok" ? { ok: true } : { ok: false, error: flusher });
   }
+  report("leave the starting unit's cgroup", leaveUnitCgroup());
   report("oom_score_adj -1000", setOomScoreAdj(-1000));
   report("mlock file mappings", lockFileMappings());
   try {

@@ -104,7 +104,13 @@ export function resolveBoot(cmd: BootCmdline, ibft: LoadedIbft | null): BootSpec
           : {}),
       });
     }
-    lines.push(...plan.reasons.filter((r) => !r.startsWith("target ") || r.includes("skipped")));
+    // Targets and the initiator are printed below, once, with what the command line changed.
+    lines.push(
+      ...plan.reasons.filter((r) =>
+        (!r.startsWith("target ") || r.includes("skipped")) &&
+        r !== `initiator: ${plan.initiatorName}`
+      ),
+    );
   }
   cmd.netroots.forEach((n, i) =>
     targets.push({

@@ -5,6 +5,7 @@ import { statusCommand } from "./status.ts";
 import { serveCommand } from "./serve.ts";
 import { ibftCommand } from "./ibft.ts";
 import { discoverCommand } from "./discover.ts";
+import { bootCommand } from "./boot.ts";
 import { probeCommand } from "./probe.ts";
 
 /**
@@ -19,4 +20,5 @@ export const COMMANDS: Record<string, Command> = {
   discover: discoverCommand,
   probe: probeCommand,
   serve: serveCommand,
+  boot: bootCommand,
 };

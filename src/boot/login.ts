@@ -1,0 +1,41 @@
+/**
+ * Log in to one boot target through the iSCSI initiator (src/target.ts) and
+ * return its LUN as a BlockDevice. The ISID is stable for (initiator, boot
+ * target), so a later `isboot attach --takeover` or a retried boot reinstates
+ * the same session (RFC 7143 §6.3.5) instead of leaving a stale one.
+ */
+import type { BlockDevice } from "../blockdev.ts";
+import { DEFAULT_CHAP_ALGORITHMS } from "../iscsi/chap.ts";
+import { openTarget } from "../target.ts";
+import type { LoginOptions } from "./sequence.ts";
+import type { BootTarget } from "./spec.ts";
+
+const enc = new TextEncoder();
+
+/**
+ * @example
+ * ```ts
+ * const dev = await loginTarget(spec.targets[0], { initiator, recoveryTimeoutMs: 120_000, log });
+ * ```
+ */
+export async function loginTarget(t: BootTarget, o: LoginOptions): Promise<BlockDevice> {
+  const opened = await openTarget({
+    portal: { host: t.host, port: t.port },
+    targetName: t.targetName,
+    lun: t.lun,
+    initiatorName: o.initiator,
+    ...(t.chapUser !== undefined && t.chapSecret !== undefined
+      ? { chap: { user: t.chapUser, secret: enc.encode(t.chapSecret) } }
+      : {}),
+    ...(t.mutualUser !== undefined && t.mutualSecret !== undefined
+      ? { mutual: { user: t.mutualUser, secret: enc.encode(t.mutualSecret) } }
+      : {}),
+    chapAlgorithms: DEFAULT_CHAP_ALGORITHMS,
+    headerDigest: o.headerDigest ?? "prefer-none",
+    dataDigest: o.dataDigest ?? "prefer-none",
+    isidPurpose: `boot ${t.targetName}`,
+    connectTimeoutMs: 5_000,
+    loginTimeoutMs: 15_000,
+  }, { log: o.log });
+  return opened.device;
+}

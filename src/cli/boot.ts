@@ -1,0 +1,164 @@
+/**
+ * `isboot boot`: the initramfs job. Reads the kernel command line and the
+ * iBFT, prints the plan, and (unless --plan) starts the root-storage daemon
+ * that brings up the NIC, logs in, attaches /dev/nbdN and stays.
+ */
+import { IsbootError, OperationalError } from "../errors.ts";
+import { IbftNotFoundError, loadIbft } from "../ibft/sources.ts";
+import type { LoadedIbft } from "../ibft/model.ts";
+import { Logger } from "../log.ts";
+import { modprobe } from "../nbd/kernel.ts";
+import { realBackend } from "../boot/backend.ts";
+import { parseBootCmdline } from "../boot/cmdline.ts";
+import {
+  becomeRootStorageDaemon,
+  bootStage,
+  enterDaemonStage,
+  kmsgSink,
+  launchDaemon,
+  STAGE_ENV,
+  T0_ENV,
+  tellLauncher,
+} from "../boot/daemon.ts";
+import { runBoot } from "../boot/sequence.ts";
+import { resolveBoot } from "../boot/spec.ts";
+import { parseCommand } from "./args.ts";
+import type { Command, CommandContext } from "./context.ts";
+
+const USAGE = `usage: isboot boot [--source auto|acpi|sysfs|mem|FILE] [--device /dev/nbdN] [options]
+
+The initramfs job: read /proc/cmdline and the iBFT, print the plan, bring up
+the boot NIC (address, VLAN, gateway, DNS) over rtnetlink, log in to the
+targets in order, attach the LUN as /dev/nbdN, wait for its partitions, and
+stay as the root-storage daemon '@isboot'. Exits 0 once the device is ready.
+
+Kernel command line (see the README for all): rd.iscsi.firmware, ip=ibft,
+rd.iscsi.initiator=IQN, netroot=iscsi:..., isboot.device=, isboot.timeout=,
+isboot.link_timeout=, isboot.recovery_timeout=, isboot.header_digest=,
+isboot.data_digest=, isboot.source=, isboot.handoff=, isboot.debug, isboot=off.
+
+options:
+  --source SRC      where the iBFT is (default: isboot.source=, else auto)
+  --device DEV      /dev/nbdN to use (default: isboot.device=, else the first free)
+  --cmdline FILE    read the command line from FILE instead of /proc/cmdline
+  --plan            print the plan and exit; touch nothing
+  --foreground      do everything in this process and stay (no '@isboot' child)
+  --root DIR        write /etc and /run files under DIR (default /)
+  --debug           more detail
+`;
+
+const OPTIONS = {
+  source: { type: "string" },
+  device: { type: "string" },
+  cmdline: { type: "string" },
+  plan: { type: "boolean" },
+  foreground: { type: "boolean" },
+  root: { type: "string" },
+} as const;
+
+async function findIbft(source: string, log: Logger): Promise<LoadedIbft | null> {
+  try {
+    return await loadIbft(source);
+  } catch (e) {
+    if (!(e instanceof IbftNotFoundError) || !["auto", "sysfs"].includes(source)) throw e;
+  }
+  // Under BIOS the table is shown by iscsi_ibft in sysfs; load it and look again.
+  try {
+    await modprobe("iscsi_ibft");
+  } catch (e) {
+    log.debug(`modprobe iscsi_ibft: ${e instanceof Error ? e.message : e}`);
+  }
+  try {
+    return await loadIbft(source);
+  } catch (e) {
+    if (e instanceof IbftNotFoundError) return null;
+    throw e;
+  }
+}
+
+async function run(args: string[], ctx: CommandContext): Promise<number> {
+  const stage = bootStage(ctx.env(STAGE_ENV));
+  if (stage === "flusher") enterDaemonStage();
+  const p = parseCommand(args, OPTIONS, USAGE, ctx, false);
+  if (!p) return 0;
+  const v = p.values;
+  const startedAt = Number(ctx.env(T0_ENV)) || Date.now();
+  const cmd = parseBootCmdline(await Deno.readTextFile(v.cmdline ?? "/proc/cmdline"));
+  const log = cmd.debug && !ctx.debug ? new Logger({ debug: true }) : ctx.log;
+  const inDaemon = stage === "daemon";
+  // The daemon repeats the launcher's decisions; only the launcher prints them.
+  const say = (line: string) => (inDaemon ? log.debug(line) : log.info(line));
+  if (cmd.disabled) {
+    say("isboot=off on the kernel command line: nothing to do");
+    return 0;
+  }
+  for (const u of cmd.unknown) log.warn(`unknown option ${u} on the kernel command line (ignored)`);
+  const wantIbft = cmd.firmware || cmd.netroots.length === 0;
+  const source = v.source ?? cmd.source;
+  const ibft = wantIbft ? await findIbft(source, log) : null;
+  if (!ibft && cmd.netroots.length === 0) {
+    if (cmd.firmware || cmd.requested) {
+      throw new OperationalError(
+        "no iBFT found, and the kernel command line asks for an iSCSI boot (was the firmware's iSCSI boot enabled?)",
+      );
+    }
+    say("no iBFT and no netroot=iscsi: on the kernel command line: nothing to do");
+    return 0;
+  }
+  const effective = v.device ? { ...cmd, device: v.device } : cmd;
+  const spec = resolveBoot(effective, ibft);
+  for (const line of spec.lines) say(line);
+  if (v.plan) return 0;
+
+  if (!inDaemon && !v.foreground) {
+    const r = await launchDaemon(log, startedAt);
+    return r.code;
+  }
+  try {
+    const booted = await runBoot(spec, effective, realBackend(), {
+      log,
+      root: v.root ?? "/",
+      kernelHostname: (v.root ?? "/") === "/",
+      startedAt,
+    });
+    const ms = Date.now() - startedAt;
+    const sizeGiB = Number(booted.blockDevice.size) / 2 ** 30;
+    log.info(
+      `${booted.device} ready: ${booted.target.targetName} LUN ${booted.target.lun}, ` +
+        `${sizeGiB.toFixed(2)} GiB, partitions ${booted.partitions.join(" ") || "none"}; ` +
+        `${(ms / 1000).toFixed(2)} s after isboot started`,
+    );
+    await Deno.mkdir(`${v.root ?? ""}/run/isboot`, { recursive: true });
+    await Deno.writeTextFile(
+      `${v.root ?? ""}/run/isboot/boot.json`,
+      JSON.stringify({
+        device: booted.device,
+        target: booted.target.targetName,
+        lun: booted.target.lun,
+        portal: `${booted.target.host}:${booted.target.port}`,
+        interfaces: booted.nics.map((n) => n.ifname),
+        partitions: booted.partitions,
+        pid: Deno.pid,
+        readyMs: ms,
+      }) + "\n",
+    );
+    becomeRootStorageDaemon(log);
+    const kmsg = kmsgSink();
+    if (inDaemon) tellLauncher(`READY ${booted.device} ${ms}`);
+    if (kmsg) log.setSink(kmsg);
+    log.info(`serving ${booted.device} as the root-storage daemon (pid ${Deno.pid})`);
+    await booted.attached.done;
+    log.info(`${booted.device} was disconnected; exiting`);
+    return 0;
+  } catch (e) {
+    // The error itself is printed by the CLI's error path on our stderr (the console).
+    if (inDaemon) tellLauncher(`FAIL ${e instanceof IsbootError ? e.exitCode : 1}`);
+    throw e;
+  }
+}
+
+export const bootCommand: Command = {
+  summary:
+    "initramfs: iBFT -> NIC -> iSCSI login -> /dev/nbdN, then stay as the root-storage daemon",
+  run,
+};

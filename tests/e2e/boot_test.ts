@@ -1,0 +1,50 @@
+/**
+ * The real boot, end to end (see tests/e2e/lib.ts): firmware iBFT -> isboot
+ * in a dracut- or initramfs-tools-built initramfs -> /dev/nbd0p1 as root ->
+ * systemd -> marker + '@isboot' check -> poweroff -> marker and e2fsck on the
+ * host. Prints kernel-start->switch_root and isboot start->device-ready.
+ *
+ * ISBOOT_E2E=0 skips these (they need ~1.5 min each under TCG).
+ */
+import assert from "node:assert/strict";
+import { type BootCase, bootOnce } from "./lib.ts";
+
+const enabled = Deno.env.get("ISBOOT_E2E") !== "0";
+
+const CASES: BootCase[] = [
+  { firmware: "bios", initramfs: "initramfs-tools", chap: "chap" },
+  { firmware: "uefi", initramfs: "dracut", chap: "mutual" },
+  { firmware: "bios", initramfs: "dracut", chap: "none" },
+  { firmware: "uefi", initramfs: "initramfs-tools", chap: "none" },
+];
+
+for (const c of CASES) {
+  Deno.test({
+    name: `e2e boot: ${c.firmware.toUpperCase()} + ${c.initramfs} + ${
+      c.chap === "none" ? "no CHAP" : c.chap === "chap" ? "CHAP" : "mutual CHAP"
+    }`,
+    ignore: !enabled,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const r = await bootOnce(c);
+      const why = `\n--- serial tail ---\n${r.vm.tail}`;
+      assert.equal(r.vm.timedOut, false, `VM timed out${why}`);
+      assert.equal(r.vm.result, "PASS", `guest: ${r.vm.reason}${why}`);
+      assert.equal(r.vm.kv.get("root"), "/dev/nbd0p1", why);
+      assert.ok(Number(r.vm.kv.get("daemons")) >= 1, why);
+      assert.equal(r.vm.kv.get("oom"), "-1000", why);
+      assert.match(r.vm.serial, /reboot: Power down/, `poweroff did not complete${why}`);
+      assert.ok(r.marker, `marker not found in the image${why}`);
+      assert.equal(r.fsck.code, 0, `e2fsck -fn: ${r.fsck.output}`);
+      console.log(
+        `  ${c.firmware}/${c.initramfs}/${c.chap}: kernel start -> switch_root ${
+          r.switchRootMs !== null ? (r.switchRootMs / 1000).toFixed(2) : "?"
+        } s; isboot start -> /dev/nbd0 ready ${
+          r.isbootReadyMs !== null ? (r.isbootReadyMs / 1000).toFixed(2) : "?"
+        } s; ` +
+          `VM total ${(r.vm.durationMs / 1000).toFixed(1)} s`,
+      );
+    },
+  });
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Build (once, cached) the minimal Debian root filesystem the e2e boots use:
+# debootstrap from Debian's mirror into build/e2e/rootfs, packed as
+# build/e2e/rootfs.tar. Reused by every e2e run; delete it to rebuild.
+# Usage: tests/e2e/rootfs.sh [OUTDIR]   (default build/e2e)
+set -euo pipefail
+out=${1:-build/e2e}
+mirror=${ISBOOT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+suite=bookworm
+tar=$out/rootfs.tar
+[ -s "$tar" ] && { echo "$tar (cached)"; exit 0; }
+mkdir -p "$out"
+dir=$(mktemp -d "$out/rootfs.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+# minbase + systemd as init + ps: the smallest root that boots with systemd.
+debootstrap --variant=minbase --include=systemd-sysv,udev,procps \
+  --cache-dir="$(readlink -f "$out")/debootstrap-cache" "$suite" "$dir" "$mirror" >"$out/debootstrap.log" 2>&1 ||
+  { tail -20 "$out/debootstrap.log" >&2; exit 1; }
+rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+tar -C "$dir" --numeric-owner -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+echo "$tar"
