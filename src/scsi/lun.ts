@@ -209,9 +209,17 @@ export class Lun implements BlockDevice {
   }
 
   /**
-   * Log in to the LUN's state: INQUIRY (must be a connected disk), TEST UNIT
-   * READY (clears the UNIT ATTENTION a new nexus gets), VPD pages, READ
-   * CAPACITY, MODE SENSE.
+   * Learn the LUN through `transport`: INQUIRY (it must be a connected
+   * disk), TEST UNIT READY (consumes the UNIT ATTENTION a new nexus gets),
+   * the VPD pages it lists, READ CAPACITY, MODE SENSE. Throws
+   * UnsupportedError for a LUN that is not a disk, SenseError when a
+   * required command fails, ScsiDataError for malformed answers.
+   *
+   * @example
+   * ```ts
+   * const lun = await Lun.open(session, 1, { log, retry: { notReadyTimeoutMs: 60_000 } });
+   * lun.inventory.serial; // "beaf11"
+   * ```
    */
   static async open(transport: ScsiTransport, lun: number, opts: LunOptions = {}): Promise<Lun> {
     const policy = { ...DEFAULT_RETRY_POLICY, ...opts.retry };

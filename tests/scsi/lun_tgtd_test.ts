@@ -261,6 +261,7 @@ async function stress(digests: boolean): Promise<void> {
         let written = 0;
         let inFlight = 0;
         let maxInFlight = 0;
+        let onWire = 0; // SCSI commands the iSCSI session has sent and not yet seen answered
         const pool = new Set<Promise<void>>();
         while (written < size) {
           const len = Math.max(1, Math.floor(rnd() * (MiB / 4096))) * 4096;
@@ -280,10 +281,12 @@ async function stress(digests: boolean): Promise<void> {
             pool.delete(p);
           });
           pool.add(p);
+          onWire = Math.max(onWire, t.transport.outstanding.inFlight);
           if (pool.size >= depth) await Promise.race(pool);
         }
         await Promise.all(pool);
         assert.ok(maxInFlight >= 32, `max in flight ${maxInFlight}`);
+        assert.ok(onWire >= 32, `max commands on the wire ${onWire}`);
         await dev.flush();
 
         const order = Array.from({ length: size / MiB }, (_, i) => i);
