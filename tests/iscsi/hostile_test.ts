@@ -396,3 +396,34 @@ Deno.test("fake target: an Async Message asking for logout is obeyed", async () 
     await fake.close();
   }
 });
+
+Deno.test("fake target: a command that times out is aborted with ABORT TASK, then fails; the session lives on", async () => {
+  let abortSeen: { ref: number; func: number } | null = null;
+  const fake = new FakeTarget(async (c) => {
+    await c.acceptLogin();
+    const cmd = (await c.read()) as FakePdu; // never answered
+    const tmf = (await c.read()) as FakePdu;
+    abortSeen = { ref: new DataView(tmf.bhs.buffer).getUint32(20), func: tmf.bhs[1] & 0x7f };
+    assert.equal(tmf.opcode, 0x02);
+    assert.equal(abortSeen.ref, cmd.itt);
+    await c.send(hdr(0x22, { itt: tmf.itt, b2: 0, statSN: 1 }));
+    const tur = (await c.read()) as FakePdu;
+    await c.send(hdr(0x21, { itt: tur.itt, statSN: 2, expCmdSN: tur.cmdSN + 1 }));
+    await c.read();
+  });
+  try {
+    const s = await loginSession(cfg(fake.port, { commandTimeoutMs: 150 }), quiet);
+    const cdb = new Uint8Array(16);
+    cdb[0] = 0x88;
+    await assert.rejects(
+      s.execute({ lun: 1, cdb, dataInLength: 512 }),
+      (e) => e instanceof OperationalError && /timed out after 150 ms/.test(e.message),
+    );
+    assert.deepEqual(abortSeen, { ref: abortSeen!.ref, func: 1 });
+    const r = await s.execute({ lun: 1, cdb: new Uint8Array(6) });
+    assert.equal(r.status, 0);
+    await s.close();
+  } finally {
+    await fake.close();
+  }
+});
