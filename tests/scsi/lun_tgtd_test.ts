@@ -23,9 +23,28 @@ const IQN = "iqn.2026-11.test.isboot:scsi";
 const MiB = 1024 * 1024;
 const quiet = new Logger({ quiet: true });
 
-/** A backing file on tmpfs, removed by the caller's finally. */
+/** Free bytes on the file system holding `dir` (df), or 0 if unknown. */
+async function freeBytes(dir: string): Promise<number> {
+  try {
+    const o = await new Deno.Command("df", {
+      args: ["-B1", "--output=avail", dir],
+      stdout: "piped",
+      stderr: "null",
+    })
+      .output();
+    const n = Number(new TextDecoder().decode(o.stdout).trim().split("\n").at(-1));
+    return Number.isFinite(n) ? n : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * A backing file on tmpfs (/dev/shm) when it has room (a container's 64 MiB
+ * /dev/shm does not), else in the temp directory. Removed by the caller.
+ */
 async function shmFile(size: number): Promise<string> {
-  const dir = await Deno.stat("/dev/shm").then(() => "/dev/shm").catch(() => undefined);
+  const dir = (await freeBytes("/dev/shm")) >= size + 64 * MiB ? "/dev/shm" : undefined;
   const path = await Deno.makeTempFile({ dir, prefix: "isboot-scsi-", suffix: ".img" });
   await Deno.truncate(path, size);
   return path;
