@@ -272,7 +272,7 @@ export class Negotiation {
         continue;
       }
       if (!rule) {
-        if (!key.startsWith("X-") && !key.startsWith("X#")) replies.push([key, "NotUnderstood"]);
+        replies.push([key, "NotUnderstood"]); // §6.2: unknown keys, X- ones included
         continue;
       }
       if (rule.kind === "declarative") {

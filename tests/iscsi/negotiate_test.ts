@@ -79,7 +79,7 @@ Deno.test("a Normal session's offers, answers and resulting parameters", () => {
     ["X-vendor.Thing", "1"],
     ["OFMarker", "No"],
   ]);
-  assert.deepEqual(replies, [["OFMarker", "NotUnderstood"]]);
+  assert.deepEqual(replies, [["X-vendor.Thing", "NotUnderstood"], ["OFMarker", "NotUnderstood"]]);
   const p = n.result();
   assert.equal(p.headerDigest, false);
   assert.equal(p.dataDigest, true);
