@@ -1,0 +1,123 @@
+/**
+ * 64-bit offset and length arithmetic where a request meets the device size:
+ * a libnbd client with strict mode off (so the requests reach the server
+ * unchanged) sends READ, WRITE, TRIM and WRITE_ZEROES at offsets around the
+ * end of the export and near 2^63 and 2^64, with lengths up to 2^32-1. Each
+ * must get an NBD error (EINVAL, ENOSPC or EOVERFLOW; or the connection is
+ * closed for a length the server will not read), none may succeed, the server
+ * must stay up, and the data inside the export must be untouched.
+ */
+import assert from "node:assert/strict";
+import { isbootCommand, ROOT } from "../helpers/cli.ts";
+
+const SIZE = 8 * 1024 * 1024;
+
+const SCRIPT = `
+import json, sys, nbd
+sock, size = sys.argv[1], int(sys.argv[2])
+res = []
+def conn():
+    h = nbd.NBD()
+    h.set_strict_mode(0)
+    h.connect_uri("nbd+unix:///?socket=" + sock)
+    return h
+h = conn()
+h.pwrite(b"\\xa5" * 4096, size - 4096)
+offsets = [size - 512, size - 1, size, size + 512, 2**32, 2**63 - 512, 2**63, 2**64 - 512, 2**64 - 1]
+lengths = [1, 512, 4096, 2**31, 2**32 - 1]
+for kind in ["read", "write", "trim", "zero"]:
+    for off in offsets:
+        for ln in lengths:
+            # Reads and writes carry the payload in the client's memory: keep them
+            # to 32 MiB + 1 (one over the server's request limit); trim and zero
+            # carry only the length, so they take the full 32-bit range.
+            if kind == "write" and ln > 65536:
+                continue
+            if kind == "read" and ln > 2**25 + 1:
+                ln = 2**25 + 1
+            if h.aio_is_dead() or h.aio_is_closed():
+                h = conn()
+            try:
+                if kind == "read":
+                    h.pread(ln, off)
+                elif kind == "write":
+                    h.pwrite(b"\\x00" * ln, off)
+                elif kind == "trim":
+                    h.trim(ln, off)
+                else:
+                    h.zero(ln, off)
+                res.append([kind, off, ln, "ok"])
+            except nbd.Error as e:
+                res.append([kind, off, ln, e.errno if e.errno is not None else "closed"])
+if h.aio_is_dead() or h.aio_is_closed():
+    h = conn()
+tail = h.pread(4096, size - 4096)
+# Requests in range at size-512 and size-1 may change the last 512 bytes.
+print(json.dumps({"results": res, "tailIntact": tail[:3584] == b"\\xa5" * 3584}))
+`;
+
+Deno.test({
+  name:
+    "hostile client: NBD requests near the end of the export and near 2^64 get errors, never wrap",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "isboot-ranges-" });
+    const sock = `${dir}/nbd.sock`;
+    const { cmd, pre } = isbootCommand();
+    const serve = new Deno.Command(cmd, {
+      args: [...pre, "serve", `memory:${SIZE}`, "--listen", `unix:${sock}`],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    let exited = false;
+    serve.status.then(() => (exited = true));
+    const stderr = new Response(serve.stderr).text();
+    try {
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        try {
+          await Deno.stat(sock);
+          break;
+        } catch { /* not yet */ }
+        assert.ok(!exited && Date.now() < deadline, `serve did not listen: ${exited}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const client = new Deno.Command("/usr/bin/python3", {
+        args: ["-c", SCRIPT, sock, String(SIZE)],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const killer = setTimeout(() => {
+        try {
+          client.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 60_000);
+      const out = await client.output();
+      clearTimeout(killer);
+      const dec = new TextDecoder();
+      assert.equal(out.code, 0, `client failed: ${dec.decode(out.stderr)}`);
+      const rep = JSON.parse(dec.decode(out.stdout)) as {
+        results: [string, number, number, string | number][];
+        tailIntact: boolean;
+      };
+      // In range (offset + length <= size) may succeed; past the end must not.
+      const succeeded = rep.results.filter((r) => r[3] === "ok" && r[1] + r[2] > SIZE);
+      const inRange = rep.results.filter((r) => r[1] + r[2] <= SIZE);
+      assert.ok(inRange.every((r) => r[3] === "ok"), `in-range requests failed: ${inRange}`);
+      assert.deepEqual(succeeded, [], "requests past the end succeeded");
+      assert.ok(rep.results.length > 100);
+      assert.ok(rep.tailIntact, "bytes before the last 512 of the export changed");
+      assert.ok(!exited, "serve exited");
+    } finally {
+      try {
+        serve.kill("SIGTERM");
+      } catch { /* gone */ }
+      await serve.status;
+      await stderr.catch(() => "");
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
