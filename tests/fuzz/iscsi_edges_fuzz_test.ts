@@ -61,6 +61,8 @@ const valueArb = fc.oneof(
 );
 const keyArb = fc.oneof(
   fc.constantFrom(...Object.keys(KEY_RULES), "TargetAlias", "TargetPortalGroupTag", "X-vendor"),
+  // Names that a plain-object lookup finds on Object.prototype.
+  fc.constantFrom("valueOf", "toString", "constructor", "__proto__", "hasOwnProperty"),
   fc.stringMatching(/^[A-Za-z0-9.\-+@_]{1,20}$/),
 );
 
