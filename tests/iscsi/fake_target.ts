@@ -6,6 +6,7 @@
  * DataSegmentLength, unknown opcodes). No digests. Listens on 127.0.0.1 at
  * a free port; `close()` ends the listener and every connection.
  */
+import type { Crc32c } from "../../src/iscsi/digest.ts";
 import { decodeText, encodeText, type TextPair } from "../../src/iscsi/text.ts";
 
 export interface FakePdu {
@@ -24,6 +25,10 @@ export class FakeConn {
   readonly conn: Deno.TcpConn;
   #buf = new Uint8Array(0);
   statSN = 0;
+  /** When set, PDUs carry CRC32C header and data digests (after a login that agreed to them). */
+  crc: Crc32c | null = null;
+  /** Corrupt the data digest of the next PDU sent with data. */
+  corruptNextDataDigest = false;
   constructor(conn: Deno.TcpConn) {
     this.conn = conn;
   }
@@ -45,10 +50,11 @@ export class FakeConn {
   async read(): Promise<FakePdu | null> {
     if (!(await this.#need(48))) return null;
     const dsl = (this.#buf[5] << 16) | (this.#buf[6] << 8) | this.#buf[7];
-    const total = 48 + this.#buf[4] * 4 + dsl + ((4 - (dsl & 3)) & 3);
+    const dg = this.crc ? 4 : 0;
+    const total = 48 + this.#buf[4] * 4 + dg + dsl + ((4 - (dsl & 3)) & 3) + (dsl ? dg : 0);
     if (!(await this.#need(total))) return null;
     const bhs = this.#buf.slice(0, 48);
-    const data = this.#buf.slice(48 + bhs[4] * 4, 48 + bhs[4] * 4 + dsl);
+    const data = this.#buf.slice(48 + bhs[4] * 4 + dg, 48 + bhs[4] * 4 + dg + dsl);
     this.#buf = this.#buf.slice(total);
     const v = new DataView(bhs.buffer);
     return {
@@ -69,9 +75,21 @@ export class FakeConn {
     bhs[5] = dsl >>> 16;
     bhs[6] = (dsl >>> 8) & 0xff;
     bhs[7] = dsl & 0xff;
-    const out = new Uint8Array(48 + dsl + ((4 - (dsl & 3)) & 3));
+    const pad = (4 - (dsl & 3)) & 3;
+    const dg = this.crc ? 4 : 0;
+    const out = new Uint8Array(48 + dg + dsl + pad + (dsl ? dg : 0));
+    const v = new DataView(out.buffer);
     out.set(bhs);
-    out.set(data, 48);
+    if (this.crc) v.setUint32(48, this.crc.digest(bhs.subarray(0, 48)), true);
+    out.set(data, 48 + dg);
+    if (this.crc && dsl) {
+      let d = this.crc.digest(out.subarray(48 + dg, 48 + dg + dsl + pad));
+      if (this.corruptNextDataDigest) {
+        d ^= 1;
+        this.corruptNextDataDigest = false;
+      }
+      v.setUint32(48 + dg + dsl + pad, d >>> 0, true);
+    }
     let off = 0;
     while (off < out.length) off += await this.conn.write(out.subarray(off));
   }
@@ -87,6 +105,8 @@ export class FakeConn {
       tsih?: number;
       pairs?: TextPair[];
       raw?: Uint8Array;
+      /** MaxCmdSN - ExpCmdSN + 1 (default 32). */
+      window?: number;
     },
   ): Promise<void> {
     const b = new Uint8Array(48);
@@ -100,7 +120,7 @@ export class FakeConn {
     v.setUint32(16, req.itt);
     v.setUint32(24, this.statSN++);
     v.setUint32(28, req.cmdSN);
-    v.setUint32(32, req.cmdSN + 31);
+    v.setUint32(32, req.cmdSN + (o.window ?? 32) - 1);
     v.setUint16(36, o.status ?? 0);
     await this.send(b, o.raw ?? encodeText(o.pairs ?? []));
   }
@@ -109,7 +129,7 @@ export class FakeConn {
    * Play a plain login: no authentication, operational keys answered by
    * echoing the initiator's values (digests None). Returns the first CmdSN.
    */
-  async acceptLogin(): Promise<number> {
+  async acceptLogin(o: { crc?: Crc32c; window?: number } = {}): Promise<number> {
     let req = await this.read();
     if (!req) throw new Error("no login");
     while (((req.flags >> 2) & 3) === 0) {
@@ -121,8 +141,10 @@ export class FakeConn {
       transit: true,
       nsg: 3,
       tsih: 7,
-      pairs: echoOffers(req.pairs()),
+      pairs: echoOffers(req.pairs(), o.crc !== undefined),
+      window: o.window,
     });
+    if (o.crc) this.crc = o.crc;
     return req.cmdSN;
   }
 
@@ -136,8 +158,10 @@ export class FakeConn {
 }
 
 /** Answer operational offers with the initiator's own values (legal under every rule). */
-export function echoOffers(pairs: TextPair[]): TextPair[] {
-  return pairs.map(([k, v]) => [k, k.endsWith("Digest") ? "None" : v] as TextPair)
+export function echoOffers(pairs: TextPair[], digests = false): TextPair[] {
+  return pairs.map(([k, v]) =>
+    [k, k.endsWith("Digest") ? (digests ? "CRC32C" : "None") : v] as TextPair
+  )
     .filter(([k]) => k !== "MaxRecvDataSegmentLength")
     .concat([["MaxRecvDataSegmentLength", "65536"], ["TargetPortalGroupTag", "1"]]);
 }

@@ -243,6 +243,7 @@ Deno.test("fake target: mutual CHAP verified, wrong target response and reflecte
 function hdr(
   op: number,
   f: {
+    maxCmdSN?: number;
     flags?: number;
     itt?: number;
     ttt?: number;
@@ -265,7 +266,7 @@ function hdr(
   v.setUint32(20, f.ttt ?? 0xffffffff);
   v.setUint32(24, f.statSN ?? 1);
   v.setUint32(28, f.expCmdSN ?? 1);
-  v.setUint32(32, (f.expCmdSN ?? 1) + 31);
+  v.setUint32(32, f.maxCmdSN ?? (f.expCmdSN ?? 1) + 31);
   v.setUint32(36, f.f36 ?? 0);
   v.setUint32(40, f.f40 ?? 0);
   v.setUint32(44, f.f44 ?? 0);
@@ -422,6 +423,89 @@ Deno.test("fake target: a command that times out is aborted with ABORT TASK, the
     assert.deepEqual(abortSeen, { ref: abortSeen!.ref, func: 1 });
     const r = await s.execute({ lun: 1, cdb: new Uint8Array(6) });
     assert.equal(r.status, 0);
+    await s.close();
+  } finally {
+    await fake.close();
+  }
+});
+
+Deno.test("fake target: with CRC32C digests a Data-In whose data digest is wrong is never accepted", async () => {
+  const crc = await defaultCrc32c();
+  const fake = new FakeTarget(async (c) => {
+    await c.acceptLogin({ crc });
+    for (let i = 0; i < 2; i++) {
+      const cmd = (await c.read()) as FakePdu;
+      c.corruptNextDataDigest = i === 1;
+      // Phase-collapsed status: F + S, status GOOD, 512 bytes of 0x5a.
+      await c.send(
+        hdr(0x25, { itt: cmd.itt, flags: 0x81, statSN: 1 + i, expCmdSN: cmd.cmdSN + 1 }),
+        new Uint8Array(512).fill(0x5a),
+      );
+    }
+    await c.read();
+  });
+  try {
+    const s = await loginSession(cfg(fake.port), quiet);
+    assert.equal(s.info.params.headerDigest, true);
+    assert.equal(s.info.params.dataDigest, true);
+    const cdb = new Uint8Array(16);
+    cdb[0] = 0x88;
+    const good = await s.execute({ lun: 1, cdb, dataInLength: 512 });
+    assert.equal(good.status, 0);
+    assert.ok(good.data.every((x) => x === 0x5a));
+    await assert.rejects(
+      s.execute({ lun: 1, cdb, dataInLength: 512 }),
+      (e) => e instanceof IscsiProtocolError && /data digest mismatch/.test(e.message),
+    );
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
+
+Deno.test("fake target: commands beyond MaxCmdSN wait in the queue until the window opens", async () => {
+  const seen: number[] = [];
+  const fake = new FakeTarget(async (c) => {
+    await c.acceptLogin({ window: 1 });
+    for (let i = 0; i < 6; i++) {
+      const cmd = (await c.read()) as FakePdu;
+      seen.push(cmd.cmdSN);
+      // Keep the window at one command: MaxCmdSN = ExpCmdSN.
+      await c.send(
+        hdr(0x21, {
+          itt: cmd.itt,
+          statSN: 1 + i,
+          expCmdSN: cmd.cmdSN + 1,
+          maxCmdSN: cmd.cmdSN + 1,
+        }),
+      );
+    }
+    await c.read();
+  });
+  try {
+    const s = await loginSession(cfg(fake.port), quiet);
+    const runs = Array.from({ length: 6 }, () => s.execute({ lun: 1, cdb: new Uint8Array(6) }));
+    assert.deepEqual(s.outstanding, { inFlight: 1, queued: 5 });
+    for (const r of await Promise.all(runs)) assert.equal(r.status, 0);
+    assert.deepEqual(seen, seen.map((_, i) => (seen[0] + i) >>> 0));
+    await s.close();
+  } finally {
+    await fake.close();
+  }
+});
+
+Deno.test("fake target: NOP-Out pings that go unanswered fail the session", async () => {
+  const fake = new FakeTarget(async (c) => {
+    await c.acceptLogin();
+    while (await c.read()) {
+      // swallow everything, answer nothing
+    }
+  });
+  try {
+    const s = await loginSession(cfg(fake.port, { nopIntervalMs: 100, nopTimeoutMs: 200 }), quiet);
+    await new Promise((r) => setTimeout(r, 500));
+    await assert.rejects(s.execute({ lun: 1, cdb: new Uint8Array(6) }), /NOP-Out: no answer/);
     await s.close();
   } finally {
     await fake.close();

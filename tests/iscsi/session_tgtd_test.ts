@@ -180,6 +180,16 @@ Deno.test("tgtd: login without auth, 32+ random READ(16)/WRITE(16) in flight ver
         assert.equal(s.info.params.errorRecoveryLevel, 0);
         assert.equal((await tgt.connections(tid)).length, 1);
         await ready(s);
+        // INQUIRY with a 255-byte allocation: tgt sends less, reported as residual underflow.
+        const inq = await s.execute({
+          lun: 1,
+          cdb: Uint8Array.of(0x12, 0, 0, 0, 255, 0),
+          dataInLength: 255,
+        });
+        assert.equal(inq.status, 0);
+        assert.ok(inq.residualUnderflow > 0);
+        assert.equal(inq.data.length + inq.residualUnderflow, 255);
+        assert.equal(new TextDecoder().decode(inq.data.subarray(8, 11)), "IET");
         const { maxInFlight } = await workload(s, path, size, {
           depth: 48,
           ops: 400,
