@@ -54,7 +54,8 @@ export type Scenario =
   | "chap-challenge-empty"
   | "chap-challenge-1mib"
   | "login-continuation-forever"
-  | "text-continuation-forever";
+  | "text-continuation-forever"
+  | "login-prototype-keys";
 
 export interface FakeTargetOptions {
   scenario: Scenario;
@@ -468,6 +469,21 @@ export class FakeTarget {
       if (a !== undefined) answer.push([k, a]);
     }
     if (!c.chapDone && !this.chap) answer.push(["TargetPortalGroupTag", "1"]);
+    if (bad("login-prototype-keys")) {
+      // Keys an initiator must answer NotUnderstood (§6.2), named like
+      // Object.prototype members to catch plain-object lookups. Not final,
+      // so the initiator has to send its answers in another Login Request.
+      misbehaved("Login Response offering keys valueOf, constructor, toString");
+      answer.push(["valueOf", "1"], ["constructor", "Yes"], ["toString", "None"]);
+      await this.#loginResponse(c, h, {
+        transit: false,
+        cont: false,
+        csg,
+        nsg: csg,
+        text: encodeText(answer),
+      });
+      return;
+    }
     const goFull = transit && nsg === 3;
     await this.#loginResponse(c, h, {
       transit: goFull,

@@ -287,3 +287,26 @@ except nbd.Error as e:
     }
   },
 });
+
+Deno.test({
+  name:
+    "hostile target: unknown keys named like Object.prototype members are NotUnderstood, login goes on (probe)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const t = await FakeTarget.start({ scenario: "login-prototype-keys" });
+    try {
+      const o = await runBounded(["probe", target(t)]);
+      const ctx = `exit ${o.code}: ${o.stderr.slice(0, 400)}; target: ${
+        t.events.slice(-4).join(" / ")
+      }`;
+      assert.ok(!o.timedOut, `hung; ${ctx}`);
+      assert.ok(t.misbehaved >= 1, `the fake never sent the keys; ${ctx}`);
+      assert.ok(!/Uncaught|internal error|^\s+at /m.test(o.stderr), `crashed; ${ctx}`);
+      assert.equal(o.code, 0, ctx);
+      assert.match(o.stdout, /HOSTILE TARGET/);
+    } finally {
+      await t.close();
+    }
+  },
+});
