@@ -232,6 +232,43 @@ export function speed(impl: Crc32c, bytes: number, ms: number): Speed {
 
 const SIZES = [48, 8192, 256 << 10, 1 << 20];
 
+/**
+ * Where AF_ALG is missing (hosts built without CONFIG_CRYPTO_USER_API_HASH),
+ * the floor of its per-digest cost is still measurable: one send() and one
+ * read() through FFI on a unix SOCK_SEQPACKET pair, which is the syscall
+ * pattern an AF_ALG digest needs, with no hashing at all.
+ */
+export function syscallPairNs(bytes: number, ms: number): number {
+  const libc = Deno.dlopen("libc.so.6", {
+    socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+    send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+    read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+    close: { parameters: ["i32"], result: "i32" },
+  });
+  const s = libc.symbols;
+  const fds = new Int32Array(2);
+  if (s.socketpair(1, /* AF_UNIX */ SOCK_SEQPACKET, 0, new Uint8Array(fds.buffer)) !== 0) {
+    libc.close();
+    return NaN;
+  }
+  const buf = new Uint8Array(bytes);
+  const n = BigInt(bytes);
+  let calls = 0;
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms) {
+    for (let i = 0; i < 256; i++) {
+      s.send(fds[0], buf, n, 0);
+      s.read(fds[1], buf, n);
+    }
+    calls += 256;
+  }
+  const ns = (performance.now() - t0) * 1e6 / calls;
+  s.close(fds[0]);
+  s.close(fds[1]);
+  libc.close();
+  return ns;
+}
+
 async function main() {
   const { values } = parseArgs({
     args: Deno.args,
@@ -270,6 +307,14 @@ async function main() {
       `| ${bytes} | ${
         row.map((r) => r.nsPerCall.toFixed(r.nsPerCall < 10 ? 2 : 0)).join(" | ")
       } | ${row.map((r) => r.gbPerSec.toFixed(2)).join(" | ")} |`,
+    );
+  }
+  let floorNs: number | undefined;
+  if (!alg) {
+    floorNs = syscallPairNs(48, ms);
+    notes.push(
+      `AF_ALG floor: send()+read() of 48 bytes through FFI costs ${floorNs.toFixed(0)} ns ` +
+        "before any hashing (unix SOCK_SEQPACKET pair)",
     );
   }
   for (const n of notes) console.log(`note: ${n}`);

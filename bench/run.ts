@@ -332,8 +332,10 @@ async function main() {
   extras.qemuNbdMaxRssKiB = Math.max(0, ...qemuCells.map((c) => c.rssKiB ?? 0)) || undefined;
 
   const md = table(rs);
+  const git = await run("git", ["describe", "--always", "--dirty"]).catch(() => null);
   const meta = {
     date: new Date().toISOString(),
+    commit: git?.code === 0 ? git.stdout.trim() : undefined,
     host: { cpus: navigator.hardwareConcurrency, kernel: Deno.osRelease(), load: Deno.loadavg() },
     options: { ...o, jobs: o.jobs.map((j) => j.id) },
   };
