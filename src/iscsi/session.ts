@@ -139,7 +139,8 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-type State = "open" | "closing" | "closed" | "failed";
+/** Lifecycle of a session. */
+export type State = "open" | "closing" | "closed" | "failed";
 
 const EMPTY = new Uint8Array(0);
 
@@ -176,6 +177,12 @@ export class Session implements ScsiTransport {
   #nopTimer?: ReturnType<typeof setInterval>;
   #lastRx = performance.now();
   #drained: (() => void) | null = null;
+  #ended!: (e: Error | null) => void;
+  /**
+   * Settles when the session ends: null after close(), the error when the
+   * connection failed (serve/attach can exit or report on it).
+   */
+  readonly ended: Promise<Error | null> = new Promise((r) => (this.#ended = r));
 
   private constructor(cfg: SessionConfig, log: Logger, r: LoginResult) {
     this.#cfg = cfg;
@@ -252,6 +259,11 @@ export class Session implements ScsiTransport {
   /** iSCSI sets no per-command limit (Expected Data Transfer Length is 32-bit); the SCSI layer's Block Limits decide. */
   get maxTransferHint(): number {
     return 0;
+  }
+
+  /** "open", "closing", "closed" or "failed". */
+  get state(): State {
+    return this.#state;
   }
 
   /** Commands sent and not yet answered, and commands waiting for the window. */
@@ -821,6 +833,7 @@ export class Session implements ScsiTransport {
     this.#state = "closed";
     this.#conn.close();
     this.#failAll(new OperationalError("iSCSI session closed"));
+    this.#ended(null);
   }
 
   /**
@@ -838,6 +851,7 @@ export class Session implements ScsiTransport {
     if (this.#nopTimer !== undefined) clearInterval(this.#nopTimer);
     this.#conn.close(err);
     this.#failAll(err);
+    this.#ended(err);
   }
 
   #failAll(err: Error): void {

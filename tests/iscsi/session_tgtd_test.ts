@@ -202,6 +202,8 @@ Deno.test("tgtd: login without auth, 32+ random READ(16)/WRITE(16) in flight ver
         await s.close();
       }
       assert.deepEqual(await tgt.connections(tid), [], "logout left a connection on the target");
+      assert.equal(await s.ended, null);
+      assert.equal(s.state, "closed");
       await assert.rejects(s.execute({ lun: 1, cdb: new Uint8Array(6) }), OperationalError);
     });
   } finally {
@@ -270,6 +272,13 @@ Deno.test("tgtd: requiring CRC32C from a target that refuses digests fails login
         new Logger({ quiet: true, sink: () => {} }),
       ),
       (e) => e instanceof OperationalError && /HeaderDigest=None/.test(e.message),
+    );
+    await assert.rejects(
+      loginSession(
+        config(tgt, { targetName: IQN + "-missing" }),
+        new Logger({ quiet: true, sink: () => {} }),
+      ),
+      (e) => e instanceof OperationalError && /target not found \(0x0203\)/.test(e.message),
     );
     const s = await loginSession(
       config(tgt, { headerDigest: "none", dataDigest: "none" }),
@@ -433,6 +442,8 @@ Deno.test("tgtd: connection deleted by the target fails commands in flight with 
     assert.equal(await tgt.deleteConnections(tid), 1);
     const r = s.execute({ lun: 1, cdb: rw16(0x88, 0, 8), dataInLength: 4096 });
     await assert.rejects(r, OperationalError);
+    assert.ok((await s.ended) instanceof OperationalError);
+    assert.equal(s.state, "failed");
     await assert.rejects(s.execute({ lun: 1, cdb: new Uint8Array(6) }), OperationalError);
     await s.close();
   });
