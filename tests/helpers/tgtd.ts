@@ -84,6 +84,21 @@ function controlInUse(n: number): boolean {
   }
 }
 
+/**
+ * Daemons started by this process and not yet stopped: if a test leaks one
+ * (no finally), the unload handler below still kills it on exit.
+ */
+const LIVE = new Set<Deno.ChildProcess>();
+globalThis.addEventListener("unload", () => {
+  for (const c of LIVE) {
+    try {
+      c.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+});
+
 /** A running private tgtd. Make one with {@link Tgtd.start} or {@link withTgtd}. */
 export class Tgtd {
   readonly host: "127.0.0.1" | "::1";
@@ -159,8 +174,12 @@ export class Tgtd {
       stderr: "null",
     }).spawn();
     const child = this.#child;
+    LIVE.add(child);
     let exited = false;
-    child.status.then(() => (exited = true));
+    child.status.then(() => {
+      exited = true;
+      LIVE.delete(child);
+    });
     const deadline = Date.now() + 10000;
     while (Date.now() < deadline) {
       if (exited) throw new Error(`tgtd exited early; log: ${await this.#logTail()}`);

@@ -6,7 +6,12 @@ import assert from "node:assert/strict";
 import { Tgtd, withTgtd } from "../helpers/tgtd.ts";
 
 async function libiscsi(tool: string, url: string): Promise<{ code: number; out: string }> {
-  const o = await new Deno.Command(tool, { args: [url], stdout: "piped", stderr: "piped" })
+  // Bounded: a port reused by some other listener must not hang the test.
+  const o = await new Deno.Command("timeout", {
+    args: ["20", tool, url],
+    stdout: "piped",
+    stderr: "piped",
+  })
     .output();
   const d = new TextDecoder();
   return { code: o.code, out: d.decode(o.stdout) + d.decode(o.stderr) };
