@@ -55,7 +55,8 @@ export type Scenario =
   | "chap-challenge-1mib"
   | "login-continuation-forever"
   | "text-continuation-forever"
-  | "login-prototype-keys";
+  | "login-prototype-keys"
+  | "chap-reflection";
 
 export interface FakeTargetOptions {
   scenario: Scenario;
@@ -64,6 +65,11 @@ export interface FakeTargetOptions {
   iqn?: string;
   /** Require CHAP with this account (the chap-* scenarios imply CHAP). */
   chap?: { user: string; secret: string };
+  /**
+   * Mutual CHAP: the account the target proves itself with (chap-reflection
+   * implies one).
+   */
+  mutual?: { user: string; secret: string };
   /** LUN number of the disk (default 1). */
   lun?: number;
   /** Disk size in 512-byte blocks (default 8192 = 4 MiB). */
@@ -121,7 +127,7 @@ class Conn {
   pendingLoginParts: Uint8Array[] = [];
   chapDone = false;
   chapAlgorithm = 5;
-  chapChallenge = new Uint8Array(0);
+  chapChallenge: Uint8Array = new Uint8Array(0);
   loginText: Uint8Array[] = [];
   /** Text (SendTargets) continuation state. */
   textTtt = 0x100;
@@ -230,6 +236,8 @@ export class FakeTarget {
   readonly #crc: Crc32c;
   readonly #disk: Uint8Array;
   readonly #conns = new Set<Deno.Conn>();
+  /** CHAP challenges the initiator sent (mutual CHAP), as 0x hex, for chap-reflection. */
+  readonly #initiatorChallenges: string[] = [];
   readonly #tasks = new Set<Promise<void>>();
   #accepting: Promise<void>;
 
@@ -256,6 +264,15 @@ export class FakeTarget {
     if (this.#opts.chap) return this.#opts.chap;
     if (this.scenario.startsWith("chap-")) {
       return { user: "hostile-user", secret: "hostile-secret-1234" };
+    }
+    return undefined;
+  }
+
+  /** The target's own CHAP account for mutual CHAP, if any. */
+  get mutual(): { user: string; secret: string } | undefined {
+    if (this.#opts.mutual) return this.#opts.mutual;
+    if (this.scenario === "chap-reflection") {
+      return { user: "hostile-target", secret: "hostile-target-secret-99" };
     }
     return undefined;
   }
@@ -367,6 +384,12 @@ export class FakeTarget {
       case OP_SCSI_CMD: {
         const cmdSN = new DataView(h.bytes.buffer, h.bytes.byteOffset).getUint32(24);
         if (!h.immediate) c.expCmdSN = (cmdSN + 1) >>> 0;
+        if (this.scenario === "chap-reflection" && c.id === 1) {
+          // Force a relogin: the next login is where the reflection comes.
+          this.#log(`conn ${c.id}: dropping the connection to force a relogin`);
+          c.tcp.close();
+          return true;
+        }
         await this.#scsi(c, h, data, bad, misbehaved);
         return false;
       }
@@ -621,6 +644,12 @@ export class FakeTarget {
         misbehaved("CHAP_C of length 0");
         c.chapChallenge = new Uint8Array(0);
         challenge = "0x";
+      } else if (
+        this.scenario === "chap-reflection" && c.id >= 2 && this.#initiatorChallenges.length > 0
+      ) {
+        misbehaved("our CHAP_C is the challenge the initiator sent on an earlier login");
+        challenge = this.#initiatorChallenges[0];
+        c.chapChallenge = decodeChapBinary("CHAP_C", challenge);
       } else if (bad("chap-challenge-1mib")) {
         misbehaved("CHAP_C of 1 MiB, sent in Login Responses with the C bit");
         c.chapChallenge = new Uint8Array(1 << 20);
@@ -661,6 +690,7 @@ export class FakeTarget {
       return;
     }
     if (keys.has("CHAP_N") && keys.has("CHAP_R")) {
+      this.#log(`conn ${c.id}: CHAP_R received`);
       let ok = keys.get("CHAP_N") === chap.user;
       if (ok) {
         try {
@@ -689,12 +719,25 @@ export class FakeTarget {
       }
       c.chapDone = true;
       const next = transit ? nsg : 0;
+      let text: Uint8Array = new Uint8Array(0);
+      const mutual = this.mutual;
+      if (mutual && keys.has("CHAP_I") && keys.has("CHAP_C")) {
+        const theirChallenge = keys.get("CHAP_C") ?? "";
+        this.#initiatorChallenges.push(theirChallenge);
+        const r = await chapResponse(
+          c.chapAlgorithm,
+          Number(keys.get("CHAP_I")),
+          encoder.encode(mutual.secret),
+          decodeChapBinary("CHAP_C", theirChallenge),
+        );
+        text = encodeText([["CHAP_N", mutual.user], ["CHAP_R", encodeChapBinary(r)]]);
+      }
       await this.#loginResponse(c, h, {
         transit,
         cont: false,
         csg: 0,
         nsg: next,
-        text: new Uint8Array(0),
+        text,
       });
       if (transit && nsg === 3) this.#enterFullFeature(c);
       return;

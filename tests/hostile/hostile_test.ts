@@ -310,3 +310,36 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "hostile target: mutual CHAP refuses the target sending our own earlier challenge back (needs relogin)",
+  // A reflection can only come on a relogin of the same session, which needs
+  // session recovery: run with ISBOOT_FAULTS=1.
+  ignore: !RECOVERY,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const t = await FakeTarget.start({ scenario: "chap-reflection" });
+    try {
+      const chap = t.chap!;
+      const mutual = t.mutual!;
+      const o = await runBounded(
+        ["probe", target(t), "--chap-user", chap.user, "--mutual-user", mutual.user],
+        { ISBOOT_CHAP_SECRET: chap.secret, ISBOOT_MUTUAL_SECRET: mutual.secret },
+      );
+      const ctx = `exit ${o.code}: ${o.stderr.slice(0, 400)}; target: ${t.events.join(" / ")}`;
+      assert.ok(!o.timedOut, `hung; ${ctx}`);
+      assert.ok(t.accepted >= 2 && t.misbehaved >= 1, `no relogin reached the reflection; ${ctx}`);
+      assert.ok(
+        !t.events.some((e) => /conn [2-9]\d*: CHAP_R received/.test(e)),
+        `isboot answered a reflected challenge; ${ctx}`,
+      );
+      assert.match(o.stderr, /reflect/i, ctx);
+      assert.ok(o.code === 4 || o.code === 1, ctx);
+      assert.ok(!o.stderr.includes(chap.secret) && !o.stderr.includes(mutual.secret));
+    } finally {
+      await t.close();
+    }
+  },
+});
