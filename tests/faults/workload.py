@@ -96,7 +96,8 @@ def main():
 
     while True:
         now = time.monotonic()
-        if not stopping and (os.path.exists(stop_file) or now > t_end):
+        # Past 64 errors the outcome is known: stop early so a failing row is quick.
+        if not stopping and (os.path.exists(stop_file) or now > t_end or error_count >= 64):
             stopping = True
         if stopping and not inflight:
             break
