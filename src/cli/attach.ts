@@ -14,7 +14,10 @@ import {
   NbdKernel,
   parseNbdDevice,
 } from "../nbd/kernel.ts";
+import { redactUri } from "../iscsi/uri.ts";
+import { openTarget } from "../target.ts";
 import { parseCommand } from "./args.ts";
+import { sessionConfigFromUri, TARGET_OPTIONS, TARGET_OPTIONS_HELP } from "./target_options.ts";
 import type { Command, CommandContext } from "./context.ts";
 
 const USAGE = `usage: isboot attach TARGET [--device /dev/nbdN] [options]
@@ -40,11 +43,13 @@ options:
   --block-size N            memory: logical block size (default 512)
   --debug                   log every failed request
 
+${TARGET_OPTIONS_HELP}
 Control socket: /run/isboot/nbdN.ctl (mode 0600), read by \`isboot status\`.
 Needs root (CAP_SYS_ADMIN) and the nbd module (loaded when missing).
 `;
 
 const OPTIONS = {
+  ...TARGET_OPTIONS,
   device: { type: "string" },
   daemon: { type: "boolean" },
   connections: { type: "string" },
@@ -56,6 +61,8 @@ const OPTIONS = {
 
 interface Backend {
   device: BlockDevice;
+  /** Close the device (and log out of the target). */
+  close(): Promise<void>;
   /** Backend identifier for the kernel (sysfs `backend`): IQN/LUN, or memory:... */
   identifier: string;
   /** The target as shown in status (no secrets). */
@@ -79,9 +86,11 @@ function intOption(
   return n;
 }
 
-function openBackend(
+async function openBackend(
   target: string,
-  opts: { blockSize?: number; readOnly: boolean },
+  opts: { blockSize?: number; readOnly: boolean; device?: string },
+  values: Record<string, string | boolean | undefined>,
+  ctx: CommandContext,
 ): Promise<Backend> {
   if (target.startsWith("memory:")) {
     const size = parseSize(target.slice(7));
@@ -91,14 +100,40 @@ function openBackend(
       readOnly: opts.readOnly,
     });
     // Unique per process: a takeover of one memory disk by another makes no sense.
-    return Promise.resolve({
+    return {
       device,
+      close: () => device.close(),
       identifier: `memory:${target.slice(7)}:${Deno.pid}`,
       display: target,
-    });
+    };
   }
-  if (target.startsWith("iscsi://")) {
-    throw new OperationalError("attach: iSCSI targets are not wired in yet; use memory:SIZE");
+  if (target.startsWith("iscsi:")) {
+    if (opts.blockSize !== undefined) {
+      throw new UsageError("--block-size is for memory: targets; a LUN has its own");
+    }
+    // A stable ISID per device: a restarted attach reinstates its own stale
+    // session (RFC 7143 §4.2.7) without touching other initiators' sessions.
+    const cfg = await sessionConfigFromUri(target, values, ctx.env, {
+      isidPurpose: `attach ${opts.device ?? "auto"}`,
+    });
+    const t = await openTarget(cfg, { log: ctx.log });
+    const s = t.session;
+    return {
+      device: t.device,
+      close: () => t.close(),
+      identifier: `${cfg.targetName}/${cfg.lun}`,
+      display: redactUri(target),
+      session: () => ({
+        portal: s.portal,
+        targetName: s.targetName,
+        initiatorName: s.initiatorName,
+        isid: s.isid,
+        tsih: s.tsih,
+        auth: s.auth,
+        loginMs: s.loginMs,
+        parameters: s.parameters,
+      }),
+    };
   }
   throw new InvalidInputError(`target '${target}': expected iscsi://... or memory:SIZE`);
 }
@@ -177,10 +212,12 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   if (v.daemon) return await daemonize(args, ctx);
   const log = ctx.log;
 
-  const backend = await openBackend(p.positionals[0], {
-    blockSize,
-    readOnly: v["read-only"] ?? false,
-  });
+  const backend = await openBackend(
+    p.positionals[0],
+    { blockSize, readOnly: v["read-only"] ?? false, device: v.device },
+    v,
+    ctx,
+  );
   let nbd: NbdKernel | undefined;
   let attachment: KernelAttachment;
   try {
@@ -196,7 +233,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     });
   } catch (e) {
     nbd?.close();
-    await backend.device.close().catch(() => {});
+    await backend.close().catch(() => {});
     throw e;
   }
   const started = new Date();
@@ -245,7 +282,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     } catch (e) {
       log.error(`flush at exit failed: ${e instanceof Error ? e.message : e}`);
     }
-    await backend.device.close();
+    await backend.close();
   }
   const c = a.counters;
   log.info(

@@ -7,7 +7,16 @@
  * network namespace with restrict=on (tests/vm/lib.ts).
  */
 import assert from "node:assert/strict";
-import { buildInitramfs, ensureKernel, type Kernel, NetNs, runVm, type VmResult } from "./lib.ts";
+import {
+  buildInitramfs,
+  ensureKernel,
+  type Kernel,
+  NetNs,
+  NsTgtd,
+  runDir,
+  runVm,
+  type VmResult,
+} from "./lib.ts";
 
 const PATTERN_OFFSET = 1 << 20;
 const PATTERN_BYTES = 1 << 20;
@@ -139,6 +148,58 @@ Deno.test({
       assert.equal(r.kv.get("daemon_alive"), "yes", r.tail);
     } finally {
       await ns.delete();
+    }
+  },
+});
+
+Deno.test({
+  name: "vm: isboot attach of a tgtd LUN over iSCSI; the pattern lands in the backing file; detach",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const kernel = await ensureKernel();
+    const iqn = "iqn.2026-11.test:vm-attach";
+    const size = 64 << 20;
+    const big = crypto.getRandomValues(new Uint8Array(65536));
+    const pattern = new Uint8Array(PATTERN_BYTES);
+    for (let o = 0; o < pattern.length; o += big.length) {
+      pattern.set(big.map((b) => b ^ (o >> 16)), o);
+    }
+    const ns = await NetNs.create();
+    const dir = await runDir("lun-");
+    let tgt: NsTgtd | undefined;
+    try {
+      const lunPath = `${dir}/lun1.img`;
+      const f = await Deno.open(lunPath, { create: true, write: true });
+      await f.truncate(size);
+      f.close();
+      tgt = await NsTgtd.start(ns);
+      await tgt.addTarget(1, iqn, [{ lun: 1, path: lunPath }]);
+      const t0 = Date.now();
+      const r = await bootAttach(kernel, `iscsi://10.0.2.100/${iqn}/1`, pattern, ns, {
+        forwards: [{ guestAddr: "10.0.2.100", guestPort: 3260, hostPort: tgt.port }],
+      });
+      console.log(
+        `VM attach iSCSI: ${((Date.now() - t0) / 1000).toFixed(1)} s; guest: ${
+          [...r.kv].map(([k, v]) => `${k}=${v}`).join(" ").slice(0, 2000)
+        }`,
+      );
+      checkGuest(r, size, new RegExp(`^${iqn.replaceAll(".", "\\.")}/1$`));
+      const s = JSON.parse(r.kv.get("status")!).sessions[0];
+      assert.equal(s.target, `iscsi://10.0.2.100/${iqn}/1`);
+      assert.equal(s.session.targetName, iqn);
+      // What the guest wrote through /dev/nbd0 is in tgtd's backing file.
+      const backing = await Deno.readFile(lunPath);
+      assert.equal(backing.length, size);
+      assert.deepEqual(backing.subarray(PATTERN_OFFSET, PATTERN_OFFSET + PATTERN_BYTES), pattern);
+      assert.ok(
+        backing.subarray(0, PATTERN_OFFSET).every((b) => b === 0),
+        "nothing written before the pattern",
+      );
+    } finally {
+      await tgt?.stop();
+      await ns.delete();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
 });

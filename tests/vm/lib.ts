@@ -379,30 +379,32 @@ export class NsTgtd {
 
   static async start(ns: NetNs, opts: { port?: number } = {}): Promise<NsTgtd> {
     const port = opts.port ?? 3260;
-    const dir = await runDir("tgtd-");
-    let control = 0;
-    do control = 1000 + Math.floor(Math.random() * 60000); while (
-      await exists(`/var/run/tgtd/socket.${control}`)
-    );
-    const child = ns.command("sh", [
-      "-c",
-      `exec tgtd -f -C ${control} --iscsi portal=127.0.0.1:${port} >>'${dir}/tgtd.log' 2>&1`,
-    ], { stdin: "null", stdout: "null", stderr: "null" }).spawn();
-    const t = new NsTgtd(ns, port, control, dir, child);
-    let exited = false;
-    child.status.then(() => (exited = true));
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline && !exited) {
-      const out = await t.tgtadm(["--mode", "system", "--op", "show"]).catch(() => "");
-      if (/iscsi: ready/.test(out)) return t;
-      await new Promise((r) => setTimeout(r, 30));
+    let lastLog = "";
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const dir = await runDir("tgtd-");
+      let control = 0;
+      do control = 1000 + Math.floor(Math.random() * 60000); while (
+        await exists(`/var/run/tgtd/socket.${control}`)
+      );
+      const child = ns.command("sh", [
+        "-c",
+        `exec tgtd -f -C ${control} --iscsi portal=127.0.0.1:${port} >>'${dir}/tgtd.log' 2>&1`,
+      ], { stdin: "null", stdout: "null", stderr: "null" }).spawn();
+      const t = new NsTgtd(ns, port, control, dir, child);
+      let exited = false;
+      child.status.then(() => (exited = true));
+      const deadline = Date.now() + 20_000;
+      while (Date.now() < deadline && !exited) {
+        const out = await t.tgtadm(["--mode", "system", "--op", "show"]).catch(() => "");
+        if (/iscsi: ready/.test(out)) return t;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      lastLog = `${exited ? "exited" : "not ready after 20 s"}: ` +
+        (await Deno.readTextFile(`${dir}/tgtd.log`).catch(() => "")).trim().split("\n").slice(-5)
+          .join(" | ");
+      await t.stop();
     }
-    await t.stop();
-    throw new Error(
-      `tgtd in ${ns.name} did not become ready: ${await Deno.readTextFile(`${dir}/tgtd.log`).catch(
-        () => "",
-      )}`,
-    );
+    throw new Error(`tgtd in ${ns.name} did not start: ${lastLog}`);
   }
 
   /** `tgtadm -C N ARGS`; throws on failure. */
