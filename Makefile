@@ -53,8 +53,11 @@ test: test-deps check dist/isboot
 fuzz: deps
 	ISBOOT_FUZZ_RUNS=$(FUZZ_RUNS) scripts/run-tests.sh --filter '/fuzz|property/' tests/
 
-demo: dist/isboot
-	dist/isboot ibft --source tests/fixtures/ibft/ipxe-bios-mutual-chap.bin
+# A real boot: iPXE + tgtd + qemu in a private network namespace, isboot in the
+# initramfs, systemd on /dev/nbd0p1; the VM console on this terminal (needs root).
+# DEMO_ARGS: bios|uefi initramfs-tools|dracut none|chap|mutual
+demo: dist/isboot test-deps
+	ISBOOT_BIN=$(CURDIR)/dist/isboot $(DENO) run -A tests/e2e/demo.ts $(DEMO_ARGS)
 
 # Install the executable in the form it was built (single file, or launcher +
 # isboot.js + deno kept together under $(PREFIX)/lib/isboot with a bin symlink)

@@ -19,7 +19,13 @@ export function realBackend(): BootBackend {
         backendIdentifier: o.backendIdentifier,
         ...(o.device ? { index: parseNbdDevice(o.device) } : {}),
       });
-      return { device: a.device, index: a.index, done: a.done };
+      return {
+        device: a.device,
+        index: a.index,
+        done: a.done,
+        counters: a.counters,
+        release: a.release,
+      };
     },
   };
 }

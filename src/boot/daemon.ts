@@ -56,6 +56,12 @@ export function bootStage(value: string | undefined): BootStage {
  * Returns what happened, for the log; never throws.
  */
 export function leaveUnitCgroup(): StepResult {
+  try {
+    Deno.statSync("/sys/fs/cgroup/cgroup.procs");
+  } catch {
+    // initramfs-tools: no systemd, no cgroup2 mounted, so no unit to be stopped with.
+    return { ok: true, detail: "no cgroup2 mounted: no unit to leave" };
+  }
   let current: string;
   try {
     current = Deno.readTextFileSync("/proc/self/cgroup").trim();

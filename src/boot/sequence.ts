@@ -36,6 +36,16 @@ export interface Attached {
   readonly index: number;
   /** Resolves when the kernel device goes away. */
   readonly done: Promise<void>;
+  /** Request/byte/error counters of the NBD server feeding the device (for `isboot status`). */
+  readonly counters: {
+    readonly activeConnections: number;
+    readonly requests: number;
+    readonly bytesRead: number;
+    readonly bytesWritten: number;
+    readonly errors: number;
+  };
+  /** Shut our sockets without disconnecting: a new daemon takes over (`attach --takeover`). */
+  release(): void;
 }
 
 /** The two steps that need a real target and a real kernel. */

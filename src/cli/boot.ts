@@ -20,8 +20,9 @@ import {
   T0_ENV,
   tellLauncher,
 } from "../boot/daemon.ts";
-import { runBoot } from "../boot/sequence.ts";
-import { resolveBoot } from "../boot/spec.ts";
+import { type Booted, runBoot } from "../boot/sequence.ts";
+import { portal, resolveBoot } from "../boot/spec.ts";
+import { controlPath, ControlServer, type SessionStatus } from "../control/control.ts";
 import { parseCommand } from "./args.ts";
 import type { Command, CommandContext } from "./context.ts";
 
@@ -142,6 +143,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         readyMs: ms,
       }) + "\n",
     );
+    await listenControl(booted, log);
     becomeRootStorageDaemon(log);
     const kmsg = kmsgSink();
     if (inDaemon) tellLauncher(`READY ${booted.device} ${ms}`);
@@ -154,6 +156,47 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     // The error itself is printed by the CLI's error path on our stderr (the console).
     if (inDaemon) tellLauncher(`FAIL ${e instanceof IsbootError ? e.exitCode : 1}`);
     throw e;
+  }
+}
+
+/**
+ * Answer `isboot status` (and a takeover's `release`) on /run/isboot/nbdN.ctl,
+ * like `isboot attach` does. `detach` is refused: this device is the root disk.
+ */
+async function listenControl(b: Booted, log: Logger): Promise<void> {
+  const started = new Date();
+  const a = b.attached;
+  const status = (): SessionStatus => ({
+    pid: Deno.pid,
+    device: a.device,
+    target: `iscsi://${portal(b.target)}/${b.target.targetName}/${b.target.lun}`,
+    backend: `${b.target.targetName}/${b.target.lun}`,
+    startedAt: started.toISOString(),
+    uptimeSec: Math.round((Date.now() - started.getTime()) / 1000),
+    sizeBytes: String(b.blockDevice.size),
+    blockSize: b.blockDevice.blockSize,
+    readOnly: b.blockDevice.readOnly,
+    connections: a.counters.activeConnections,
+    requests: a.counters.requests,
+    bytesRead: a.counters.bytesRead,
+    bytesWritten: a.counters.bytesWritten,
+    errors: a.counters.errors,
+    reconnects: 0,
+    session: { role: "root-storage daemon (isboot boot)", interfaces: b.nics.map((n) => n.ifname) },
+  });
+  try {
+    await ControlServer.listen(controlPath(a.index), (req) => {
+      switch (req.cmd) {
+        case "status":
+          return { reply: { ok: true, status: status() } };
+        case "detach":
+          return { reply: { ok: false, error: `${a.device} is the root disk; not detaching it` } };
+        case "release":
+          return { reply: { ok: true }, after: () => a.release() };
+      }
+    });
+  } catch (e) {
+    log.warn(`no control socket: ${e instanceof Error ? e.message : e}`);
   }
 }
 

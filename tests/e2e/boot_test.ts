@@ -34,6 +34,13 @@ for (const c of CASES) {
       assert.equal(r.vm.kv.get("root"), "/dev/nbd0p1", why);
       assert.ok(Number(r.vm.kv.get("daemons")) >= 1, why);
       assert.equal(r.vm.kv.get("oom"), "-1000", why);
+      // The NIC was handed to the real root's network stacks; `isboot status` can reach the daemon.
+      assert.match(
+        r.vm.kv.get("handoff") ?? "",
+        /\/run\/net-\S+\.conf .*10-isboot-\S+\.network .*10-isboot\.conf/,
+        why,
+      );
+      assert.match(r.vm.kv.get("control") ?? "", /\bnbd0\.ctl\b/, why);
       assert.match(r.vm.serial, /reboot: Power down/, `poweroff did not complete${why}`);
       assert.ok(r.marker, `marker not found in the image${why}`);
       assert.equal(r.fsck.code, 0, `e2fsck -fn: ${r.fsck.output}`);

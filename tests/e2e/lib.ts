@@ -91,7 +91,8 @@ daemons=$(ps -eo args | grep -c '^@isboot')
 say root=$root daemons=$daemons
 say userspace_us=$(systemctl show -P UserspaceTimestampMonotonic)
 say isboot_ready_ms=$(sed -n 's/.*"readyMs":\\([0-9]*\\).*/\\1/p' /run/isboot/boot.json)
-say handoff=$(ls /run/net-*.conf /run/systemd/network/ /run/NetworkManager/conf.d/ 2>/dev/null | tr '\\n' ',')
+say handoff=$(ls -d /run/net-*.conf /run/systemd/network/*.network /run/NetworkManager/conf.d/*.conf 2>/dev/null | tr '\\n' ' ')
+say control=$(ls /run/isboot/ | tr '\\n' ' ')
 say oom=$(cat /proc/$(pgrep -f '^@isboot' | head -1)/oom_score_adj)
 {
   echo "isboot e2e marker"
