@@ -6,14 +6,24 @@
 import type { BlockDevice } from "../blockdev.ts";
 import { InvalidInputError, OperationalError, UsageError } from "../errors.ts";
 import { MemoryDevice, parseSize } from "../memory_device.ts";
-import { controlPath, ControlServer, type SessionStatus } from "../control/control.ts";
+import {
+  controlPath,
+  controlRequest,
+  ControlServer,
+  type SessionStatus,
+} from "../control/control.ts";
 import {
   attachDevice,
+  type AttachOptions,
   DEFAULT_DEAD_CONN_TIMEOUT_SEC,
   type KernelAttachment,
+  nbdDevicePath,
   NbdKernel,
   parseNbdDevice,
+  readNbdSysfs,
+  takeOverDevice,
 } from "../nbd/kernel.ts";
+import type { Logger } from "../log.ts";
 import { redactUri } from "../iscsi/uri.ts";
 import { openTarget } from "../target.ts";
 import { parseCommand } from "./args.ts";
@@ -34,6 +44,10 @@ TARGET:
 options:
   --device /dev/nbdN        use this device (default: the first free one)
   --daemon                  go to the background once the device is up
+  --takeover                replace the isboot serving the live --device (its
+                            backend must be TARGET): the old one lets go, the
+                            kernel gets our socket (NBD_CMD_RECONFIGURE), the
+                            device and its mounts stay
   --connections N           NBD sockets (kernel queues), 1..16 (default 1)
   --timeout SEC             kernel per-request timeout; 0 = never (default 0:
                             isboot itself recovers lost connections)
@@ -52,6 +66,7 @@ const OPTIONS = {
   ...TARGET_OPTIONS,
   device: { type: "string" },
   daemon: { type: "boolean" },
+  takeover: { type: "boolean" },
   connections: { type: "string" },
   timeout: { type: "string" },
   "dead-conn-timeout": { type: "string" },
@@ -88,7 +103,7 @@ function intOption(
 
 async function openBackend(
   target: string,
-  opts: { blockSize?: number; readOnly: boolean; device?: string },
+  opts: { blockSize?: number; readOnly: boolean; device?: string; takeover?: boolean },
   values: Record<string, string | boolean | undefined>,
   ctx: CommandContext,
 ): Promise<Backend> {
@@ -114,7 +129,11 @@ async function openBackend(
     // A stable ISID per device: a restarted attach reinstates its own stale
     // session (RFC 7143 §4.2.7) without touching other initiators' sessions.
     const cfg = await sessionConfigFromUri(target, values, ctx.env, {
-      isidPurpose: `attach ${opts.device ?? "auto"}`,
+      // A takeover logs in while the old daemon still serves: its own ISID,
+      // so the target does not reinstate (end) the old session under it.
+      isidPurpose: opts.takeover
+        ? `attach ${opts.device} takeover ${Deno.pid}`
+        : `attach ${opts.device ?? "auto"}`,
     });
     const t = await openTarget(cfg, { log: ctx.log });
     const s = t.session;
@@ -199,6 +218,62 @@ async function daemonize(args: string[], ctx: CommandContext): Promise<number> {
   return 0;
 }
 
+/**
+ * Take a live device over (docs/kernel.md "Takeover"): check the kernel's
+ * backend identifier, ask the old daemon to release, then RECONFIGURE.
+ */
+async function takeOver(
+  nbd: NbdKernel,
+  backend: Backend,
+  o: AttachOptions & { index: number },
+  log: Logger,
+): Promise<KernelAttachment> {
+  const dev = nbdDevicePath(o.index);
+  const sys = readNbdSysfs(o.index);
+  const live = nbd.status(o.index).find((d) => d.index === o.index)?.connected ?? false;
+  if (!sys.exists || !live) {
+    throw new OperationalError(`${dev} is not connected: nothing to take over`);
+  }
+  if (sys.backend !== backend.identifier) {
+    throw new OperationalError(
+      `${dev} serves '${sys.backend ?? "(no backend)"}', not '${backend.identifier}'`,
+    );
+  }
+  if (sys.sizeBytes !== backend.device.size) {
+    throw new OperationalError(
+      `${dev} has ${sys.sizeBytes} bytes, the target ${backend.device.size}`,
+    );
+  }
+  const path = controlPath(o.index);
+  try {
+    const r = await controlRequest(path, { cmd: "release" });
+    if (!r.ok) throw new OperationalError(`the isboot serving ${dev} refused: ${r.error}`);
+    log.info(`${dev}: the previous isboot released it`);
+    // It exits after its last reply and removes its control socket.
+    const deadline = Date.now() + 30_000;
+    while (await pathExists(path)) {
+      if (Date.now() > deadline) {
+        throw new OperationalError(`the isboot serving ${dev} did not exit`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } catch (e) {
+    if (e instanceof OperationalError && /^control socket/.test(e.message)) {
+      log.info(`${dev}: no isboot answers for it (crashed?): taking it over`);
+    } else throw e;
+  }
+  return await takeOverDevice(nbd, backend.device, o);
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function run(args: string[], ctx: CommandContext): Promise<number> {
   const p = parseCommand(args, OPTIONS, USAGE, ctx);
   if (!p) return 0;
@@ -209,12 +284,15 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   const timeoutSec = intOption("timeout", v.timeout, 0, 1 << 30);
   const deadConnTimeoutSec = intOption("dead-conn-timeout", v["dead-conn-timeout"], 0, 1 << 30);
   const blockSize = intOption("block-size", v["block-size"], 512, 65536);
+  if (v.takeover && index === undefined) {
+    throw new UsageError("--takeover needs --device /dev/nbdN (the device to take over)");
+  }
   if (v.daemon) return await daemonize(args, ctx);
   const log = ctx.log;
 
   const backend = await openBackend(
     p.positionals[0],
-    { blockSize, readOnly: v["read-only"] ?? false, device: v.device },
+    { blockSize, readOnly: v["read-only"] ?? false, device: v.device, takeover: v.takeover },
     v,
     ctx,
   );
@@ -222,7 +300,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   let attachment: KernelAttachment;
   try {
     nbd = await NbdKernel.open({ log });
-    attachment = await attachDevice(nbd, backend.device, {
+    const o = {
       log,
       index,
       backendIdentifier: backend.identifier,
@@ -230,7 +308,10 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
       timeoutSec,
       deadConnTimeoutSec,
       readOnly: v["read-only"],
-    });
+    };
+    attachment = index !== undefined && v.takeover
+      ? await takeOver(nbd, backend, { ...o, index }, log)
+      : await attachDevice(nbd, backend.device, o);
   } catch (e) {
     nbd?.close();
     await backend.close().catch(() => {});

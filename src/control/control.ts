@@ -119,6 +119,7 @@ export class ControlServer {
   readonly path: string;
   #listener: Deno.Listener;
   #loop: Promise<void>;
+  #ino: number | null = null;
 
   private constructor(
     path: string,
@@ -151,7 +152,8 @@ export class ControlServer {
     await Deno.remove(path).catch(() => {});
     const listener = Deno.listen({ transport: "unix", path });
     await Deno.chmod(path, 0o600);
-    return new ControlServer(path, listener, async (l) => {
+    const ino = (await Deno.lstat(path)).ino;
+    const srv = new ControlServer(path, listener, async (l) => {
       for await (const conn of l) {
         void (async () => {
           const enc = new TextEncoder();
@@ -177,6 +179,8 @@ export class ControlServer {
         })();
       }
     });
+    srv.#ino = ino;
+    return srv;
   }
 
   /** Stop listening and remove the socket file. */
@@ -185,7 +189,9 @@ export class ControlServer {
       this.#listener.close();
     } catch { /* closed */ }
     await this.#loop.catch(() => {});
-    await Deno.remove(this.path).catch(() => {});
+    // Remove only our own socket: after a takeover the path may be the new daemon's.
+    const st = await Deno.lstat(this.path).catch(() => null);
+    if (st && st.ino === this.#ino) await Deno.remove(this.path).catch(() => {});
   }
 }
 

@@ -432,10 +432,70 @@ export interface KernelAttachment {
  * await a.done;            // until `isboot detach /dev/nbd0`
  * ```
  */
-export async function attachDevice(
+export function attachDevice(
   nbd: NbdKernel,
   device: BlockDevice,
   o: AttachOptions,
+): Promise<KernelAttachment> {
+  return hookUp(nbd, device, o, (theirs, flags) =>
+    nbd.connect({
+      index: o.index,
+      sockets: theirs,
+      sizeBytes: device.size,
+      blockSize: device.blockSize,
+      serverFlags: flags,
+      timeoutSec: o.timeoutSec,
+      deadConnTimeoutSec: o.deadConnTimeoutSec,
+      backendIdentifier: o.backendIdentifier,
+    }));
+}
+
+/**
+ * Take over a live device whose previous server is gone (crashed, or told
+ * to `release`): serve new socketpairs and hand them to the kernel with
+ * NBD_CMD_RECONFIGURE, which puts them in place of the sockets it marked
+ * dead. The backend identifier must match the device's. The kernel marks a
+ * socket dead shortly after its peer closes, so ENOSPC ("no dead socket to
+ * replace") is retried for up to `waitDeadMs`.
+ *
+ * @example
+ * ```ts
+ * const a = await takeOverDevice(nbd, device, { log, index: 0, backendIdentifier: "iqn.2026-11.test:disk1/1" });
+ * ```
+ */
+export function takeOverDevice(
+  nbd: NbdKernel,
+  device: BlockDevice,
+  o: AttachOptions & { index: number; waitDeadMs?: number },
+): Promise<KernelAttachment> {
+  return hookUp(nbd, device, o, async (theirs) => {
+    const deadline = Date.now() + (o.waitDeadMs ?? 10_000);
+    for (;;) {
+      try {
+        nbd.reconfigure(o.index, {
+          sockets: theirs,
+          backendIdentifier: o.backendIdentifier,
+          timeoutSec: o.timeoutSec,
+          deadConnTimeoutSec: o.deadConnTimeoutSec,
+        });
+        return o.index;
+      } catch (e) {
+        if (!(e instanceof SysError && e.is("ENOSPC")) || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  });
+}
+
+/**
+ * Make the socketpairs, let `kernelCall` hand the kernel's ends over (it
+ * returns the device index), then serve our ends in transmission mode.
+ */
+async function hookUp(
+  nbd: NbdKernel,
+  device: BlockDevice,
+  o: AttachOptions,
+  kernelCall: (theirs: number[], flags: number) => number | Promise<number>,
 ): Promise<KernelAttachment> {
   const n = o.connections ?? 1;
   if (!Number.isInteger(n) || n < 1 || n > 16) {
@@ -457,16 +517,7 @@ export async function attachDevice(
   }
   let index: number;
   try {
-    index = nbd.connect({
-      index: o.index,
-      sockets: theirs,
-      sizeBytes: device.size,
-      blockSize: device.blockSize,
-      serverFlags: flags,
-      timeoutSec: o.timeoutSec,
-      deadConnTimeoutSec: o.deadConnTimeoutSec,
-      backendIdentifier: o.backendIdentifier,
-    });
+    index = await kernelCall(theirs, flags);
   } catch (e) {
     for (const fd of ours) closeFd(fd);
     throw e;

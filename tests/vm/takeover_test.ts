@@ -1,0 +1,130 @@
+/**
+ * `isboot attach --takeover` in Debian's kernel (issue 5's mechanism): a
+ * second isboot replaces the one serving /dev/nbd0 while an ext2 file
+ * system on it stays mounted. The old daemon releases its socket, the new
+ * one hands the kernel a fresh one with NBD_CMD_RECONFIGURE; files written
+ * before and after are intact, and the host's e2fsck finds the image clean.
+ * (No I/O runs during the hand-over itself: see docs/kernel.md, "Takeover".)
+ */
+import assert from "node:assert/strict";
+import { buildInitramfs, ensureKernel, NetNs, NsTgtd, runDir, runVm } from "./lib.ts";
+
+const IQN = "iqn.2026-11.test:vm-takeover";
+const SIZE = 64 << 20;
+
+const GUEST = `
+wait_for() { i=0; while ! eval "$1" && [ $i -lt $2 ]; do sleep 0.1; i=$((i+1)); done; eval "$1"; }
+T=iscsi://10.0.2.100/${IQN}/1
+vm_net_up || vm_fail network
+isboot attach $T --device /dev/nbd0 >/tmp/a1.out 2>/tmp/a1.err &
+a1=$!
+wait_for '[ -s /tmp/a1.out ]' 600 || { cat /tmp/a1.err; vm_fail "first attach"; vm_end; }
+mke2fs -q /dev/nbd0 >/dev/null 2>&1 || vm_fail mke2fs
+mkdir -p /mnt && mount -t ext2 /dev/nbd0 /mnt || { dmesg | tail -5; vm_fail mount; vm_end; }
+echo "written before the takeover" >/mnt/before && sync
+isboot attach $T --device /dev/nbd0 --takeover >/tmp/a2.out 2>/tmp/a2.err &
+a2=$!
+wait $a1
+vm_kv old_exit $?
+wait_for '[ -s /tmp/a2.out ]' 600 || { cat /tmp/a2.err; vm_fail "takeover did not attach"; vm_end; }
+vm_kv takeover_printed "$(cat /tmp/a2.out)"
+vm_kv new_alive "$([ -d /proc/$a2 ] && echo yes || echo no)"
+dd if=/pattern.bin of=/mnt/after bs=65536 2>/dev/null && sync || vm_fail "write after takeover"
+echo 3 >/proc/sys/vm/drop_caches
+vm_kv before "$(cat /mnt/before)"
+vm_kv after "$(cmp /pattern.bin /mnt/after >/dev/null 2>&1 && echo same || echo differs)"
+isboot status --json >/tmp/status.json 2>&1
+vm_kv status "$(tr -d '\\n' </tmp/status.json | tr -s ' ')"
+vm_kv a2pid $a2
+umount /mnt || vm_fail umount
+isboot detach /dev/nbd0 && vm_kv detach ok
+wait $a2
+vm_kv new_exit $?
+sed 's/^/old-log: /' /tmp/a1.err
+sed 's/^/new-log: /' /tmp/a2.err
+vm_pass
+`;
+
+Deno.test({
+  name:
+    "vm: attach --takeover replaces the serving isboot under a mounted ext2; files intact, fsck clean",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const kernel = await ensureKernel();
+    const pattern = crypto.getRandomValues(new Uint8Array(65536));
+    const ns = await NetNs.create();
+    const dir = await runDir("takeover-");
+    let tgt: NsTgtd | undefined;
+    let initrd: string | undefined;
+    try {
+      const lunPath = `${dir}/lun1.img`;
+      const f = await Deno.open(lunPath, { create: true, write: true });
+      await f.truncate(SIZE);
+      f.close();
+      tgt = await NsTgtd.start(ns);
+      await tgt.addTarget(1, IQN, [{ lun: 1, path: lunPath }]);
+      initrd = await buildInitramfs({
+        kernel,
+        modules: ["nbd", "virtio_net", "virtio_pci", "ext4", "crc32c_generic"],
+        loadModules: ["virtio_pci"],
+        isboot: true,
+        files: { "/pattern.bin": pattern },
+        init: GUEST,
+      });
+      const t0 = Date.now();
+      const r = await runVm({
+        kernel,
+        initrd,
+        netns: ns,
+        timeoutMs: 300_000,
+        forwards: [{ guestAddr: "10.0.2.100", guestPort: 3260, hostPort: tgt.port }],
+      });
+      const ctx = `\n--- serial tail ---\n${r.tail}`;
+      console.log(`VM takeover: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      assert.equal(r.timedOut, false, `VM timed out${ctx}`);
+      assert.equal(r.result, "PASS", `guest result ${r.result} ${r.reason}${ctx}`);
+      const kv = r.kv;
+      assert.equal(kv.get("old_exit"), "0", ctx);
+      assert.equal(kv.get("takeover_printed"), "/dev/nbd0", ctx);
+      assert.equal(kv.get("new_alive"), "yes", ctx);
+      assert.equal(kv.get("before"), "written before the takeover", ctx);
+      assert.equal(kv.get("after"), "same", ctx);
+      const status = JSON.parse(kv.get("status") ?? "null");
+      assert.equal(status?.sessions?.length, 1, ctx);
+      assert.equal(
+        String(status.sessions[0].pid),
+        kv.get("a2pid"),
+        "status answers from the new daemon",
+      );
+      assert.equal(status.sessions[0].backend, `${IQN}/1`);
+      assert.equal(kv.get("detach"), "ok", ctx);
+      assert.equal(kv.get("new_exit"), "0", ctx);
+      // The host's view of the LUN: a clean file system holding both files.
+      const fsck = await new Deno.Command("e2fsck", {
+        args: ["-f", "-n", lunPath],
+        stdout: "piped",
+        stderr: "piped",
+      })
+        .output();
+      assert.equal(
+        fsck.code,
+        0,
+        new TextDecoder().decode(fsck.stdout) + new TextDecoder().decode(fsck.stderr),
+      );
+      const cat = await new Deno.Command("debugfs", {
+        args: ["-R", "cat /after", lunPath],
+        stdout: "piped",
+        stderr: "null",
+      })
+        .output();
+      assert.deepEqual(cat.stdout, pattern);
+    } finally {
+      await tgt?.stop();
+      await ns.delete();
+      if (initrd) await Deno.remove(initrd).catch(() => {});
+      if (initrd) await Deno.remove(initrd.replace(/\.cpio$/, ".serial.log")).catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
