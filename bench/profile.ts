@@ -4,14 +4,14 @@
  * Profiler (Deno has no --cpu-prof). Prints self time by function and by file
  * and writes the .cpuprofile (open it in Chrome DevTools or speedscope).
  *
- * Usage: deno run -A bench/profile.ts [--target memory|iscsi] [--digest none|crc32c]
+ * Usage: deno run -A bench/profile.ts [--target memory|iscsi] [--digest none|header|crc32c]
  *          [--job randwrite-qd32] [--runtime 8] [--size 256] [--out /tmp/isboot.cpuprofile]
  */
 import { parseArgs } from "node:util";
 import { alive, cpuSeconds, freePort, sleep, spawnLogged, stop } from "./lib/proc.ts";
 import { JOBS, nbdUri, runFio, runNbdcopy } from "./lib/jobs.ts";
 import { waitReady } from "./lib/nbd_ready.ts";
-import { type Digest, Tgtd } from "./lib/tgtd.ts";
+import { type Digest, digestKeys, Tgtd } from "./lib/tgtd.ts";
 
 interface ProfileNode {
   id: number;
@@ -144,7 +144,10 @@ async function main() {
       "--listen",
       `unix:${sock}`,
     ];
-    if (values.target === "iscsi") args.push("--header-digest", digest, "--data-digest", digest);
+    if (values.target === "iscsi") {
+      const k = digestKeys(digest);
+      args.push("--header-digest", k.header, "--data-digest", k.data);
+    }
     const child = spawnLogged("isboot", values.deno, args, `${work}/serve.log`);
     try {
       await waitReady(sock, 20_000, () => alive(child.pid));

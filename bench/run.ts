@@ -67,7 +67,9 @@ function options(): Options {
     return n;
   };
   const digests = values.digests.split(",").filter(Boolean);
-  for (const d of digests) if (d !== "none" && d !== "crc32c") throw new Error(`bad digest ${d}`);
+  for (const d of digests) {
+    if (d !== "none" && d !== "header" && d !== "crc32c") throw new Error(`bad digest ${d}`);
+  }
   const jobIds = values.jobs.split(",").filter(Boolean);
   const jobs = jobIds.map((id) => {
     const j = JOBS.find((x) => x.id === id);

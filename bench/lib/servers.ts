@@ -5,7 +5,7 @@
  */
 import { alive, type Child, run, spawnLogged, stop } from "./proc.ts";
 import { waitReady } from "./nbd_ready.ts";
-import type { Digest } from "./tgtd.ts";
+import { type Digest, digestKeys } from "./tgtd.ts";
 
 export type ContestantId = "isboot" | "qemu-nbd" | "nbdkit-memory" | "isboot-memory";
 
@@ -38,9 +38,9 @@ function commandFor(id: ContestantId, s: ServerStart): [string, string[]] {
         "--listen",
         `unix:${s.socketPath}`,
         "--header-digest",
-        s.digest,
+        digestKeys(s.digest).header,
         "--data-digest",
-        s.digest,
+        digestKeys(s.digest).data,
       ]];
     case "qemu-nbd":
       // libiscsi offers HeaderDigest=None,CRC32C and always DataDigest=None, so the

@@ -4,7 +4,13 @@
  */
 import { alive, type Child, freePort, run, sleep, spawnLogged } from "./proc.ts";
 
-export type Digest = "none" | "crc32c";
+/** none; header (HeaderDigest only, what libiscsi can do); crc32c (header and data). */
+export type Digest = "none" | "header" | "crc32c";
+
+/** The iSCSI HeaderDigest and DataDigest values of a digest mode. */
+export function digestKeys(d: Digest): { header: "none" | "crc32c"; data: "none" | "crc32c" } {
+  return { header: d === "none" ? "none" : "crc32c", data: d === "crc32c" ? "crc32c" : "none" };
+}
 
 export interface TargetSpec {
   tid: number;
@@ -91,12 +97,13 @@ export class Tgtd {
   }
 
   /**
-   * Require (crc32c) or refuse (none) header and data digests on a target.
+   * Require or refuse CRC32C header and data digests on a target.
    * Applies to logins made afterwards.
    */
   async setDigests(tid: number, d: Digest): Promise<void> {
-    const value = d === "crc32c" ? "CRC32C" : "None";
-    for (const name of ["HeaderDigest", "DataDigest"]) {
+    const k = digestKeys(d);
+    for (const [name, v] of [["HeaderDigest", k.header], ["DataDigest", k.data]]) {
+      const value = v === "crc32c" ? "CRC32C" : "None";
       await this.adm([
         "--mode",
         "target",
