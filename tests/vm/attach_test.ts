@@ -25,7 +25,7 @@ const PATTERN_BYTES = 1 << 20;
 function guestScript(target: string, daemon: boolean): string {
   const start = daemon
     // --daemon returns once the device is up; the server is the process in sysfs pid.
-    ? `isboot attach '${target}' --device /dev/nbd0 --daemon >/tmp/attach.out 2>/tmp/attach.err
+    ? `isboot attach '${target}' --device /dev/nbd0 --daemon --connections 2 >/tmp/attach.out 2>/tmp/attach.err
 vm_kv daemon_parent_exit $?
 apid=$(cat /sys/block/nbd0/pid 2>/dev/null)
 vm_kv daemon_alive "$([ -n "$apid" ] && [ -d /proc/$apid ] && echo yes || echo no)"`
@@ -124,7 +124,7 @@ function checkGuest(r: VmResult, size: number, backend: RegExp): void {
 
 Deno.test({
   name:
-    "vm: isboot attach --daemon memory:64M makes /dev/nbd0 in Debian's kernel; I/O, status, detach",
+    "vm: isboot attach --daemon --connections 2 memory:64M makes /dev/nbd0 in Debian's kernel; I/O, status, detach",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -146,6 +146,8 @@ Deno.test({
       checkGuest(r, 64 << 20, /^memory:64M:\d+$/);
       assert.equal(r.kv.get("daemon_parent_exit"), "0", r.tail);
       assert.equal(r.kv.get("daemon_alive"), "yes", r.tail);
+      // Two sockets, two kernel queues, both served.
+      assert.equal(JSON.parse(r.kv.get("status")!).sessions[0].connections, 2);
     } finally {
       await ns.delete();
     }

@@ -383,7 +383,8 @@ export class NsTgtd {
     for (let attempt = 0; attempt < 3; attempt++) {
       const dir = await runDir("tgtd-");
       let control = 0;
-      do control = 1000 + Math.floor(Math.random() * 60000); while (
+      // tgtd takes control numbers up to 32767.
+      do control = 1000 + Math.floor(Math.random() * 31000); while (
         await exists(`/var/run/tgtd/socket.${control}`)
       );
       const child = ns.command("sh", [
