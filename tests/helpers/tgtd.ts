@@ -145,7 +145,8 @@ export class Tgtd {
     let lastErr: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
       let control = 0;
-      do control = 1000 + Math.floor(Math.random() * 60000); while (controlInUse(control));
+      // tgtd accepts control numbers up to 32767.
+      do control = 1000 + Math.floor(Math.random() * 31000); while (controlInUse(control));
       const t = new Tgtd(host, freePort(host), control, dir);
       try {
         await t.#spawn();
