@@ -69,6 +69,11 @@ export interface Booted {
   readonly partitions: readonly string[];
   /** Files written for the real root's network stack. */
   readonly handoff: readonly string[];
+  /**
+   * Where the time went, ms: from the launcher's start to this sequence (process
+   * start-up, plan), network, login, attach + partition scan.
+   */
+  readonly timing: { startMs: number; networkMs: number; loginMs: number; attachMs: number };
 }
 
 export interface RunOptions {
@@ -167,6 +172,7 @@ export async function runBoot(
 ): Promise<Booted> {
   const { log } = o;
   const deadline = o.startedAt + cmd.timeoutMs;
+  const t0 = Date.now();
   const rt = Rtnetlink.open();
   const nics: ConfiguredNic[] = [];
   try {
@@ -186,6 +192,7 @@ export async function runBoot(
   await writeResolver(`${o.root.replace(/\/$/, "")}/etc`, dns, hostname, o.kernelHostname);
   const handoff = await writeHandoff(o.root, nics, cmd.handoff);
 
+  const t1 = Date.now();
   const { target, device } = await loginWithRetry(
     spec.targets,
     backend,
@@ -199,12 +206,20 @@ export async function runBoot(
     deadline,
     o.backoffMs,
   );
+  const t2 = Date.now();
   const attached = await backend.attach(device, {
     ...(cmd.device ? { device: cmd.device } : {}),
     backendIdentifier: `${target.targetName}/${target.lun}`,
     log,
   });
   const partitions = await scanPartitions(attached.device, attached.index);
+  const t3 = Date.now();
+  const timing = {
+    startMs: t0 - o.startedAt,
+    networkMs: t1 - t0,
+    loginMs: t2 - t1,
+    attachMs: t3 - t2,
+  };
   return {
     device: attached.device,
     target,
@@ -213,5 +228,6 @@ export async function runBoot(
     nics,
     partitions,
     handoff,
+    timing,
   };
 }

@@ -129,6 +129,14 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         `${sizeGiB.toFixed(2)} GiB, partitions ${booted.partitions.join(" ") || "none"}; ` +
         `${(ms / 1000).toFixed(2)} s after isboot started`,
     );
+    const t = booted.timing;
+    const sec = (x: number) => (x / 1000).toFixed(2);
+    log.info(
+      `time: start-up ${sec(t.startMs)} s, network ${sec(t.networkMs)} s, login ${
+        sec(t.loginMs)
+      } s, ` +
+        `attach + partition scan ${sec(t.attachMs)} s`,
+    );
     await Deno.mkdir(`${v.root ?? ""}/run/isboot`, { recursive: true });
     await Deno.writeTextFile(
       `${v.root ?? ""}/run/isboot/boot.json`,
@@ -141,6 +149,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         partitions: booted.partitions,
         pid: Deno.pid,
         readyMs: ms,
+        timing: booted.timing,
       }) + "\n",
     );
     await listenControl(booted, log);
