@@ -267,7 +267,9 @@ export class Tgtd {
    * Add a LUN backed by a file: a new sparse temp file of `size` bytes unless
    * `path` names an existing one. `blockSize` sets the logical block size
    * (tgt's `blocksize=` device parameter, e.g. 4096); `readOnly` makes the
-   * LUN write-protected; `thin` turns on tgt's thin provisioning (UNMAP).
+   * LUN write-protected; `thin` turns on tgt's thin provisioning (UNMAP);
+   * `lbppbe` sets the logical blocks per physical block exponent (e.g. 3:
+   * 512-byte logical on 4096-byte physical blocks, READ CAPACITY(16)).
    */
   async addLun(
     tid: number,
@@ -277,6 +279,7 @@ export class Tgtd {
       blockSize?: number;
       readOnly?: boolean;
       thin?: boolean;
+      lbppbe?: number;
       path?: string;
     },
   ): Promise<TgtLun> {
@@ -303,6 +306,7 @@ export class Tgtd {
     const params: string[] = [];
     if (o.readOnly) params.push("readonly=1");
     if (o.thin) params.push("thin_provisioning=1");
+    if (o.lbppbe !== undefined) params.push(`lbppbe=${o.lbppbe}`);
     if (params.length) {
       await this.configure([
         "--mode",

@@ -24,12 +24,17 @@ Deno.test("tgtd helper: LUNs, 4096-byte blocks, kill -9 and restart, stop cleans
     dir = tgt.dir;
     control = tgt.control;
     const tid = await tgt.createTarget("iqn.2026-11.test:helper");
-    await tgt.addLun(tid, { lun: 1, size: 4 << 20 });
+    await tgt.addLun(tid, { lun: 1, size: 4 << 20, lbppbe: 3 });
     const l2 = await tgt.addLun(tid, { lun: 2, size: 8 << 20, blockSize: 4096, readOnly: true });
     const url = `iscsi://${tgt.portal}/iqn.2026-11.test:helper/2`;
     let r = await libiscsi("iscsi-readcapacity16", url);
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /LOGICAL BLOCK LENGTH IN BYTES:4096/);
+    const r1 = await libiscsi(
+      "iscsi-readcapacity16",
+      `iscsi://${tgt.portal}/iqn.2026-11.test:helper/1`,
+    );
+    assert.match(r1.out, /LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT:3/);
     await tgt.kill9();
     r = await libiscsi("iscsi-inq", url);
     assert.notEqual(r.code, 0);
