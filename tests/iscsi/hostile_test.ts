@@ -511,3 +511,73 @@ Deno.test("fake target: NOP-Out pings that go unanswered fail the session", asyn
     await fake.close();
   }
 });
+
+Deno.test("fake target: one-way and mutual CHAP with each standard algorithm (8 SHA3-256, 7 SHA-256, 6 SHA-1, 5 MD5)", async () => {
+  const { createHash } = await import("node:crypto");
+  const names: Record<string, string> = { "8": "sha3-256", "7": "sha256", "6": "sha1", "5": "md5" };
+  const hash = (alg: string, id: number, secret: string, ch: Uint8Array) => {
+    const h = createHash(names[alg]);
+    h.update(Uint8Array.of(id));
+    h.update(enc.encode(secret));
+    h.update(ch);
+    return "0x" + h.digest("hex");
+  };
+  const crc = await defaultCrc32c();
+  for (const alg of ["8", "7", "6", "5"]) {
+    const fake = new FakeTarget(async (c) => {
+      let req = (await c.read()) as FakePdu;
+      await c.loginResponse(req, { pairs: [["AuthMethod", "CHAP"]] });
+      req = (await c.read()) as FakePdu;
+      assert.equal(new Map(req.pairs()).get("CHAP_A"), "8,7,6,5");
+      const ch = crypto.getRandomValues(new Uint8Array(40)); // any length
+      await c.loginResponse(req, {
+        pairs: [["CHAP_A", alg], ["CHAP_I", "200"], [
+          "CHAP_C",
+          "0b" + btoa(String.fromCharCode(...ch)),
+        ]],
+      });
+      req = (await c.read()) as FakePdu;
+      const got = new Map(req.pairs());
+      if (got.get("CHAP_R") !== hash(alg, 200, "alice-secret-12", ch)) {
+        await c.loginResponse(req, { status: 0x0201 });
+        return;
+      }
+      const theirs = hexBytes(got.get("CHAP_C") as string);
+      await c.loginResponse(req, {
+        transit: true,
+        nsg: 1,
+        pairs: [["CHAP_N", "fake-target"], [
+          "CHAP_R",
+          hash(alg, Number(got.get("CHAP_I")), "target-secret-34", theirs),
+        ]],
+      });
+      const op = (await c.read()) as FakePdu;
+      await c.loginResponse(op, { transit: true, nsg: 3, tsih: 1, pairs: echoOffers(op.pairs()) });
+      await c.read();
+    });
+    try {
+      const r = await login(
+        {
+          portal: { host: "127.0.0.1", port: fake.port },
+          initiatorName: "iqn.2026-11.test.isboot:init",
+          targetName: IQN,
+          sessionType: "Normal",
+          chap: { user: "alice", secret: enc.encode("alice-secret-12") },
+          mutual: { user: "fake-target", secret: enc.encode("target-secret-34") },
+          chapAlgorithms: ["sha3-256", "sha256", "sha1", "md5"],
+          headerDigest: "prefer-none",
+          dataDigest: "prefer-none",
+          isid: randomIsid(),
+        },
+        crc,
+        quiet,
+      );
+      assert.equal(r.auth, "mutual");
+      assert.equal(r.chapAlgorithm, names[alg]);
+      r.conn.close();
+      assert.deepEqual(fake.errors, []);
+    } finally {
+      await fake.close();
+    }
+  }
+});
