@@ -512,7 +512,7 @@ Deno.test("fake target: NOP-Out pings that go unanswered fail the session", asyn
   }
 });
 
-Deno.test("fake target: one-way and mutual CHAP with each standard algorithm (8 SHA3-256, 7 SHA-256, 6 SHA-1, 5 MD5)", async () => {
+Deno.test("fake target: mutual CHAP (both directions) with each standard algorithm (8 SHA3-256, 7 SHA-256, 6 SHA-1, 5 MD5)", async () => {
   const { createHash } = await import("node:crypto");
   const names: Record<string, string> = { "8": "sha3-256", "7": "sha256", "6": "sha1", "5": "md5" };
   const hash = (alg: string, id: number, secret: string, ch: Uint8Array) => {
