@@ -206,7 +206,8 @@ export function transmissionFlags(
 
 /**
  * Block size constraints advertised in NBD_INFO_BLOCK_SIZE: the minimum is
- * the device's logical block (requests not aligned to it get EINVAL), the
+ * the device's logical block (requests not aligned to it still work, by
+ * read-modify-write, but cost more), the
  * preferred is at least 4 KiB, the maximum payload is 32 MiB (larger device
  * limits are split internally, so clients never need to know them).
  *
@@ -285,6 +286,8 @@ export class NbdServer {
   readonly counters: NbdCounters;
   #opts: NbdServerOptions;
   #connections = new Set<Connection>();
+  /** One read-modify-write lock per export, shared by all its connections. */
+  #rmwLocks = new Map<NbdExport, Mutex>();
   #nextId = 1;
   #shuttingDown = false;
 
@@ -328,6 +331,7 @@ export class NbdServer {
         chosen.flags,
         chosen.structured,
         { ...this.#opts, counters: this.counters, label },
+        this.#rmwLockFor(chosen.export),
       );
       conn.transmission = t;
       await t.run();
@@ -360,6 +364,12 @@ export class NbdServer {
     ]);
     clearTimeout(timer);
     for (const c of this.#connections) c.stream.close();
+  }
+
+  #rmwLockFor(e: NbdExport): Mutex {
+    let m = this.#rmwLocks.get(e);
+    if (!m) this.#rmwLocks.set(e, m = new Mutex());
+    return m;
   }
 
   #findExport(name: string): NbdExport | undefined {
@@ -783,6 +793,17 @@ export function nbdErrnoOf(e: unknown): number {
   return NBD_EIO;
 }
 
+/** Runs async sections one at a time, in call order. */
+class Mutex {
+  #tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const r = this.#tail.then(fn);
+    this.#tail = r.catch(() => {});
+    return r;
+  }
+}
+
 /** The transmission phase of one connection. */
 class Transmission {
   #size: number;
@@ -798,6 +819,7 @@ class Transmission {
   #stopping = false;
   #done: Promise<void> | null = null;
   #zeroes: Uint8Array | null = null;
+  #rmw: Mutex;
   #log: Logger;
   #label: string;
 
@@ -808,6 +830,7 @@ class Transmission {
     private flags: number,
     private structured: boolean,
     private opts: TransmissionOptions,
+    rmwLock?: Mutex,
   ) {
     // Sizes are kept as doubles: exact to 8 PiB, no BigInt per request.
     this.#size = Number(device.size);
@@ -819,6 +842,7 @@ class Transmission {
     );
     this.#maxBytes = opts.maxInFlightBytes ?? 32 * 1024 * 1024;
     this.#maxRequests = opts.maxInFlightRequests ?? 256;
+    this.#rmw = rmwLock ?? new Mutex();
     this.#log = opts.log;
     this.#label = opts.label ?? "nbd";
     this.#writer = new ReplyWriter(stream, (e) => {
@@ -1006,10 +1030,11 @@ class Transmission {
         : NBD_EINVAL;
       return new RequestError(errno, `range ${offset}+${length} beyond size ${this.#size}`);
     }
-    if (this.#bs > 1 && (offset % this.#bs !== 0 || length % this.#bs !== 0)) {
-      return new RequestError(NBD_EINVAL, `request not aligned to ${this.#bs} bytes`);
-    }
     return null;
+  }
+
+  #aligned(offset: number, length: number): boolean {
+    return this.#bs === 1 || (offset % this.#bs === 0 && length % this.#bs === 0);
   }
 
   async #execute(req: NbdRequest, payload: Uint8Array | null): Promise<void> {
@@ -1018,7 +1043,9 @@ class Transmission {
     const fua = (req.flags & NBD_CMD_FLAG_FUA) !== 0;
     switch (req.type) {
       case NBD_CMD_READ: {
-        const data = await this.#read(req.offset, req.length);
+        const data = this.#aligned(req.offset, req.length)
+          ? await this.#read(req.offset, req.length)
+          : await this.#readUnaligned(req.offset, req.length);
         if (counters) counters.bytesRead += req.length;
         if (this.structured) {
           const h = new Uint8Array(STRUCTURED_READ_HEADER_SIZE);
@@ -1032,31 +1059,105 @@ class Transmission {
         return;
       }
       case NBD_CMD_WRITE:
-        await this.#write(req.offset, payload!, fua);
+        if (this.#aligned(req.offset, req.length)) await this.#write(req.offset, payload!, fua);
+        else await this.#writeUnaligned(req.offset, payload!, fua);
         if (counters) counters.bytesWritten += req.length;
         break;
       case NBD_CMD_FLUSH:
         await dev.flush();
         break;
-      case NBD_CMD_TRIM:
-        await dev.trim(BigInt(req.offset), req.length);
+      case NBD_CMD_TRIM: {
+        // TRIM is advisory (proto.md): only whole blocks inside the range are trimmed.
+        const [start, end] = this.#interior(req.offset, req.length);
+        if (end > start) await dev.trim(BigInt(start), end - start);
         if (fua) await dev.flush();
         break;
+      }
       case NBD_CMD_WRITE_ZEROES: {
         const mayTrim = (req.flags & NBD_CMD_FLAG_NO_HOLE) === 0;
-        if (dev.limits.canWriteZeroes) {
-          await dev.writeZeroes(BigInt(req.offset), req.length, { mayTrim });
-          if (fua) await dev.flush();
-        } else if (req.flags & NBD_CMD_FLAG_FAST_ZERO) {
-          // proto.md NBD_CMD_FLAG_FAST_ZERO: fail at once if zeroing is no faster than writing.
-          throw new RequestError(NBD_ENOTSUP, "fast zeroing not supported by the device");
-        } else {
-          await this.#emulateZeroes(req.offset, req.length, fua);
+        const fast = (req.flags & NBD_CMD_FLAG_FAST_ZERO) !== 0;
+        // proto.md NBD_CMD_FLAG_FAST_ZERO: fail at once if zeroing is no faster than
+        // writing, which is the case without native zeroing or with partial blocks.
+        if (fast && (!dev.limits.canWriteZeroes || !this.#aligned(req.offset, req.length))) {
+          throw new RequestError(NBD_ENOTSUP, "fast zeroing not possible for this request");
+        }
+        const [start, end] = this.#interior(req.offset, req.length);
+        if (start > req.offset || end < req.offset + req.length) {
+          await this.#zeroPartialBlocks(req.offset, req.length, start, end, fua);
+        }
+        if (end > start) {
+          if (dev.limits.canWriteZeroes) {
+            await dev.writeZeroes(BigInt(start), end - start, { mayTrim });
+            if (fua) await dev.flush();
+          } else {
+            await this.#emulateZeroes(start, end - start, fua);
+          }
         }
         break;
       }
     }
     this.#writer.enqueue(encodeSimpleReply(0, req.handleHi, req.handleLo));
+  }
+
+  /** The whole blocks inside [offset, offset+length) as [start, end). */
+  #interior(offset: number, length: number): [number, number] {
+    const bs = this.#bs;
+    return [Math.ceil(offset / bs) * bs, Math.floor((offset + length) / bs) * bs];
+  }
+
+  /**
+   * An unaligned read: read the enclosing whole blocks, hand back a view
+   * (no copy). Clients that honour NBD_INFO_BLOCK_SIZE never get here.
+   */
+  async #readUnaligned(offset: number, length: number): Promise<Uint8Array> {
+    const bs = this.#bs;
+    const a = Math.floor(offset / bs) * bs;
+    const e = Math.ceil((offset + length) / bs) * bs;
+    const d = await this.#read(a, e - a);
+    return d.subarray(offset - a, offset - a + length);
+  }
+
+  /**
+   * An unaligned write: read-modify-write of the partial first and last
+   * blocks (like nbdkit's blocksize filter). All read-modify-writes of one
+   * device are serialised, so two unaligned writes sharing a block never
+   * lose each other's bytes; an aligned write racing with one on the same
+   * block overlaps it in bytes, which the client may not rely on anyway.
+   */
+  #writeUnaligned(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
+    return this.#rmw.run(async () => {
+      const bs = this.#bs;
+      const a = Math.floor(offset / bs) * bs;
+      const e = Math.ceil((offset + data.length) / bs) * bs;
+      const buf = new Uint8Array(e - a);
+      if (offset !== a) buf.set(await this.#read(a, bs), 0);
+      if ((offset + data.length) % bs !== 0 && (e - bs > a || offset === a)) {
+        buf.set(await this.#read(e - bs, bs), e - bs - a);
+      }
+      buf.set(data, offset - a);
+      await this.#write(a, buf, fua);
+    });
+  }
+
+  /** Zero the parts of [offset, offset+length) outside the whole blocks [start, end). */
+  #zeroPartialBlocks(
+    offset: number,
+    length: number,
+    start: number,
+    end: number,
+    fua: boolean,
+  ): Promise<void> {
+    const stop = offset + length;
+    if (end <= start) {
+      // Within one or two partial blocks and no whole one.
+      return this.#writeUnaligned(offset, new Uint8Array(length), fua);
+    }
+    const parts: Promise<void>[] = [];
+    if (offset < start) {
+      parts.push(this.#writeUnaligned(offset, new Uint8Array(start - offset), fua));
+    }
+    if (stop > end) parts.push(this.#writeUnaligned(end, new Uint8Array(stop - end), fua));
+    return Promise.all(parts).then(() => {});
   }
 
   /** Read a range, split into device-sized pieces when needed. */

@@ -128,8 +128,19 @@ expect(errno.ENOSPC, lambda: h.zero(1024, size - 512))
 expect(errno.EINVAL, lambda: h.trim(1024, size - 512))
 expect(errno.EOVERFLOW, lambda: h.pread(32 * 1024 * 1024 + 512, 0))
 expect(errno.EOVERFLOW, lambda: h.pwrite(b"y" * (32 * 1024 * 1024 + 512), 0))
-expect(errno.EINVAL, lambda: h.pread(100, 1))
-expect(errno.EINVAL, lambda: h.pwrite(b"y" * 100, 0))
+# unaligned requests work (read-modify-write of the partial 512-byte blocks)
+base = 131072
+h.pwrite(b"a" * 8192, base)
+h.pwrite(b"u" * 1000, base + 100)
+h.zero(300, base + 4000)
+h.trim(700, base + 6000)
+want = bytearray(b"a" * 8192)
+want[100:1100] = b"u" * 1000
+want[4000:4300] = bytes(300)
+want[6144:6656] = bytes(512)
+assert h.pread(8192, base) == want
+assert h.pread(3, base + 99) == b"auu"
+expect(errno.ENOTSUP, lambda: h.zero(100, base, nbd.CMD_FLAG_FAST_ZERO))
 # the connection is still good after every error
 h.pwrite(pat, 65536)
 assert h.pread(len(pat), 65536) == pat
