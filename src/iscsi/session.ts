@@ -875,7 +875,7 @@ export class Session implements ScsiTransport {
  *
  * @example
  * ```ts
- * const cfg = parseTargetOptions(values, uri, env); // src/cli/target_options.ts
+ * const cfg = await sessionConfigFromUri(uri, values, env); // src/cli/target_options.ts
  * const session = await loginSession(cfg, log);
  * ```
  */
