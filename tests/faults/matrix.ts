@@ -118,6 +118,12 @@ export const FAULTS: Fault[] = [
     inject: ({ proxy }) => Promise.resolve(proxy.stall(LIMITS.stallMs)),
   },
   {
+    // Only a NOP-Out that goes unanswered can find this one (RFC 7143 §11.18).
+    name: "black hole (silent drop)",
+    breaksConnection: true,
+    inject: ({ proxy }) => Promise.resolve(proxy.blackhole()),
+  },
+  {
     name: "corrupt header byte, target→initiator",
     breaksConnection: true,
     inject: async ({ proxy, note }) => {

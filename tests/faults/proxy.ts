@@ -241,6 +241,8 @@ export interface ProxiedConnection {
 }
 
 interface Pair {
+  /** Never forwarded again (see blackhole()). */
+  blackholed?: boolean;
   info: ProxiedConnection;
   client: net.Socket;
   upstream: net.Socket;
@@ -396,7 +398,7 @@ export class FaultProxy {
       if (!ok) {
         from.pause();
         to.once("drain", () => {
-          if (!this.#stalled() && !pair.info.closed) from.resume();
+          if (!this.#stalled() && !pair.info.closed && !pair.blackholed) from.resume();
         });
       }
     });
@@ -478,6 +480,7 @@ export class FaultProxy {
     if (this.#stallTimer !== undefined) clearTimeout(this.#stallTimer);
     this.#stallTimer = undefined;
     for (const p of this.#pairs) {
+      if (p.blackholed) continue;
       p.client.resume();
       p.upstream.resume();
     }
@@ -505,6 +508,21 @@ export class FaultProxy {
       this.#pairs.delete(p);
       p.client.resetAndDestroy();
       p.upstream.resetAndDestroy();
+    }
+  }
+
+  /**
+   * Silently drop the open connections: stop forwarding on them for good,
+   * without closing anything (a path that lost its NAT or ARP state; the
+   * only way to notice is a ping that is not answered). New connections
+   * pass normally.
+   */
+  blackhole(): void {
+    this.#log(`black hole ${this.#pairs.size} connection(s)`);
+    for (const p of this.#pairs) {
+      p.blackholed = true;
+      p.client.pause();
+      p.upstream.pause();
     }
   }
 

@@ -65,14 +65,21 @@ function startEcho(): Echo {
 async function readExactly(c: Deno.Conn, n: number, timeoutMs = 5000): Promise<Uint8Array> {
   const out = new Uint8Array(n);
   let have = 0;
-  const deadline = Date.now() + timeoutMs;
-  while (have < n) {
-    if (Date.now() > deadline) throw new Error(`timeout after ${have}/${n} bytes`);
-    const got = await c.read(out.subarray(have));
-    if (got === null) throw new Error(`EOF after ${have}/${n} bytes`);
-    have += got;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timeout after ${have}/${n} bytes`)), timeoutMs);
+  });
+  try {
+    while (have < n) {
+      // A read left pending by a timeout is ended by the caller closing c.
+      const got = await Promise.race([c.read(out.subarray(have)), timeout]);
+      if (got === null) throw new Error(`EOF after ${have}/${n} bytes`);
+      have += got;
+    }
+    return out;
+  } finally {
+    clearTimeout(timer);
   }
-  return out;
 }
 
 async function writeAll(c: Deno.Conn, data: Uint8Array): Promise<void> {
@@ -244,6 +251,31 @@ Deno.test("proxy: stall holds bytes both ways for the time given, then delivers 
       assert.ok(waited < 3000, `bytes took ${waited.toFixed(0)} ms after a 600 ms stall`);
     } finally {
       c.close();
+    }
+  });
+});
+
+Deno.test("proxy: blackhole silences open connections for good and lets new ones through", async () => {
+  await withProxy(false, async (proxy, echo) => {
+    const a = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+    try {
+      await writeAll(a, new Uint8Array([1]));
+      await readExactly(a, 1);
+      proxy.blackhole();
+      await writeAll(a, new Uint8Array([2]));
+      await assert.rejects(() => readExactly(a, 1, 800), /timeout/);
+      proxy.passThrough(); // must not revive a black-holed connection
+      await assert.rejects(() => readExactly(a, 1, 500), /timeout/);
+      assert.deepEqual(echo.endings, [], "the black hole closed a side");
+      const b = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+      try {
+        await writeAll(b, new Uint8Array([3]));
+        assert.deepEqual(await readExactly(b, 1), new Uint8Array([3]));
+      } finally {
+        b.close();
+      }
+    } finally {
+      a.close();
     }
   });
 });
