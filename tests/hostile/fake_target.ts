@@ -56,7 +56,9 @@ export type Scenario =
   | "login-continuation-forever"
   | "text-continuation-forever"
   | "login-prototype-keys"
-  | "chap-reflection";
+  | "chap-reflection"
+  | "async-logout-request"
+  | "async-drop-connection";
 
 export interface FakeTargetOptions {
   scenario: Scenario;
@@ -85,6 +87,10 @@ const OP_TEXT_RESP = 0x24;
 const OP_DATA_IN = 0x25;
 const OP_LOGOUT_RESP = 0x26;
 const OP_R2T = 0x31;
+const OP_ASYNC_MSG = 0x32;
+/** AsyncEvent codes (RFC 7143 §11.9.1). */
+const ASYNC_LOGOUT_REQUEST = 1;
+const ASYNC_DROP_CONNECTION = 2;
 /** An opcode RFC 7143 does not assign to targets. */
 const OP_UNASSIGNED = 0x1c;
 const RESERVED_TAG = 0xffffffff;
@@ -924,6 +930,25 @@ export class FakeTarget {
       } while (off < n);
     };
 
+    if (bad("async-logout-request") || bad("async-drop-connection")) {
+      const logout = this.scenario === "async-logout-request";
+      misbehaved(
+        logout
+          ? "Async Message: logout requested within 2 s (command left unanswered)"
+          : "Async Message: dropping the connection (Time2Wait 0, Time2Retain 0), then closing",
+      );
+      const b = new Uint8Array(BHS_LENGTH);
+      b[0] = OP_ASYNC_MSG;
+      b[1] = 0x80;
+      u32(b, 16, RESERVED_TAG);
+      c.seq(b);
+      b[36] = logout ? ASYNC_LOGOUT_REQUEST : ASYNC_DROP_CONNECTION;
+      const v = new DataView(b.buffer);
+      if (logout) v.setUint16(42, 2); // Parameter3: seconds to log out within
+      return c.send(b).then(() => {
+        if (!logout) setTimeout(() => c.tcp.close(), 100);
+      });
+    }
     if (lun !== this.lun && op !== 0x12 && op !== 0xa0) {
       return checkCondition(0x05, 0x25); // LOGICAL UNIT NOT SUPPORTED
     }

@@ -81,7 +81,12 @@ async function runBounded(
 }
 
 /** The checks every case shares: bounded, no crash, the connection ended by us. */
-function assertContained(name: string, o: Outcome, t: FakeTarget): void {
+function assertContained(
+  name: string,
+  o: Outcome,
+  t: FakeTarget,
+  logged: RegExp = PROTOCOL_WORDS,
+): void {
   const ctx = `${name}: exit ${o.code}, ${o.ms} ms, stderr: ${o.stderr.slice(0, 600)}; ` +
     `target: ${t.events.slice(-6).join(" / ")}`;
   assert.ok(!o.timedOut, `hung: killed after ${TIME_LIMIT_MS} ms; ${ctx}`);
@@ -92,7 +97,7 @@ function assertContained(name: string, o: Outcome, t: FakeTarget): void {
   }
   assert.ok(o.peakRss < RSS_LIMIT, `RSS peaked at ${o.peakRss >> 20} MiB; ${ctx}`);
   assert.ok(t.closedAfterMs.length >= 1, `isboot never closed the misbehaving connection; ${ctx}`);
-  assert.match(o.stderr, PROTOCOL_WORDS, `no protocol error was logged; ${ctx}`);
+  assert.match(o.stderr, logged, `no protocol error was logged; ${ctx}`);
 }
 
 function target(t: FakeTarget): string {
@@ -107,7 +112,7 @@ function chapArgs(t: FakeTarget): { args: string[]; env: Record<string, string> 
 }
 
 /** Cases after login, driven by `isboot probe` (reads: INQUIRY, READ CAPACITY, ...). */
-const PROBE_CASES: { scenario: Scenario; digests?: boolean }[] = [
+const PROBE_CASES: { scenario: Scenario; digests?: boolean; logged?: RegExp }[] = [
   { scenario: "sense-length-overrun" },
   { scenario: "data-segment-over-declared" },
   { scenario: "huge-data-segment-length" },
@@ -116,9 +121,11 @@ const PROBE_CASES: { scenario: Scenario; digests?: boolean }[] = [
   { scenario: "data-in-past-buffer" },
   { scenario: "header-digest-mismatch", digests: true },
   { scenario: "data-digest-mismatch", digests: true },
+  { scenario: "async-logout-request", logged: /logout/i },
+  { scenario: "async-drop-connection", logged: /dropping the connection|connection closed/i },
 ];
 
-for (const { scenario, digests } of PROBE_CASES) {
+for (const { scenario, digests, logged } of PROBE_CASES) {
   Deno.test({
     name: `hostile target: ${scenario} ends the connection with a protocol error${
       RECOVERY ? " and recovery" : ""
@@ -131,7 +138,13 @@ for (const { scenario, digests } of PROBE_CASES) {
         const args = ["probe", target(t)];
         if (digests) args.push("--header-digest", "crc32c", "--data-digest", "crc32c");
         const o = await runBounded(args);
-        assertContained(scenario, o, t);
+        assertContained(scenario, o, t, logged);
+        if (scenario === "async-logout-request") {
+          assert.ok(
+            t.events.some((e) => /conn 1: ended \(logout\)/.test(e)),
+            `isboot did not log out as asked: ${t.events.join(" / ")}`,
+          );
+        }
         if (RECOVERY) {
           assert.equal(o.code, 0, `expected recovery on a new connection: ${o.stderr}`);
           assert.ok(t.accepted >= 2, "no new connection after the protocol error");
