@@ -601,6 +601,8 @@ export async function writeDocsTable(rows: RowResult[], server: ServerKind): Pro
     `${rows.filter((r) => r.pass).length}/${rows.length} rows pass.`;
   const body = `${BEGIN}\n${stamp}\n\n${formatTable(rows)}\n${END}`;
   await Deno.writeTextFile(path, doc.slice(0, a) + body + doc.slice(b + END.length));
+  // Keep the file as `deno fmt` wants it (make check runs fmt --check).
+  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", path] }).output();
 }
 
 if (import.meta.main) {
