@@ -559,6 +559,8 @@ const COALESCE_LIMIT = 64 * 1024;
 const BATCH_BUFFER_SIZE = 256 * 1024;
 /** Reading stops while more than this waits in the reply queue. */
 const REPLY_QUEUE_LIMIT = 8 * 1024 * 1024;
+/** Free WRITE payload buffers kept per connection for reuse. */
+const POOL_BYTES = 8 * 1024 * 1024;
 /** Zero buffer used to emulate WRITE_ZEROES on devices without it. */
 const ZERO_CHUNK = 1024 * 1024;
 
@@ -793,6 +795,46 @@ export function nbdErrnoOf(e: unknown): number {
   return NBD_EIO;
 }
 
+/**
+ * Reuses WRITE payload buffers: a 1 MiB write stream would otherwise leave a
+ * megabyte of garbage per request, and V8 collects external memory late
+ * (RSS climbs by tens of MiB). Buffers come in power-of-two sizes from
+ * 4 KiB; at most `maxBytes` are kept free.
+ */
+export class BufferPool {
+  #free = new Map<number, ArrayBuffer[]>();
+  #held = 0;
+  constructor(private maxBytes: number) {}
+
+  /** A buffer of exactly `n` bytes (contents undefined). */
+  get(n: number): Uint8Array {
+    const cls = sizeClass(n);
+    const ab = this.#free.get(cls)?.pop();
+    if (ab) {
+      this.#held -= cls;
+      return new Uint8Array(ab, 0, n);
+    }
+    return new Uint8Array(new ArrayBuffer(cls), 0, n);
+  }
+
+  /** Give back a buffer from get(); kept if the pool has room. */
+  put(b: Uint8Array): void {
+    const ab = b.buffer as ArrayBuffer;
+    const cls = ab.byteLength;
+    if (cls !== sizeClass(cls) || this.#held + cls > this.maxBytes) return;
+    let list = this.#free.get(cls);
+    if (!list) this.#free.set(cls, list = []);
+    list.push(ab);
+    this.#held += cls;
+  }
+}
+
+function sizeClass(n: number): number {
+  let c = 4096;
+  while (c < n) c *= 2;
+  return c;
+}
+
 /** Runs async sections one at a time, in call order. */
 class Mutex {
   #tail: Promise<unknown> = Promise.resolve();
@@ -820,6 +862,7 @@ class Transmission {
   #done: Promise<void> | null = null;
   #zeroes: Uint8Array | null = null;
   #rmw: Mutex;
+  #pool = new BufferPool(POOL_BYTES);
   #log: Logger;
   #label: string;
 
@@ -900,14 +943,16 @@ class Transmission {
         if (req.type === NBD_CMD_WRITE) {
           if (problem === null) {
             await this.#admit(req.length);
-            const payload = new Uint8Array(req.length);
+            const payload = this.#pool.get(req.length);
             if (!(await r.readInto(payload))) {
+              this.#pool.put(payload);
               this.#release(req.length);
               this.#log.debug(`${this.#label}: truncated write payload, closing`);
               break;
             }
             // Re-check: a shutdown may have begun while we waited.
             if (this.#stopping) {
+              this.#pool.put(payload);
               this.#release(req.length);
               problem = new RequestError(NBD_ESHUTDOWN, "server is shutting down");
             } else {
@@ -964,7 +1009,12 @@ class Transmission {
 
   #dispatch(req: NbdRequest, payload: Uint8Array | null, cost: number): void {
     this.#execute(req, payload).then(
-      () => this.#release(cost),
+      () => {
+        // The device is done with a payload once its write resolved; after
+        // a failure it may still be queued somewhere below, so it is dropped.
+        if (payload) this.#pool.put(payload);
+        this.#release(cost);
+      },
       (e) => {
         const errno = nbdErrnoOf(e);
         this.#log.debug(() =>

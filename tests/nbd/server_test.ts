@@ -8,6 +8,7 @@ import * as C from "../../src/nbd/constants.ts";
 import { MemoryDevice } from "../../src/memory_device.ts";
 import {
   blockSizes,
+  BufferPool,
   NbdServer,
   newCounters,
   serveTransmission,
@@ -354,4 +355,18 @@ Deno.test("nbd server: block sizes and flags from the device", () => {
     ro,
     C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_READ_ONLY | C.NBD_FLAG_SEND_FLUSH | C.NBD_FLAG_CAN_MULTI_CONN,
   );
+});
+
+Deno.test("nbd server: BufferPool reuses power-of-two buffers up to its cap", () => {
+  const pool = new BufferPool(64 * 1024);
+  const a = pool.get(5000);
+  assertEquals([a.length, a.buffer.byteLength], [5000, 8192]);
+  pool.put(a);
+  const b = pool.get(8000);
+  assertEquals(b.buffer, a.buffer); // reused
+  const big = pool.get(MiB);
+  pool.put(big); // over the cap: dropped
+  assert_(pool.get(MiB).buffer !== big.buffer);
+  pool.put(new Uint8Array(3000)); // not from the pool (not a size class): ignored
+  assertEquals(pool.get(3000).buffer.byteLength, 4096);
 });
