@@ -71,6 +71,7 @@ export async function listenNbd(addr: ListenAddress): Promise<Deno.Listener> {
       );
     }
   }
+  await ensureParent(addr.path);
   await removeStaleSocket(addr.path);
   // bind() creates the socket file with mode 0777 & ~umask: with umask 0177
   // it is 0600 from the start, so there is no window to connect through.
@@ -81,6 +82,22 @@ export async function listenNbd(addr: ListenAddress): Promise<Deno.Listener> {
     throw new OperationalError(`cannot listen on unix:${addr.path}: ${(e as Error).message}`);
   } finally {
     Deno.umask(old);
+  }
+}
+
+/** Create a missing parent directory (e.g. /run/isboot) private to its owner. */
+async function ensureParent(path: string): Promise<void> {
+  const i = path.lastIndexOf("/");
+  if (i <= 0) return;
+  const dir = path.slice(0, i);
+  try {
+    await Deno.stat(dir);
+  } catch {
+    try {
+      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw new OperationalError(`cannot create ${dir}: ${(e as Error).message}`);
+    }
   }
 }
 

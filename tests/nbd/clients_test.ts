@@ -232,6 +232,17 @@ Deno.test("nbd clients: unix socket is 0600; TCP on loopback; SIGTERM exits 0", 
   }
   assert_(/stopped: 0 connections/.test(s.stderr()), s.stderr());
 
+  // a missing parent directory is created, mode 0700
+  const dir = await Deno.makeTempDir({ dir: "/dev/shm" });
+  try {
+    const u = await startServe("memory:4M", [], `unix:${dir}/sub/x.sock`);
+    assertEquals((await Deno.stat(`${dir}/sub`)).mode! & 0o777, 0o700);
+    assertEquals((await mustRun("nbdinfo", ["--size", u.uri])).stdout.trim(), String(4 * MiB));
+    assertEquals(await u.stop(), 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+
   const t = await startServe("memory:4M", [], "tcp:0");
   try {
     assert_(t.where.startsWith("tcp:127.0.0.1:"), t.where);
