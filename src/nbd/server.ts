@@ -270,6 +270,13 @@ export async function serveTransmission(
 export interface NbdServerOptions extends TransmissionOptions {
   /** The exports; the first is the default (empty name). At least one. */
   exports: NbdExport[];
+  /**
+   * Connections served at once (default 128); more are closed at once, so
+   * a flood of idle connections cannot exhaust memory.
+   */
+  maxConnections?: number;
+  /** A client that has not finished negotiating after this long is dropped (default 30 s). */
+  handshakeTimeoutMs?: number;
 }
 
 /**
@@ -309,16 +316,29 @@ export class NbdServer {
   async serve(stream: ByteStream): Promise<void> {
     const id = this.#nextId++;
     const label = `${this.#opts.label ?? "nbd"}[${id}]`;
+    const log = this.#opts.log;
+    if (this.#connections.size >= (this.#opts.maxConnections ?? 128)) {
+      log.debug(`${label}: too many connections, refusing one`);
+      stream.close();
+      return;
+    }
     const conn: Connection = { stream, transmission: null, stopping: this.#shuttingDown };
     this.#connections.add(conn);
     this.counters.connections++;
     this.counters.activeConnections++;
-    const log = this.#opts.log;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       if (conn.stopping) return;
-      const reader = new BufferedReader(stream);
+      // Small buffer while negotiating (options are at most MAX_OPTION_DATA).
+      const reader = new BufferedReader(stream, HANDSHAKE_BUFFER_SIZE);
+      timer = setTimeout(() => {
+        log.debug(`${label}: handshake timed out`);
+        stream.close();
+      }, this.#opts.handshakeTimeoutMs ?? 30_000);
       const chosen = await this.#negotiate(stream, reader, label, conn);
+      clearTimeout(timer);
       if (!chosen || conn.stopping) return;
+      reader.grow(READ_BUFFER_SIZE);
       log.debug(() =>
         `${label}: transmission on export "${chosen.export.name}", flags 0x${
           chosen.flags.toString(16)
@@ -338,6 +358,7 @@ export class NbdServer {
     } catch (e) {
       log.debug(`${label}: ${e instanceof Error ? e.message : String(e)}`);
     } finally {
+      clearTimeout(timer);
       stream.close();
       this.#connections.delete(conn);
       this.counters.activeConnections--;
@@ -551,10 +572,13 @@ export class NbdServer {
 
 /** Option data beyond this is discarded and refused (a GO with a 4096-byte name is ~4.2 KiB). */
 const MAX_OPTION_DATA = 16 * 1024;
+/** Receive buffer while negotiating: the largest option we read, plus its header. */
+const HANDSHAKE_BUFFER_SIZE = MAX_OPTION_DATA + 4096;
 /** Size of the receive buffer each connection parses requests from. */
 const READ_BUFFER_SIZE = 256 * 1024;
 /** Replies smaller than this are copied into one batch buffer; larger ones are written as they are. */
 const COALESCE_LIMIT = 64 * 1024;
+const EMPTY = new Uint8Array(0);
 /** Size of the batch buffer. */
 const BATCH_BUFFER_SIZE = 256 * 1024;
 /** Reading stops while more than this waits in the reply queue. */
@@ -588,13 +612,27 @@ function concat(parts: Uint8Array[]): Uint8Array {
  * the rest is read straight into the payload's own buffer.
  */
 export class BufferedReader {
-  buf = new Uint8Array(READ_BUFFER_SIZE);
+  buf: Uint8Array;
   start = 0;
   end = 0;
-  #dv = new DataView(this.buf.buffer);
+  #dv: DataView;
   #eof = false;
 
-  constructor(private stream: ByteStream) {}
+  constructor(private stream: ByteStream, size = READ_BUFFER_SIZE) {
+    this.buf = new Uint8Array(size);
+    this.#dv = new DataView(this.buf.buffer);
+  }
+
+  /** Enlarge the buffer (keeping what is buffered), e.g. when transmission starts. */
+  grow(size: number): void {
+    if (this.buf.length >= size) return;
+    const b = new Uint8Array(size);
+    b.set(this.buf.subarray(this.start, this.end));
+    this.end -= this.start;
+    this.start = 0;
+    this.buf = b;
+    this.#dv = new DataView(b.buffer);
+  }
 
   get available(): number {
     return this.end - this.start;
@@ -669,7 +707,7 @@ class ReplyWriter {
   #queued = 0;
   #running = false;
   #failed = false;
-  #batch = new Uint8Array(BATCH_BUFFER_SIZE);
+  #batch = EMPTY; // allocated on first use: idle connections cost little
   #waiters: (() => void)[] = [];
 
   constructor(private stream: ByteStream, private onFail: (e: unknown) => void) {}
@@ -707,6 +745,7 @@ class ReplyWriter {
 
   async #run(): Promise<void> {
     this.#running = true;
+    if (this.#batch.length === 0) this.#batch = new Uint8Array(BATCH_BUFFER_SIZE);
     // Yield once so that replies completing in the same tick join one batch.
     await Promise.resolve();
     try {

@@ -370,3 +370,36 @@ Deno.test("nbd server: BufferPool reuses power-of-two buffers up to its cap", ()
   pool.put(new Uint8Array(3000)); // not from the pool (not a size class): ignored
   assertEquals(pool.get(3000).buffer.byteLength, 4096);
 });
+
+Deno.test("nbd server: connection cap and handshake timeout", async () => {
+  const device = new MemoryDevice({ size: BigInt(MiB) });
+  const server = new NbdServer({
+    exports: [{ name: "d", device }],
+    log,
+    maxConnections: 2,
+    handshakeTimeoutMs: 100,
+  });
+  const pairs = [memoryStreamPair(), memoryStreamPair(), memoryStreamPair()];
+  const served = pairs.map(([, s]) => server.serve(s));
+  const clients = pairs.map(([c]) => new WireClient(c));
+  await clients[0].greet();
+  await clients[1].greet();
+  // the third is over the cap: closed without a greeting
+  assertEquals(await clients[2].read(18, 1000), null);
+  // the two others never finish negotiating: dropped after the timeout
+  assert_(await clients[0].closedByServer(2000));
+  assert_(await clients[1].closedByServer(2000));
+  await Promise.all(served);
+  assertEquals(server.activeConnections, 0);
+  // a client that finishes in time stays connected past the timeout
+  const [c, s] = memoryStreamPair();
+  const done = server.serve(s);
+  const w = new WireClient(c);
+  await w.greet();
+  await w.go();
+  await new Promise((r) => setTimeout(r, 200));
+  await w.request({ type: C.NBD_CMD_READ, handleLo: 1, length: 512 });
+  assertEquals((await w.reply(() => 512))!.error, 0);
+  await w.request({ type: C.NBD_CMD_DISC });
+  await done;
+});
