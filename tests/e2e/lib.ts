@@ -70,6 +70,16 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
+/** Remove older cached builds `PREFIX*SUFFIX` in E2E_DIR other than `keep`. */
+async function pruneCache(prefix: string, suffix: string, keep: string): Promise<void> {
+  for await (const e of Deno.readDir(E2E_DIR)) {
+    const p = `${E2E_DIR}/${e.name}`;
+    if (e.name.startsWith(prefix) && e.name.endsWith(suffix) && p !== keep) {
+      await Deno.remove(p).catch(() => {});
+    }
+  }
+}
+
 async function sha256(parts: (string | Uint8Array)[]): Promise<string> {
   const chunks = parts.map((p) => (typeof p === "string" ? new TextEncoder().encode(p) : p));
   const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
@@ -202,6 +212,7 @@ export async function ensureBaseImage(): Promise<string> {
     ]);
     await Deno.remove(fs);
     await Deno.rename(tmp, img);
+    await pruneCache("root-base-", ".img", img);
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
@@ -319,6 +330,7 @@ export async function buildInitrd(
       }
     }
     await Deno.rename(`${out}.tmp`, out);
+    await pruneCache(`initrd-${kind}-`, ".img", out);
   } finally {
     await Deno.remove(work, { recursive: true }).catch(() => {});
     await Deno.remove(`${out}.tmp`).catch(() => {});
