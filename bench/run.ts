@@ -49,10 +49,10 @@ function options(): Options {
       runs: { type: "string" },
       runtime: { type: "string" },
       size: { type: "string" },
-      digests: { type: "string", default: "none,crc32c" },
+      digests: { type: "string", default: "none,header,crc32c" },
       contestants: {
         type: "string",
-        default: "isboot,qemu-nbd,nbdkit-memory,iscsi-perf,qemu-img-bench",
+        default: "isboot,qemu-nbd,nbdkit-memory,isboot-memory,iscsi-perf,qemu-img-bench",
       },
       jobs: { type: "string", default: JOBS.map((j) => j.id).join(",") },
       isboot: { type: "string", default: "dist/isboot" },
@@ -144,25 +144,36 @@ function log(msg: string) {
   console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 }
 
-async function timeCmd(cmd: string, args: string[], n: number) {
-  const ms: number[] = [];
-  const kib: number[] = [];
-  let last = { code: 0, stdout: "", stderr: "" };
+/** Wall times and max RSS of repeated short commands, gathered over all runs. */
+interface Timing {
+  ms: number[];
+  kib: number[];
+  ok: boolean;
+  error?: string;
+  stdout: string;
+}
+
+async function timeCmd(into: Timing, cmd: string, args: string[], n: number): Promise<void> {
   for (let i = 0; i < n; i++) {
     const r = await run("/usr/bin/time", ["-f", "BENCHRSS %M", cmd, ...args]);
     const m = /BENCHRSS (\d+)/.exec(r.stderr);
-    ms.push(r.ms);
-    if (m) kib.push(Number(m[1]));
-    last = r;
-  }
-  return {
-    ok: last.code === 0,
-    medianMs: median(ms),
-    medianMaxRssKiB: kib.length ? median(kib) : undefined,
-    error: last.code === 0
+    into.ms.push(r.ms);
+    if (m) into.kib.push(Number(m[1]));
+    into.ok = r.code === 0;
+    into.error = r.code === 0
       ? undefined
-      : last.stderr.replace(/BENCHRSS.*\n?/, "").trim().split("\n").pop(),
-    stdout: last.stdout,
+      : r.stderr.replace(/BENCHRSS.*\n?/, "").trim().split("\n").pop();
+    into.stdout = r.stdout;
+  }
+}
+
+function timingSummary(t: Timing) {
+  return {
+    ok: t.ok,
+    n: t.ms.length,
+    medianMs: t.ms.length ? median(t.ms) : undefined,
+    medianMaxRssKiB: t.kib.length ? median(t.kib) : undefined,
+    error: t.error,
   };
 }
 
@@ -205,21 +216,23 @@ async function main() {
     await t.addTarget({ tid: 2, iqn: NULL_IQN, bstype: "null", backing: "/dev/null" });
     log(`tgtd pid ${t.child.pid} on 127.0.0.1:${t.port}, control ${t.control}`);
 
-    // Start-up and login figures (no load running).
     const want = (c: string) => o.contestants.includes(c);
-    if (want("isboot")) {
-      const v = await timeCmd(o.isboot, ["--version"], 5);
-      extras.isbootVersion = { ...v, stdout: v.stdout.trim() };
-      await t.setDigests(1, "none");
-      const probe = await timeCmd(o.isboot, ["probe", t.uri(RAM_IQN), "--json"], 5);
-      extras.isbootProbe = { ...probe, stdout: undefined };
-      try {
-        extras.isbootProbeJson = JSON.parse(probe.stdout);
-      } catch { /* not JSON (or failed) */ }
-    }
-    extras.iscsiInq = { ...(await timeCmd("iscsi-inq", [t.uri(RAM_IQN)], 5)), stdout: undefined };
-
+    const newTiming = (): Timing => ({ ms: [], kib: [], ok: false, stdout: "" });
+    const tVersion = newTiming(), tProbe = newTiming(), tInq = newTiming();
     for (let runNo = 1; runNo <= o.runs; runNo++) {
+      // Start-up and login figures, a few in every run (no load running).
+      await t.setDigests(1, "none");
+      if (want("isboot")) {
+        await timeCmd(tVersion, o.isboot, ["--version"], 3);
+        await timeCmd(tProbe, o.isboot, ["probe", t.uri(RAM_IQN), "--json"], 3);
+        try {
+          extras.isbootProbeJson = JSON.parse(tProbe.stdout);
+        } catch { /* not JSON (or failed) */ }
+      }
+      await timeCmd(tInq, "iscsi-inq", [t.uri(RAM_IQN)], 3);
+      extras.isbootVersion = timingSummary(tVersion);
+      extras.isbootProbe = timingSummary(tProbe);
+      extras.iscsiInq = timingSummary(tInq);
       for (const digest of o.digests) {
         await t.setDigests(1, digest);
         await t.setDigests(2, digest);

@@ -153,7 +153,7 @@ export function table(rs: Row[]): string {
     "raw libiscsi null",
     "isboot/qemu",
     "isboot/ceiling",
-    "CRC cost isboot / qemu",
+    "digests/none isboot / qemu",
     "mean lat µs isboot / qemu",
     "p99 lat µs isboot / qemu",
     "CPU s/GiB isboot / qemu",
