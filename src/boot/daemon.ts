@@ -2,31 +2,35 @@
  * The process layout of `isboot boot` (design.md §5, docs/boot.md):
  *
  * 1. The command the hook runs (stage "launch") decides the plan, prints it,
- *    and spawns itself (/proc/self/exe with its own argv, so the bundle form
- *    re-runs deno with the same arguments) under argv[0] `@isboot`, in a new
- *    session, with a pipe on stdout. It exits when the child says READY
- *    (status 0) or FAIL N (status N): the hook continues only with a device.
- * 2. The child (stage "flusher") sets PR_SET_IO_FLUSHER on its main thread
- *    and execve()s /proc/self/exe again: the flag is per thread, Deno's
- *    threads exist before user code, and threads made after the execve
- *    inherit it. argv[0] stays `@isboot`, which systemd reads as "root
- *    storage daemon: do not kill at switch_root or shutdown".
- * 3. The re-exec'd process (stage "daemon") runs the sequence, locks its
- *    file mappings, sets oom_score_adj -1000, opens /dev/kmsg, says READY,
- *    chdirs to /, ignores SIGTERM/SIGINT/SIGHUP, and serves until the kernel
- *    device goes away.
+ *    sets PR_SET_IO_FLUSHER on its main thread, and spawns itself
+ *    (/proc/self/exe with its own argv, so the bundle form re-runs deno with
+ *    the same arguments) under argv[0] `@isboot`, in a new session, with a
+ *    pipe on stdout. It exits when the child says READY (status 0) or FAIL N
+ *    (status N): the hook continues only with a device.
+ * 2. IO_FLUSHER is per thread and Deno's threads exist before user code; a
+ *    process forked from a flagged thread inherits the flag, and every thread
+ *    it starts after exec inherits it from its main thread. The child (stage
+ *    "daemon") checks its main thread: when the flag did not come along (the
+ *    spawn ran on another thread), it sets it and execve()s /proc/self/exe
+ *    again (stage "flusher"), keeping argv[0] `@isboot` — systemd's mark for
+ *    "root storage daemon: do not kill at switch_root or shutdown".
+ * 3. The daemon runs the sequence, leaves its unit's cgroup, locks its file
+ *    mappings, sets oom_score_adj -1000, opens /dev/kmsg, says READY, chdirs
+ *    to /, ignores SIGTERM/SIGINT/SIGHUP, and serves until the kernel device
+ *    goes away.
  * A step the kernel refuses (no CAP_SYS_RESOURCE in a container) is logged
  * and skipped.
  *
  * @example
  * ```ts
  * const stage = bootStage(Deno.env.get("ISBOOT_STAGE"));
- * if (stage === "flusher") enterDaemonStage(log);  // never returns
+ * if (stage === "flusher") enterDaemonStage();  // never returns
  * ```
  */
 import { OperationalError } from "../errors.ts";
 import type { Logger, LogLevel, LogSink } from "../log.ts";
 import {
+  getIoFlusher,
   lockFileMappings,
   reexecSelf,
   selfArgv,
@@ -42,6 +46,16 @@ export const T0_ENV = "ISBOOT_T0";
 /** How the IO_FLUSHER step went, carried across the re-exec for the log. */
 export const FLUSHER_ENV = "ISBOOT_IO_FLUSHER";
 export const DAEMON_ARGV0 = "@isboot";
+/** FLUSHER_ENV value: the launcher set the flag; the child should have inherited it. */
+export const FLUSHER_INHERIT = "inherit";
+
+/**
+ * Whether the daemon stage must set IO_FLUSHER itself and re-exec: the
+ * launcher set it, yet this main thread does not have it.
+ */
+export function needsFlusherReexec(flusherEnv: string | undefined): boolean {
+  return flusherEnv === FLUSHER_INHERIT && getIoFlusher() !== true;
+}
 
 /** The stage named by ISBOOT_STAGE. */
 export function bootStage(value: string | undefined): BootStage {
@@ -99,11 +113,18 @@ export async function launchDaemon(
 ): Promise<{ code: number; device?: string }> {
   const { spawn } = await import("node:child_process");
   const argv = selfArgv();
+  // Set on this (main) thread so that the child forked from it inherits it.
+  const flusher = setIoFlusher();
   const child = spawn("/proc/self/exe", argv.slice(1), {
     argv0: DAEMON_ARGV0,
     detached: true,
     stdio: ["ignore", "pipe", "inherit"],
-    env: { ...Deno.env.toObject(), [STAGE_ENV]: "flusher", [T0_ENV]: String(startedAt) },
+    env: {
+      ...Deno.env.toObject(),
+      [STAGE_ENV]: "daemon",
+      [FLUSHER_ENV]: flusher.ok ? FLUSHER_INHERIT : flusher.error,
+      [T0_ENV]: String(startedAt),
+    },
   });
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   let buf = "";
@@ -173,8 +194,12 @@ export function becomeRootStorageDaemon(log: Logger): void {
     else log.warn(`${what}: skipped: ${r.error}`);
   };
   const flusher = Deno.env.get(FLUSHER_ENV);
-  if (flusher !== undefined) {
-    report("PR_SET_IO_FLUSHER", flusher === "ok" ? { ok: true } : { ok: false, error: flusher });
+  if (flusher === FLUSHER_INHERIT) {
+    report("PR_SET_IO_FLUSHER", { ok: true, detail: "inherited from the launcher's thread" });
+  } else if (flusher === "ok") {
+    report("PR_SET_IO_FLUSHER", { ok: true, detail: "set, then re-exec" });
+  } else if (flusher !== undefined) {
+    report("PR_SET_IO_FLUSHER", { ok: false, error: flusher });
   }
   report("leave the starting unit's cgroup", leaveUnitCgroup());
   report("oom_score_adj -1000", setOomScoreAdj(-1000));

@@ -14,8 +14,10 @@ import {
   becomeRootStorageDaemon,
   bootStage,
   enterDaemonStage,
+  FLUSHER_ENV,
   kmsgSink,
   launchDaemon,
+  needsFlusherReexec,
   STAGE_ENV,
   T0_ENV,
   tellLauncher,
@@ -79,7 +81,9 @@ async function findIbft(source: string, log: Logger): Promise<LoadedIbft | null>
 
 async function run(args: string[], ctx: CommandContext): Promise<number> {
   const stage = bootStage(ctx.env(STAGE_ENV));
-  if (stage === "flusher") enterDaemonStage();
+  if (stage === "flusher" || (stage === "daemon" && needsFlusherReexec(ctx.env(FLUSHER_ENV)))) {
+    enterDaemonStage();
+  }
   const p = parseCommand(args, OPTIONS, USAGE, ctx, false);
   if (!p) return 0;
   const v = p.values;

@@ -30,7 +30,7 @@ async function startTgtd(ns: NetNs): Promise<NsTgtd> {
   }
 }
 
-async function scenario(secret: string) {
+async function scenario(secret: string, foreground = true) {
   const dir = await Deno.makeTempDir({ prefix: "isboot-bootns-" });
   const ns = await NetNs.create();
   let tgtd: NsTgtd | undefined;
@@ -117,7 +117,7 @@ async function scenario(secret: string) {
     const out = await ns.command(cmd, [
       ...pre,
       "boot",
-      "--foreground",
+      ...(foreground ? ["--foreground"] : []),
       "--source",
       `${dir}/ibft.bin`,
       "--cmdline",
@@ -192,6 +192,26 @@ Deno.test({
         /^isboot: every target refused authentication/,
       );
       assert.doesNotMatch(r.stderr, /wrong-secret-77/);
+    } finally {
+      await Deno.remove(r.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "boot (launcher + @isboot daemon) in a netns: the daemon's FAIL reaches the launcher's exit status",
+  sanitizeResources: false,
+  ignore: await Deno.stat("/sys/module/nbd").then(() => true, () => false),
+  fn: async () => {
+    const r = await scenario("bootns-secret1", false);
+    try {
+      // The daemon (spawned, IO_FLUSHER, maybe re-exec'd) logs in, fails at the attach
+      // (no nbd driver here), says FAIL 1; the launcher exits 1.
+      assert.match(r.stderr, /isboot: logged in to iBFT target 0/, r.stderr);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^isboot: .*nbd/m, r.stderr);
+      assert.doesNotMatch(r.stderr, /the daemon exited .* before the device was ready/, r.stderr);
     } finally {
       await Deno.remove(r.dir, { recursive: true });
     }
