@@ -75,8 +75,11 @@ export interface FaultContext {
 
 export interface Fault {
   name: string;
-  /** Whether the fault must end the connection (so recovery means a new login). */
-  breaksConnection: boolean;
+  /**
+   * Whether the fault must end the connection (so recovery means a new
+   * login), for a workload.
+   */
+  breaksConnection: boolean | ((w: Workload) => boolean);
   /**
    * Injects the fault; resolves at the moment it took effect (for a
    * corruption: when the byte was flipped).
@@ -142,7 +145,9 @@ export const FAULTS: Fault[] = [
   },
   {
     name: "corrupt data-segment byte",
-    breaksConnection: false,
+    // A DataDigest error in what we receive must end the connection (RFC 7143
+    // §7.8 at ERL 0; never accept the data); in what tgtd receives, tgtd decides.
+    breaksConnection: (w) => dataDirection(w) === "to-initiator",
     inject: async ({ proxy, workload, note }) => {
       const direction = dataDirection(workload);
       const r = await proxy.corrupt({
@@ -446,7 +451,10 @@ export async function runRow(
 
     try {
       // A client that gave up (it stops after 64 errors) ends the wait early.
-      const recovered = (fault.breaksConnection ? nextStatus(t0, connAtFault) : nextStatus(t0))
+      const breaks = typeof fault.breaksConnection === "function"
+        ? fault.breaksConnection(workload)
+        : fault.breaksConnection;
+      const recovered = (breaks ? nextStatus(t0, connAtFault) : nextStatus(t0))
         .then(() => true);
       const gaveUp = clientOut.then(() => false, () => false);
       const ok = await withTimeout(
