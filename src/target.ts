@@ -80,7 +80,7 @@ export function negotiatedParameters(p: SessionParams): Record<string, string | 
  *
  * @example
  * ```ts
- * const cfg = await sessionConfigFromUri(uri, p.values, ctx.env); // src/cli/target_options.ts
+ * const cfg = await sessionConfigFromUri(uri, p.values, ctx.env); // src/iscsi/config.ts
  * const t = await openTarget(cfg, { log: ctx.log });
  * try {
  *   const first = await t.device.read(0n, t.device.blockSize);

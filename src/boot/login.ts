@@ -36,6 +36,8 @@ export async function loginTarget(t: BootTarget, o: LoginOptions): Promise<Block
     isidPurpose: `boot ${t.targetName}`,
     connectTimeoutMs: 5_000,
     loginTimeoutMs: 15_000,
+    // isboot.recovery_timeout= (src/boot/cmdline.ts): how long I/O waits for a lost connection.
+    recoveryTimeoutMs: o.recoveryTimeoutMs,
   }, { log: o.log });
   return opened.device;
 }

@@ -27,7 +27,12 @@ import type { Logger } from "../log.ts";
 import { redactUri } from "../iscsi/uri.ts";
 import { openTarget } from "../target.ts";
 import { parseCommand } from "./args.ts";
-import { sessionConfigFromUri, TARGET_OPTIONS, TARGET_OPTIONS_HELP } from "./target_options.ts";
+import {
+  sessionConfigFromUri,
+  TARGET_OPTIONS,
+  TARGET_OPTIONS_HELP,
+  type TargetOptionValues,
+} from "./target_options.ts";
 import type { Command, CommandContext } from "./context.ts";
 
 const USAGE = `usage: isboot attach TARGET [--device /dev/nbdN] [options]
@@ -104,7 +109,7 @@ function intOption(
 async function openBackend(
   target: string,
   opts: { blockSize?: number; readOnly: boolean; device?: string; takeover?: boolean },
-  values: Record<string, string | boolean | undefined>,
+  values: TargetOptionValues,
   ctx: CommandContext,
 ): Promise<Backend> {
   if (target.startsWith("memory:")) {
@@ -142,6 +147,7 @@ async function openBackend(
       close: () => t.close(),
       identifier: `${cfg.targetName}/${cfg.lun}`,
       display: redactUri(target),
+      reconnects: () => t.transport.reconnects,
       session: () => ({
         portal: s.portal,
         targetName: s.targetName,

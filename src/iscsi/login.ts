@@ -204,7 +204,7 @@ export async function login(cfg: LoginConfig, crc: Crc32c, log: Logger): Promise
             "target picked CHAP_A=7 but expects SHA-1 there (Linux tgt numbering); allow sha1 in --chap-algorithms",
           );
         }
-        log.warn(
+        log.debug(
           "target picked CHAP_A=7 but rejected a SHA-256 response; retrying with 7 as SHA-1 (Linux tgt numbering)",
         );
         legacy7 = true;

@@ -231,7 +231,10 @@ export class Negotiation {
       o.set(KEY.ImmediateData, "Yes");
       o.set(KEY.MaxBurstLength, String(U24 - 511)); // largest multiple of 512
       o.set(KEY.FirstBurstLength, "262144");
-      o.set(KEY.DefaultTime2Wait, "2");
+      // Time2Wait 0: at ERL 0 recovery reinstates the session, which makes the
+      // target drop the old one at once; a target that needs time answers
+      // more (max rule, §13.15) and recovery honours that.
+      o.set(KEY.DefaultTime2Wait, "0");
       // ERL 0 and Time2Retain 0: on connection loss the target may drop
       // tasks at once; we reinstate the session and replay (issue 5).
       o.set(KEY.DefaultTime2Retain, "0");

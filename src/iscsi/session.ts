@@ -7,10 +7,12 @@
  *   progress), the ISID/TSIH, negotiated parameters, CmdSN window and
  *   ExpStatSN. It outlives connections in the design.
  * - Connection (connection.ts): socket and PDU framing only.
- * Today a lost connection fails every command (see {@link Session.#fail});
- * recovery will instead log in again with the same ISID (reinstatement,
- * §6.3.5), reset each unfinished task's transfer state and re-issue the
- * tasks in CmdSN order on the new connection.
+ * A lost connection (see {@link Session.#fail}) starts recovery: the tasks
+ * are kept, new ones held, the session logs in again with the same ISID
+ * and TSIH 0 (session reinstatement at ErrorRecoveryLevel 0, RFC 7143
+ * §6.3.5), on the next portal of `portals` when one cannot be reached, and
+ * re-issues every unfinished task in its original CmdSN order with a fresh
+ * ITT and CmdSN (docs/iscsi.md, "Recovery").
  *
  * Data path (issue 6): Data-In is read by the connection straight into the
  * caller's buffer (the DataPlacer below), Data-Out is sent as views of the
@@ -18,7 +20,7 @@
  * (RFC 1982) on numbers, and the window is refilled on every PDU that moves
  * MaxCmdSN.
  */
-import { IsbootError, OperationalError } from "../errors.ts";
+import { AuthError, IsbootError, OperationalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ScsiCommand, ScsiResponse, ScsiTransport } from "../scsi/transport.ts";
 import {
@@ -54,7 +56,14 @@ import type { ChapAlgorithmName } from "./chap.ts";
 import type { Connection } from "./connection.ts";
 import { type Crc32c, defaultCrc32c } from "./digest.ts";
 import { IscsiProtocolError } from "./errors.ts";
-import { type ChapCredentials, login, type LoginResult, randomIsid, stableIsid } from "./login.ts";
+import {
+  type ChapCredentials,
+  login,
+  type LoginConfig,
+  type LoginResult,
+  randomIsid,
+  stableIsid,
+} from "./login.ts";
 import type { DigestChoice, SessionParams } from "./negotiate.ts";
 import {
   encodeDataOut,
@@ -75,9 +84,29 @@ export function serialLe(a: number, b: number): boolean {
   return ((a - b) | 0) <= 0;
 }
 
+/** Defaults of the recovery timers (docs/iscsi.md, "Recovery", says why). */
+export const RECOVERY_DEFAULTS = {
+  /** Idle time after which a NOP-Out checks the connection (open-iscsi noop_out_interval). */
+  nopIntervalMs: 5_000,
+  /** A NOP-Out unanswered this long ends the connection (open-iscsi noop_out_timeout). */
+  nopTimeoutMs: 10_000,
+  /** First reconnect delay after a failed attempt; doubled per round of portals. */
+  backoffInitialMs: 250,
+  /** Longest delay between reconnect rounds. */
+  backoffMaxMs: 5_000,
+  /** Consecutive authentication failures on relogin before the session gives up. */
+  authFailures: 3,
+} as const;
+
 /** What a session needs: where, who, how to authenticate, what to negotiate. */
 export interface SessionConfig {
   portal: Portal;
+  /**
+   * Other portals of the same target (iBFT's second target, `--portal`),
+   * tried in order when the current one cannot be reached during recovery;
+   * every recovery starts again at `portal`.
+   */
+  portals?: readonly Portal[];
   targetName: string;
   /** The LUN the user named (commands carry their own; kept for display). */
   lun: number;
@@ -94,10 +123,17 @@ export interface SessionConfig {
   isidPurpose?: string;
   /** Abort a command not done after this long (ABORT TASK, then LUN RESET). 0 = never. */
   commandTimeoutMs?: number;
-  /** Send a NOP-Out ping this often when idle; 0 = never. */
+  /** Send a NOP-Out ping after this long without a PDU from the target (default 5 s); 0 = never. */
   nopIntervalMs?: number;
   /** A ping not answered within this is a connection failure (default 10 s). */
   nopTimeoutMs?: number;
+  /**
+   * How long commands wait for a lost connection to be recovered before they
+   * fail with OperationalError (recovery goes on in the background).
+   * Undefined or Infinity: forever (the root disk); 0: no recovery at all,
+   * the first connection error fails the session.
+   */
+  recoveryTimeoutMs?: number;
   connectTimeoutMs?: number;
   loginTimeoutMs?: number;
   /** CRC32C implementation (default: the process default). */
@@ -139,8 +175,8 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-/** Lifecycle of a session. */
-export type State = "open" | "closing" | "closed" | "failed";
+/** Lifecycle of a session ("recovering": connection lost, commands held). */
+export type State = "open" | "recovering" | "closing" | "closed" | "failed";
 
 const EMPTY = new Uint8Array(0);
 
@@ -161,7 +197,21 @@ export class Session implements ScsiTransport {
   #login: LoginResult;
   #state: State = "open";
   #failure: Error | null = null;
-  readonly #params: SessionParams;
+  #params: SessionParams;
+  readonly #isid: Uint8Array;
+  readonly #crc: Crc32c;
+  readonly #sentChallenges: Set<string>;
+  /** Successful reinstatements since the first login. */
+  #reconnects = 0;
+  /** Why the current recovery started; set while recovering. */
+  #recoveryCause: Error | null = null;
+  /** The recovery timeout passed: commands fail at once until reconnected. */
+  #recoveryExpired = false;
+  #recoveryTimer?: ReturnType<typeof setTimeout>;
+  /** Time2Wait (s) announced by the target for the next reconnect (Async Message, Logout Response). */
+  #time2Wait: number | null = null;
+  /** Wakes the reconnect loop's sleep (close()). */
+  #wake: (() => void) | null = null;
 
   /** CmdSN for the next non-immediate command. */
   #cmdSN: number;
@@ -184,9 +234,18 @@ export class Session implements ScsiTransport {
    */
   readonly ended: Promise<Error | null> = new Promise((r) => (this.#ended = r));
 
-  private constructor(cfg: SessionConfig, log: Logger, r: LoginResult) {
+  private constructor(
+    cfg: SessionConfig,
+    log: Logger,
+    r: LoginResult,
+    crc: Crc32c,
+    sentChallenges: Set<string>,
+  ) {
     this.#cfg = cfg;
     this.#log = log;
+    this.#crc = crc;
+    this.#isid = r.isid;
+    this.#sentChallenges = sentChallenges;
     this.#conn = r.conn;
     this.#login = r;
     this.#params = r.params;
@@ -200,27 +259,11 @@ export class Session implements ScsiTransport {
   static async open(cfg: SessionConfig, log: Logger): Promise<Session> {
     const crc = cfg.crc ?? (await defaultCrc32c());
     const isid = cfg.isidPurpose ? stableIsid(cfg.initiatorName, cfg.isidPurpose) : randomIsid();
-    const r = await login(
-      {
-        portal: cfg.portal,
-        initiatorName: cfg.initiatorName,
-        targetName: cfg.targetName,
-        sessionType: "Normal",
-        chap: cfg.chap,
-        mutual: cfg.mutual,
-        chapAlgorithms: cfg.chapAlgorithms,
-        headerDigest: cfg.headerDigest,
-        dataDigest: cfg.dataDigest,
-        isid,
-        connectTimeoutMs: cfg.connectTimeoutMs,
-        loginTimeoutMs: cfg.loginTimeoutMs,
-        // Kept for the session's relogins (recovery) once that exists.
-        sentChallenges: new Set(),
-      },
-      crc,
-      log,
-    );
-    const s = new Session(cfg, log, r);
+    // Kept for the session's relogins: a target that sends back one of our
+    // challenges is refused (reflection, §12.1.3).
+    const sentChallenges = new Set<string>();
+    const r = await login(loginConfig(cfg, cfg.portal, isid, sentChallenges), crc, log);
+    const s = new Session(cfg, log, r, crc, sentChallenges);
     log.debug(() =>
       `logged in to ${cfg.targetName} at ${formatPortal(r.portal)}: tsih=${r.tsih} ` +
       `auth=${r.auth}${r.chapAlgorithm ? `/${r.chapAlgorithm}` : ""} ` +
@@ -231,14 +274,39 @@ export class Session implements ScsiTransport {
   }
 
   #start(): void {
-    void this.#readLoop(this.#conn);
-    const every = this.#cfg.nopIntervalMs ?? 0;
+    const conn = this.#conn;
+    this.#lastRx = performance.now();
+    void this.#readLoop(conn);
+    const every = this.#cfg.nopIntervalMs ?? RECOVERY_DEFAULTS.nopIntervalMs;
     if (every > 0) {
+      // Checked at half the interval so an idle connection is pinged between
+      // 1 and 1.5 intervals after the last PDU, not 2.
+      let pinging = false;
       this.#nopTimer = setInterval(() => {
-        if (this.#state !== "open" || performance.now() - this.#lastRx < every) return;
-        this.ping(this.#cfg.nopTimeoutMs ?? 10000).catch((e) => this.#fail(e));
-      }, every);
+        if (pinging || this.#state !== "open" || performance.now() - this.#lastRx < every) return;
+        const timeout = this.#cfg.nopTimeoutMs ?? RECOVERY_DEFAULTS.nopTimeoutMs;
+        pinging = true;
+        this.ping(timeout).then(
+          () => (pinging = false),
+          (e) => {
+            pinging = false;
+            this.#failConn(
+              conn,
+              new OperationalError(
+                `NOP-Out not answered within ${timeout} ms (${
+                  e instanceof Error ? e.message : String(e)
+                })`,
+              ),
+            );
+          },
+        );
+      }, Math.max(1, every / 2));
     }
+  }
+
+  /** Fail the session's connection, unless `conn` is an old one already replaced. */
+  #failConn(conn: Connection, e: unknown): void {
+    if (conn === this.#conn) this.#fail(e);
   }
 
   /** Negotiated parameters and login facts (no secrets). */
@@ -261,9 +329,14 @@ export class Session implements ScsiTransport {
     return 0;
   }
 
-  /** "open", "closing", "closed" or "failed". */
+  /** "open", "recovering", "closing", "closed" or "failed". */
   get state(): State {
     return this.#state;
+  }
+
+  /** Connections recovered (session reinstated) since the first login, for `isboot status`. */
+  get reconnects(): number {
+    return this.#reconnects;
   }
 
   /** Commands sent and not yet answered, and commands waiting for the window. */
@@ -289,7 +362,10 @@ export class Session implements ScsiTransport {
    * timed out and aborted).
    */
   execute(cmd: ScsiCommand): Promise<ScsiResponse> {
-    if (this.#state !== "open") {
+    if (this.#state === "recovering" && this.#recoveryExpired) {
+      return Promise.reject(this.#recoveryError());
+    }
+    if (this.#state !== "open" && this.#state !== "recovering") {
       return Promise.reject(this.#failure ?? new OperationalError("iSCSI session is closed"));
     }
     const inLen = cmd.dataInLength ?? 0;
@@ -348,7 +424,8 @@ export class Session implements ScsiTransport {
   }
 
   #send(data: Uint8Array = EMPTY): void {
-    this.#conn.send(this.#bhs, data).catch((e) => this.#fail(e));
+    const conn = this.#conn;
+    conn.send(this.#bhs, data).catch((e) => this.#failConn(conn, e));
   }
 
   #issue(t: Task): void {
@@ -465,7 +542,7 @@ export class Session implements ScsiTransport {
         this.#dispatch(header, data);
       }
     } catch (e) {
-      if (conn === this.#conn) this.#fail(e);
+      this.#failConn(conn, e);
     }
   }
 
@@ -629,6 +706,8 @@ export class Session implements ScsiTransport {
         break;
       case ASYNC_DROP_CONNECTION:
       case ASYNC_DROP_ALL_CONNECTIONS:
+        // §11.9.1: Parameter2 is the Time2Wait before reconnecting.
+        this.#time2Wait = h.asyncParameter2;
         this.#fail(
           new OperationalError(
             `target is dropping the connection (Time2Wait ${h.asyncParameter2} s, Time2Retain ${h.asyncParameter3} s)`,
@@ -677,6 +756,11 @@ export class Session implements ScsiTransport {
   ): Promise<{ h: PduHeader; data: Uint8Array }> {
     if (this.#state === "failed" || this.#state === "closed") {
       return Promise.reject(this.#failure ?? new OperationalError("iSCSI session is closed"));
+    }
+    if (this.#state === "recovering") {
+      return Promise.reject(
+        new OperationalError(`${what}: the iSCSI connection is being recovered`),
+      );
     }
     return new Promise((resolve, reject) => {
       const itt = this.#allocItt();
@@ -763,6 +847,7 @@ export class Session implements ScsiTransport {
   /** A command ran past commandTimeoutMs: ABORT TASK, then LUN RESET, then give up on the connection. */
   async #timedOut(t: Task, ms: number): Promise<void> {
     if (this.#tasks.get(t.itt) !== t || this.#state !== "open") return;
+    const conn = this.#conn;
     t.aborting = true;
     const err = new OperationalError(
       `SCSI command 0x${t.cmd.cdb[0].toString(16)} timed out after ${ms} ms`,
@@ -779,7 +864,7 @@ export class Session implements ScsiTransport {
       }
       if (this.#finish(t)) t.reject(err);
     } catch (e) {
-      this.#fail(e);
+      this.#failConn(conn, e);
     }
   }
 
@@ -799,15 +884,18 @@ export class Session implements ScsiTransport {
       "logout",
     );
     if (h.byte2 !== 0) this.#log.warn(`logout response ${h.byte2} (session not closed cleanly)`);
+    // §11.15: Time2Wait before a new login (0 when not given).
+    if (h.time2Wait) this.#time2Wait = h.time2Wait;
   }
 
   async #logoutAndFail(err: Error): Promise<void> {
+    const conn = this.#conn;
     try {
       await this.#logout(5000);
     } catch {
       // the failure below says enough
     }
-    this.#fail(err);
+    this.#failConn(conn, err);
   }
 
   /**
@@ -815,6 +903,14 @@ export class Session implements ScsiTransport {
    * the connection. Idempotent.
    */
   async close(timeoutMs = 10000): Promise<void> {
+    if (this.#state === "recovering") {
+      // No connection to log out on: give up the held commands and stop.
+      this.#state = "closed";
+      this.#stopRecovery();
+      this.#failAll(new OperationalError("iSCSI session closed during recovery"));
+      this.#ended(null);
+      return;
+    }
     if (this.#state !== "open") return;
     this.#state = "closing";
     if (this.#nopTimer !== undefined) clearInterval(this.#nopTimer);
@@ -837,21 +933,177 @@ export class Session implements ScsiTransport {
   }
 
   /**
-   * The connection is gone or broke the protocol. Today every command fails;
-   * this is where recovery (issue 5) will reconnect, reinstate and replay.
+   * The connection is gone or broke the protocol (socket error or EOF, a
+   * digest or protocol error, an unanswered NOP-Out, an Async Message asking
+   * to drop the connection or log out). Starts recovery, which keeps every
+   * command; the session fails for good only when closing, when recovery is
+   * off (`recoveryTimeoutMs: 0`) or on repeated authentication failures.
    */
   #fail(e: unknown): void {
-    if (this.#state === "failed" || this.#state === "closed") return;
+    if (this.#state === "failed" || this.#state === "closed" || this.#state === "recovering") {
+      return;
+    }
     const err = e instanceof IsbootError
       ? e
       : new OperationalError(e instanceof Error ? e.message : String(e));
-    this.#log.error(`iSCSI connection to ${this.#conn.peer} failed: ${err.message}`);
+    if (this.#state === "closing" || this.#cfg.recoveryTimeoutMs === 0) {
+      this.#failPermanently(err, `iSCSI connection to ${this.#conn.peer} failed: ${err.message}`);
+      return;
+    }
+    this.#log.warn(`iSCSI connection to ${this.#conn.peer} lost: ${err.message}; recovering`);
+    this.#state = "recovering";
+    this.#recoveryCause = err;
+    this.#recoveryExpired = false;
+    if (this.#nopTimer !== undefined) clearInterval(this.#nopTimer);
+    this.#conn.close(err);
+    // Immediate requests (pings, TMFs, logout) belong to the lost connection.
+    const pend = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pend) p.reject(err);
+    // Unfinished tasks go back to the front of the queue in the order they
+    // were issued (Map order = CmdSN order): writes keep their order and a
+    // SYNCHRONIZE CACHE stays behind the writes it covered.
+    const unfinished = [...this.#tasks.values()];
+    this.#tasks.clear();
+    for (const t of unfinished) {
+      if (t.timer !== undefined) clearTimeout(t.timer);
+      t.timer = undefined;
+      t.aborting = false;
+    }
+    this.#queue = [...unfinished, ...this.#queue];
+    const limit = this.#cfg.recoveryTimeoutMs;
+    if (limit !== undefined && Number.isFinite(limit)) {
+      this.#recoveryTimer = setTimeout(() => {
+        if (this.#state !== "recovering") return;
+        this.#recoveryExpired = true;
+        const held = this.#queue.length;
+        this.#log.error(
+          `iSCSI recovery not done within ${
+            limit / 1000
+          } s: failing ${held} command(s); still reconnecting`,
+        );
+        this.#failAll(this.#recoveryError());
+      }, limit);
+    }
+    void this.#recover(performance.now());
+  }
+
+  #recoveryError(): OperationalError {
+    const why = this.#recoveryCause?.message ?? "connection lost";
+    return new OperationalError(
+      `iSCSI connection not recovered within ${
+        (this.#cfg.recoveryTimeoutMs ?? 0) / 1000
+      } s (${why})`,
+    );
+  }
+
+  #failPermanently(err: Error, message: string): void {
+    this.#log.error(message);
     this.#state = "failed";
     this.#failure = err;
+    this.#stopRecovery();
     if (this.#nopTimer !== undefined) clearInterval(this.#nopTimer);
     this.#conn.close(err);
     this.#failAll(err);
     this.#ended(err);
+  }
+
+  #stopRecovery(): void {
+    if (this.#recoveryTimer !== undefined) clearTimeout(this.#recoveryTimer);
+    this.#recoveryTimer = undefined;
+    this.#wake?.();
+  }
+
+  /** Sleep that close() can cut short. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const wake = () => done();
+      this.#wake = wake;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  /**
+   * Reconnect loop: wait Time2Wait, then log in with the same ISID and TSIH 0
+   * (session reinstatement, RFC 7143 §6.3.5: the target ends the old session
+   * and, at ERL 0 with Time2Retain 0, its tasks), each portal in turn, with
+   * backoff between rounds; then re-issue the held tasks.
+   */
+  async #recover(started: number): Promise<void> {
+    const portals = [this.#cfg.portal, ...(this.#cfg.portals ?? [])];
+    // §6.3.5/§13.15: wait at least DefaultTime2Wait (or the target's Time2Wait) first.
+    const wait = this.#time2Wait ?? this.#params.defaultTime2Wait;
+    this.#time2Wait = null;
+    let delay = wait * 1000;
+    let backoff: number = RECOVERY_DEFAULTS.backoffInitialMs;
+    let authFailures = 0;
+    let attempt = 0;
+    for (;;) {
+      for (let i = 0; i < portals.length; i++) {
+        if (delay > 0) await this.#sleep(delay);
+        delay = 0;
+        if (this.#state !== "recovering") return;
+        const portal = portals[i];
+        attempt++;
+        let r: LoginResult;
+        try {
+          r = await login(
+            {
+              ...loginConfig(this.#cfg, portal, this.#isid, this.#sentChallenges),
+              // A tgt that numbers SHA-1 as 7 (login.ts) still does after a restart.
+              chapSha1As7: this.#login.chapAlgorithm?.includes("CHAP_A=7") ?? false,
+            },
+            this.#crc,
+            this.#log,
+          );
+        } catch (e) {
+          if (this.#state !== "recovering") return;
+          const msg = e instanceof Error ? e.message : String(e);
+          if (e instanceof AuthError && ++authFailures >= RECOVERY_DEFAULTS.authFailures) {
+            this.#failPermanently(e, `iSCSI relogin to ${formatPortal(portal)} refused: ${msg}`);
+            return;
+          }
+          this.#log.info(`iSCSI relogin ${attempt} to ${formatPortal(portal)} failed: ${msg}`);
+          continue;
+        }
+        if (this.#state !== "recovering") {
+          r.conn.close();
+          return;
+        }
+        this.#resume(r, performance.now() - started);
+        return;
+      }
+      delay = backoff;
+      backoff = Math.min(backoff * 2, RECOVERY_DEFAULTS.backoffMaxMs);
+    }
+  }
+
+  /** A relogin succeeded: take its numbers, start the connection, replay the held tasks. */
+  #resume(r: LoginResult, ms: number): void {
+    if (this.#recoveryTimer !== undefined) clearTimeout(this.#recoveryTimer);
+    this.#recoveryTimer = undefined;
+    this.#conn = r.conn;
+    this.#login = r;
+    this.#params = r.params;
+    this.#cmdSN = r.cmdSN;
+    this.#expCmdSN = r.expCmdSN;
+    this.#maxCmdSN = r.maxCmdSN;
+    this.#expStatSN = r.expStatSN;
+    this.#reconnects++;
+    this.#recoveryExpired = false;
+    this.#recoveryCause = null;
+    this.#state = "open";
+    this.#log.warn(
+      `iSCSI session recovered on ${formatPortal(r.portal)} after ${
+        (ms / 1000).toFixed(2)
+      } s (reconnect ${this.#reconnects}, tsih ${r.tsih}); replaying ${this.#queue.length} command(s)`,
+    );
+    this.#start();
+    this.#pump();
   }
 
   #failAll(err: Error): void {
@@ -881,4 +1133,31 @@ export class Session implements ScsiTransport {
  */
 export function loginSession(cfg: SessionConfig, log: Logger): Promise<Session> {
   return Session.open(cfg, log);
+}
+
+function loginConfig(
+  cfg: SessionConfig,
+  portal: Portal,
+  isid: Uint8Array,
+  sentChallenges: Set<string>,
+): LoginConfig {
+  return {
+    portal,
+    initiatorName: cfg.initiatorName,
+    targetName: cfg.targetName,
+    sessionType: "Normal",
+    chap: cfg.chap,
+    mutual: cfg.mutual,
+    chapAlgorithms: cfg.chapAlgorithms,
+    headerDigest: cfg.headerDigest,
+    dataDigest: cfg.dataDigest,
+    isid,
+    // TSIH 0: a new session, or the reinstatement of the one with this ISID
+    // (§6.3.5; a non-zero TSIH would add a connection, which ERL 0 and
+    // MaxConnections=1 rule out).
+    tsih: 0,
+    connectTimeoutMs: cfg.connectTimeoutMs,
+    loginTimeoutMs: cfg.loginTimeoutMs,
+    sentChallenges,
+  };
 }

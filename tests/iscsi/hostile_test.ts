@@ -32,6 +32,10 @@ function cfg(port: number, extra: Partial<SessionConfig> = {}): SessionConfig {
     chapAlgorithms: ["md5"],
     headerDigest: "prefer-none",
     dataDigest: "prefer-none",
+    // These cases check detection: the first error ends the session. Recovery
+    // from each of them is tests/recovery/ and tests/hostile/.
+    recoveryTimeoutMs: 0,
+    nopIntervalMs: 0,
     ...extra,
   };
 }

@@ -433,11 +433,14 @@ Deno.test("tgtd on ::1: IPv6 portal, discovery of several targets, target NOP-In
   }, { host: "::1" });
 });
 
-Deno.test("tgtd: connection deleted by the target fails commands in flight with OperationalError (no recovery yet)", async () => {
+Deno.test("tgtd: with recovery off (recoveryTimeoutMs 0), a connection deleted by the target fails commands with OperationalError", async () => {
   await withTgtd(async (tgt) => {
     const tid = await tgt.createTarget(IQN);
     await tgt.addLun(tid, { lun: 1, size: 8 * MiB });
-    const s = await loginSession(config(tgt), new Logger({ quiet: true, sink: () => {} }));
+    const s = await loginSession(
+      config(tgt, { recoveryTimeoutMs: 0 }),
+      new Logger({ quiet: true, sink: () => {} }),
+    );
     await ready(s);
     assert.equal(await tgt.deleteConnections(tid), 1);
     const r = s.execute({ lun: 1, cdb: rw16(0x88, 0, 8), dataInLength: 4096 });
