@@ -946,7 +946,13 @@ export class FakeTarget {
       const v = new DataView(b.buffer);
       if (logout) v.setUint16(42, 2); // Parameter3: seconds to log out within
       return c.send(b).then(() => {
-        if (!logout) setTimeout(() => c.tcp.close(), 100);
+        if (!logout) {
+          setTimeout(() => {
+            try {
+              c.tcp.close();
+            } catch { /* the initiator closed it first */ }
+          }, 100);
+        }
       });
     }
     if (lun !== this.lun && op !== 0x12 && op !== 0xa0) {
