@@ -3,9 +3,9 @@
  * RFC 3720 Appendix B.4 for test vectors).
  *
  * The implementation is pluggable: {@link Crc32c} is all the connection
- * needs, so a faster one (Intel ISA-L `crc32_iscsi` through FFI, or the
- * kernel's crc32c through AF_ALG) can be dropped in later (issue 6);
- * hash-wasm is the fallback that always works.
+ * needs. {@link defaultCrc32c} picks Intel ISA-L's `crc32_iscsi` through FFI
+ * (src/sys/crc32c.ts) when the library is there and correct; hash-wasm is
+ * the fallback that always works (issue 6, docs/performance.md).
  *
  * Byte order: the digest is the CRC value sent least significant byte first
  * (RFC 3720 B.4 lists 32 zero bytes -> `aa 36 91 8a`), while hash-wasm's
@@ -13,6 +13,7 @@
  * connection write it little-endian.
  */
 import { createCRC32 } from "hash-wasm";
+import { isalCrc32c } from "../sys/crc32c.ts";
 
 /** A CRC32C implementation. `digest` covers `a` followed by `b` (either may be empty). */
 export interface Crc32c {
@@ -50,13 +51,17 @@ export async function hashWasmCrc32c(): Promise<Crc32c> {
 
 /**
  * The default CRC32C for this process. Callers pass the result down (no
- * global state); later this picks the fastest implementation available.
+ * global state). Intel ISA-L's `crc32_iscsi` (src/sys/crc32c.ts, ~25x
+ * hash-wasm's speed) when `libisal.so.2` loads and passes the RFC 3720 B.4
+ * self-check, else hash-wasm. `isalPath` names another library file (tests
+ * pass a missing one to see the fallback).
  *
  * @example
  * ```ts
  * const crc = await defaultCrc32c();
+ * crc.name; // "isa-l" where libisal2 is installed, else "hash-wasm"
  * ```
  */
-export function defaultCrc32c(): Promise<Crc32c> {
-  return hashWasmCrc32c();
+export async function defaultCrc32c(opts: { isalPath?: string } = {}): Promise<Crc32c> {
+  return isalCrc32c(opts.isalPath) ?? await hashWasmCrc32c();
 }
