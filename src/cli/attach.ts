@@ -19,6 +19,7 @@ import {
   type KernelAttachment,
   nbdDevicePath,
   NbdKernel,
+  NbdLinkWatch,
   parseNbdDevice,
   readNbdSysfs,
   takeOverDevice,
@@ -303,29 +304,47 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     ctx,
   );
   let nbd: NbdKernel | undefined;
+  let watch: NbdLinkWatch | undefined;
   let attachment: KernelAttachment;
+  const opts: AttachOptions = {
+    log,
+    index,
+    backendIdentifier: backend.identifier,
+    connections,
+    timeoutSec,
+    deadConnTimeoutSec,
+    readOnly: v["read-only"],
+  };
   try {
     nbd = await NbdKernel.open({ log });
-    const o = {
-      log,
-      index,
-      backendIdentifier: backend.identifier,
-      connections,
-      timeoutSec,
-      deadConnTimeoutSec,
-      readOnly: v["read-only"],
-    };
+    // With a kernel request timeout, the kernel may drop our socket on its own
+    // (a slow target) and announce NBD_CMD_LINK_DEAD: heal by handing it a new
+    // one, as a takeover would. A disconnect sends no LINK_DEAD. Joined before
+    // the connect, so that a timeout of the very first request is seen too.
+    try {
+      watch = NbdLinkWatch.open(nbd.family);
+    } catch (e) {
+      log.warn(
+        `no LINK_DEAD watch (a kernel-dropped socket will not be replaced): ${
+          e instanceof Error ? e.message : e
+        }`,
+      );
+    }
     attachment = index !== undefined && v.takeover
-      ? await takeOver(nbd, backend, { ...o, index }, log)
-      : await attachDevice(nbd, backend.device, o);
+      ? await takeOver(nbd, backend, { ...opts, index }, log)
+      : await attachDevice(nbd, backend.device, opts);
   } catch (e) {
+    watch?.close();
     nbd?.close();
     await backend.close().catch(() => {});
     throw e;
   }
+  // Notifications so far are about sockets before ours (a takeover's old one).
+  watch?.deadIndexes();
   const started = new Date();
-  const a = attachment;
+  let a = attachment;
   let released = false;
+  let stopRequested = false;
   let ctl: ControlServer | undefined;
   try {
     ctl = await ControlServer.listen(controlPath(a.index), (req) => {
@@ -333,9 +352,10 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         case "status":
           return { reply: { ok: true, status: statusOf(a, backend, started) } };
         case "detach":
+          stopRequested = true;
           return { reply: { ok: true }, after: () => a.disconnect() };
         case "release":
-          released = true;
+          released = stopRequested = true;
           return { reply: { ok: true }, after: () => a.release() };
       }
     });
@@ -348,6 +368,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   );
 
   const stop = () => {
+    stopRequested = true;
     log.info(`${a.device}: disconnecting`);
     try {
       a.disconnect();
@@ -359,8 +380,28 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const s of signals) Deno.addSignalListener(s, stop);
   try {
-    await a.done;
+    for (;;) {
+      await a.done;
+      if (stopRequested || !watch) break;
+      let dead = false;
+      for (let i = 0; i < 20 && !dead; i++) {
+        dead = watch.deadIndexes().has(a.index);
+        if (!dead) await new Promise((r) => setTimeout(r, 50));
+      }
+      if (!dead || stopRequested) {
+        log.debug(`${a.device}: connection ended${dead ? "" : " (no LINK_DEAD from the kernel)"}`);
+        break;
+      }
+      log.warn(`${a.device}: the kernel dropped our socket (request timeout?): reconnecting it`);
+      a = await takeOverDevice(nbd, backend.device, {
+        ...opts,
+        index: a.index,
+        counters: a.counters,
+      });
+      watch.deadIndexes();
+    }
   } finally {
+    watch?.close();
     for (const s of signals) Deno.removeSignalListener(s, stop);
     await ctl?.close();
     nbd.close();

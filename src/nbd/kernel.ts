@@ -26,7 +26,7 @@ import { closeFd, fdSocket, shutdownFd, socketPair } from "../sys/socket.ts";
 import { type NbdCounters, newCounters, serveTransmission, transmissionFlags } from "./server.ts";
 import { type ByteStream, nodeSocketStream } from "./stream.ts";
 import { ERRNO, SysError } from "../sys/errno.ts";
-import { type GenlFamily, genlRequest, resolveFamily } from "../sys/genetlink.ts";
+import { decodeGenl, type GenlFamily, genlRequest, resolveFamily } from "../sys/genetlink.ts";
 import { Attrs, AttrWriter, NETLINK_GENERIC, NetlinkError, NetlinkSocket } from "../sys/netlink.ts";
 
 /** Generic netlink family name and version (nbd-netlink.h). */
@@ -379,6 +379,68 @@ function parseDeviceItem(a: Attrs): NbdDeviceStatus {
     throw new SysError("status", ERRNO.EPROTO, "device item without NBD_DEVICE_INDEX");
   }
   return { index, connected: (a.u8(NBD_DEVICE_CONNECTED) ?? 0) !== 0 };
+}
+
+/**
+ * Listens on the nbd multicast group for NBD_CMD_LINK_DEAD: the kernel
+ * marked a device's socket dead on its own (request timeout, receive error)
+ * and waits DEAD_CONN_TIMEOUT for a RECONFIGURE. It is not sent for
+ * NBD_CMD_DISCONNECT, which is how a daemon tells "heal" from "go away".
+ * Polled without blocking (`deadIndexes()`), so it needs no event loop hook.
+ *
+ * @example
+ * ```ts
+ * const watch = NbdLinkWatch.open(nbd.family);
+ * if (watch.deadIndexes().has(0)) await takeOverDevice(nbd, device, { log, index: 0, backendIdentifier });
+ * ```
+ */
+export class NbdLinkWatch {
+  #nl: NetlinkSocket;
+  #familyId: number;
+
+  private constructor(nl: NetlinkSocket, familyId: number) {
+    this.#nl = nl;
+    this.#familyId = familyId;
+  }
+
+  static open(family: GenlFamily): NbdLinkWatch {
+    const group = family.mcastGroups.get(NBD_GENL_MCAST_GROUP_NAME);
+    if (group === undefined) {
+      throw new SysError(
+        "nbd multicast group",
+        ERRNO.ENOENT,
+        `${NBD_GENL_MCAST_GROUP_NAME} missing`,
+      );
+    }
+    const nl = NetlinkSocket.open(NETLINK_GENERIC);
+    try {
+      nl.joinGroup(group);
+    } catch (e) {
+      nl.close();
+      throw e;
+    }
+    return new NbdLinkWatch(nl, family.id);
+  }
+
+  /** Device indexes reported dead since the last call. */
+  deadIndexes(): Set<number> {
+    const out = new Set<number>();
+    for (const m of this.#nl.drain()) {
+      if (m.type !== this.#familyId) continue;
+      try {
+        const g = decodeGenl(m.payload);
+        const index = g.attrs.u32(NBD_ATTR_INDEX);
+        if (g.cmd === NBD_CMD_LINK_DEAD && index !== undefined) out.add(index);
+      } catch {
+        // a malformed notification is no notification
+      }
+    }
+    return out;
+  }
+
+  close(): void {
+    this.#nl.close();
+  }
 }
 
 /** Options of {@link attachDevice}. */

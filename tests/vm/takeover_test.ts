@@ -128,3 +128,71 @@ Deno.test({
     }
   },
 });
+
+const HEAL_GUEST = `
+wait_for() { i=0; while ! eval "$1" && [ $i -lt $2 ]; do sleep 0.1; i=$((i+1)); done; eval "$1"; }
+isboot --debug attach memory:64M --device /dev/nbd0 --timeout 2 >/tmp/a.out 2>/tmp/a.err &
+apid=$!
+wait_for '[ -s /tmp/a.out ]' 600 || { cat /tmp/a.err; vm_fail attach; vm_end; }
+sleep 1
+# Freeze the server: the kernel's 2 s request timeout fires, it drops the
+# socket and announces NBD_CMD_LINK_DEAD; I/O waits for a new socket.
+kill -STOP $apid
+dd if=/pattern.bin of=/dev/nbd0 bs=65536 conv=fsync 2>/tmp/dd.err &
+ddpid=$!
+sleep 6
+kill -CONT $apid
+wait $ddpid
+vm_kv dd_exit $?
+echo 3 >/proc/sys/vm/drop_caches
+dd if=/dev/nbd0 of=/tmp/back.bin bs=65536 count=1 2>/dev/null
+vm_kv readback "$(cmp /pattern.bin /tmp/back.bin >/dev/null 2>&1 && echo same || echo differs)"
+vm_kv healed "$(grep -c 'reconnecting it' /tmp/a.err)"
+vm_kv timeouts "$(dmesg | grep -c 'nbd0: Connection timed out')"
+isboot detach /dev/nbd0 && vm_kv detach ok
+wait $apid
+vm_kv attach_exit $?
+sed 's/^/attach-log: /' /tmp/a.err
+dmesg | grep nbd | grep -v 'I/O error' | tail -12 | sed 's/^/dmesg: /'
+vm_pass
+`;
+
+Deno.test({
+  name:
+    "vm: with --timeout, a frozen server's socket dropped by the kernel is replaced (LINK_DEAD heal)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const kernel = await ensureKernel();
+    const pattern = crypto.getRandomValues(new Uint8Array(65536));
+    const ns = await NetNs.create();
+    let initrd: string | undefined;
+    try {
+      initrd = await buildInitramfs({
+        kernel,
+        modules: ["nbd"],
+        isboot: true,
+        files: { "/pattern.bin": pattern },
+        init: HEAL_GUEST,
+      });
+      const t0 = Date.now();
+      const r = await runVm({ kernel, initrd, netns: ns, nic: false, timeoutMs: 240_000 });
+      const ctx = `\n--- serial tail ---\n${r.tail}`;
+      console.log(`VM heal: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      console.log(
+        r.serial.split("\n").filter((l) => /^(attach-log|dmesg|ISBOOT-VM)/.test(l)).join("\n"),
+      );
+      assert.equal(r.result, "PASS", `guest result ${r.result} ${r.reason}${ctx}`);
+      assert.equal(r.kv.get("dd_exit"), "0", ctx);
+      assert.equal(r.kv.get("readback"), "same", ctx);
+      assert.equal(r.kv.get("healed"), "1", ctx);
+      assert.ok(Number(r.kv.get("timeouts")) >= 1, ctx);
+      assert.equal(r.kv.get("detach"), "ok", ctx);
+      assert.equal(r.kv.get("attach_exit"), "0", ctx);
+    } finally {
+      await ns.delete();
+      if (initrd) await Deno.remove(initrd).catch(() => {});
+      if (initrd) await Deno.remove(initrd.replace(/\.cpio$/, ".serial.log")).catch(() => {});
+    }
+  },
+});
