@@ -4,7 +4,9 @@
  * system on it stays mounted. The old daemon releases its socket, the new
  * one hands the kernel a fresh one with NBD_CMD_RECONFIGURE; files written
  * before and after are intact, and the host's e2fsck finds the image clean.
- * (No I/O runs during the hand-over itself: see docs/kernel.md, "Takeover".)
+ * Then the new daemon is killed with SIGKILL: status shows the device with
+ * no daemon, and a third isboot takes the crashed one's device over.
+ * (No I/O runs during the hand-overs themselves: see docs/kernel.md, "Takeover".)
  */
 import assert from "node:assert/strict";
 import { buildInitramfs, ensureKernel, NetNs, NsTgtd, runDir, runVm } from "./lib.ts";
@@ -36,10 +38,23 @@ vm_kv after "$(cmp /pattern.bin /mnt/after >/dev/null 2>&1 && echo same || echo 
 isboot status --json >/tmp/status.json 2>&1
 vm_kv status "$(tr -d '\\n' </tmp/status.json | tr -s ' ')"
 vm_kv a2pid $a2
+# A crashed daemon: SIGKILL leaves a stale control socket and a dead kernel
+# socket; status shows the device without a daemon; a takeover revives it.
+kill -9 $a2
+wait $a2
+isboot status --json >/tmp/status2.json 2>&1
+vm_kv status_crashed "$(tr -d '\n' </tmp/status2.json | tr -s ' ')"
+isboot attach $T --device /dev/nbd0 --takeover >/tmp/a3.out 2>/tmp/a3.err &
+a3=$!
+wait_for '[ -s /tmp/a3.out ]' 600 || { cat /tmp/a3.err; vm_fail "takeover after a crash"; vm_end; }
+echo "written after the crash" >/mnt/crash && sync || vm_fail "write after crash takeover"
+echo 3 >/proc/sys/vm/drop_caches
+vm_kv after_crash "$(cat /mnt/crash) / $(cmp /pattern.bin /mnt/after >/dev/null 2>&1 && echo same || echo differs)"
 umount /mnt || vm_fail umount
 isboot detach /dev/nbd0 && vm_kv detach ok
-wait $a2
+wait $a3
 vm_kv new_exit $?
+sed 's/^/crash-log: /' /tmp/a3.err
 sed 's/^/old-log: /' /tmp/a1.err
 sed 's/^/new-log: /' /tmp/a2.err
 vm_pass
@@ -47,7 +62,7 @@ vm_pass
 
 Deno.test({
   name:
-    "vm: attach --takeover replaces the serving isboot under a mounted ext2; files intact, fsck clean",
+    "vm: attach --takeover replaces a live, then a killed isboot under a mounted ext2; files intact, fsck clean",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -98,6 +113,14 @@ Deno.test({
         "status answers from the new daemon",
       );
       assert.equal(status.sessions[0].backend, `${IQN}/1`);
+      const crashed = JSON.parse(kv.get("status_crashed") ?? "null");
+      assert.deepEqual(crashed?.sessions, [], ctx);
+      assert.deepEqual(
+        crashed?.devices?.map((d: { device: string; daemon: boolean }) => [d.device, d.daemon]),
+        [["/dev/nbd0", false]],
+        ctx,
+      );
+      assert.equal(kv.get("after_crash"), "written after the crash / same", ctx);
       assert.equal(kv.get("detach"), "ok", ctx);
       assert.equal(kv.get("new_exit"), "0", ctx);
       // The host's view of the LUN: a clean file system holding both files.
@@ -112,6 +135,12 @@ Deno.test({
         0,
         new TextDecoder().decode(fsck.stdout) + new TextDecoder().decode(fsck.stderr),
       );
+      const crash = await new Deno.Command("debugfs", {
+        args: ["-R", "cat /crash", lunPath],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      assert.equal(new TextDecoder().decode(crash.stdout), "written after the crash\n");
       const cat = await new Deno.Command("debugfs", {
         args: ["-R", "cat /after", lunPath],
         stdout: "piped",
