@@ -27,7 +27,14 @@ import { type NbdCounters, newCounters, serveTransmission, transmissionFlags } f
 import { type ByteStream, nodeSocketStream } from "./stream.ts";
 import { ERRNO, SysError } from "../sys/errno.ts";
 import { decodeGenl, type GenlFamily, genlRequest, resolveFamily } from "../sys/genetlink.ts";
-import { Attrs, AttrWriter, NETLINK_GENERIC, NetlinkError, NetlinkSocket } from "../sys/netlink.ts";
+import {
+  Attrs,
+  AttrWriter,
+  NETLINK_GENERIC,
+  NetlinkError,
+  NetlinkSocket,
+  type NlMessage,
+} from "../sys/netlink.ts";
 
 /** Generic netlink family name and version (nbd-netlink.h). */
 export const NBD_GENL_FAMILY_NAME = "nbd";
@@ -424,23 +431,36 @@ export class NbdLinkWatch {
 
   /** Device indexes reported dead since the last call. */
   deadIndexes(): Set<number> {
-    const out = new Set<number>();
-    for (const m of this.#nl.drain()) {
-      if (m.type !== this.#familyId) continue;
-      try {
-        const g = decodeGenl(m.payload);
-        const index = g.attrs.u32(NBD_ATTR_INDEX);
-        if (g.cmd === NBD_CMD_LINK_DEAD && index !== undefined) out.add(index);
-      } catch {
-        // a malformed notification is no notification
-      }
-    }
-    return out;
+    return linkDeadIndexes(this.#nl.drain(), this.#familyId);
   }
 
   close(): void {
     this.#nl.close();
   }
+}
+
+/**
+ * The device indexes named by NBD_CMD_LINK_DEAD notifications among
+ * `messages` (other families, commands and malformed ones are skipped).
+ *
+ * @example
+ * ```ts
+ * linkDeadIndexes(nl.drain(), nbd.family.id); // Set { 0 }
+ * ```
+ */
+export function linkDeadIndexes(messages: NlMessage[], familyId: number): Set<number> {
+  const out = new Set<number>();
+  for (const m of messages) {
+    if (m.type !== familyId) continue;
+    try {
+      const g = decodeGenl(m.payload);
+      const index = g.attrs.u32(NBD_ATTR_INDEX);
+      if (g.cmd === NBD_CMD_LINK_DEAD && index !== undefined) out.add(index);
+    } catch {
+      // a malformed notification is no notification
+    }
+  }
+  return out;
 }
 
 /** Options of {@link attachDevice}. */

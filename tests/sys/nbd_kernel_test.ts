@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { OperationalError, UsageError } from "../../src/errors.ts";
 import {
   connectAttributes,
+  linkDeadIndexes,
   NBD_ATTR_BACKEND_IDENTIFIER,
   NBD_ATTR_BLOCK_SIZE_BYTES,
   NBD_ATTR_CLIENT_FLAGS,
@@ -18,13 +19,16 @@ import {
   NBD_ATTR_SOCKETS,
   NBD_ATTR_TIMEOUT,
   NBD_CFLAG_DESTROY_ON_DISCONNECT,
+  NBD_CMD_LINK_DEAD,
+  NBD_CMD_STATUS,
   NBD_SOCK_FD,
   NBD_SOCK_ITEM,
   NbdKernel,
   parseNbdDevice,
   readNbdSysfs,
 } from "../../src/nbd/kernel.ts";
-import { Attrs, NLA_F_NESTED } from "../../src/sys/netlink.ts";
+import { Attrs, AttrWriter, NLA_F_NESTED, type NlMessage } from "../../src/sys/netlink.ts";
+import { encodeGenl } from "../../src/sys/genetlink.ts";
 
 const haveNbd = (() => {
   try {
@@ -158,4 +162,27 @@ Deno.test({
       /modprobe nbd: not found/,
     );
   },
+});
+
+Deno.test("linkDeadIndexes: NBD_CMD_LINK_DEAD of the nbd family only; malformed ones skipped", () => {
+  const fam = 0x1b;
+  const msg = (type: number, payload: Uint8Array): NlMessage => ({
+    type,
+    flags: 0,
+    seq: 0,
+    pid: 0,
+    payload,
+  });
+  const dead = (i: number) =>
+    encodeGenl(NBD_CMD_LINK_DEAD, 1, new AttrWriter().u32(NBD_ATTR_INDEX, i).bytes());
+  const got = linkDeadIndexes([
+    msg(fam, dead(0)),
+    msg(fam, dead(3)),
+    msg(fam + 1, dead(5)), // another family
+    msg(fam, encodeGenl(NBD_CMD_STATUS, 1, new AttrWriter().u32(NBD_ATTR_INDEX, 6).bytes())),
+    msg(fam, encodeGenl(NBD_CMD_LINK_DEAD, 1, new Uint8Array(0))), // no index
+    msg(fam, Uint8Array.of(4, 1)), // truncated genl header
+    msg(fam, Uint8Array.of(4, 1, 0, 0, 200, 0, 1, 0)), // attribute longer than the message
+  ], fam);
+  assert.deepEqual([...got].sort(), [0, 3]);
 });
