@@ -5,10 +5,10 @@
  * bounded time, with bounded memory, and without a crash (no uncaught
  * exception, no stack trace, every stderr line `isboot: ...`).
  *
- * Without session recovery the command then fails (exit 1, 3 or 4). With
- * ISBOOT_FAULTS=1 (recovery expected, see tests/faults/matrix_test.ts) the
- * cases after login must instead recover: the fake behaves on the next
- * connection, and the command succeeds.
+ * By default the cases after login may either fail cleanly (exit 1 or 3,
+ * no session recovery) or recover on a new connection. With ISBOOT_FAULTS=1
+ * (recovery expected, see tests/faults/matrix_test.ts) they must recover:
+ * the fake behaves on the next connection, and the command succeeds.
  */
 import assert from "node:assert/strict";
 import { isbootCommand, ROOT } from "../helpers/cli.ts";
@@ -150,11 +150,13 @@ for (const { scenario, digests, logged } of PROBE_CASES) {
           assert.ok(t.accepted >= 2, "no new connection after the protocol error");
           assert.match(o.stdout, /HOSTILE TARGET/);
         } else {
+          // Containment only: failing cleanly (no recovery) or recovering on a
+          // new connection are both right here; ISBOOT_FAULTS=1 demands recovery.
+          const recovered = o.code === 0 && t.accepted >= 2 && /HOSTILE TARGET/.test(o.stdout);
           assert.ok(
-            o.code === 1 || o.code === 3,
-            `expected exit 1 or 3, got ${o.code}: ${o.stderr}`,
+            recovered || o.code === 1 || o.code === 3,
+            `expected recovery (exit 0 after a new connection) or exit 1 or 3, got ${o.code}: ${o.stderr}`,
           );
-          assert.equal(o.stderr.trim().split("\n").length >= 1, true);
         }
       } finally {
         await t.close();
