@@ -277,6 +277,10 @@ Deno.test({
               stderr: "piped",
             }).output();
             assert.equal(info.code, 0, new TextDecoder().decode(info.stderr));
+            // status while a session with secrets is live (whatever it lists).
+            for (const args of [["status", "--json"], ["--debug", "status"]]) {
+              assertClean(await cli(`${args.join(" ")} during serve`, args));
+            }
           },
         );
         assertClean({ what: "serve", code: r.code, out: r.out });
