@@ -239,7 +239,7 @@ vm_fail() { echo "ISBOOT-VM-RESULT: FAIL $*"; }
 vm_end() { sync; poweroff -f; }
 # The guest's NIC, when there is one: qemu user networking's fixed addresses.
 vm_net_up() {
-  modprobe virtio_net 2>/dev/null
+  modprobe virtio_pci 2>/dev/null; modprobe virtio_net 2>/dev/null
   for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; sleep 0.2; done
   ip link set lo up && ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0
 }
