@@ -161,7 +161,8 @@ export async function configureNic(
 /**
  * Write DNS servers to `ETC/resolv.conf` and the hostname to `ETC/hostname`
  * (and, when `kernelHostname` is set, to /proc/sys/kernel/hostname). Nothing is
- * written for absent values, so an existing file stays.
+ * written for absent values, so an existing file stays; a hostname that is not
+ * an RFC 1123 name (at most 63 characters) is ignored.
  */
 export async function writeResolver(
   etc: string,
@@ -177,7 +178,8 @@ export async function writeResolver(
     ];
     await Deno.writeTextFile(`${etc}/resolv.conf`, lines.join("\n") + "\n");
   }
-  if (hostname) {
+  // RFC 1123 host names only: the iBFT is firmware input, and this lands in /etc and the kernel.
+  if (hostname && /^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,62})$/.test(hostname)) {
     await Deno.writeTextFile(`${etc}/hostname`, hostname + "\n");
     if (kernelHostname) await Deno.writeTextFile("/proc/sys/kernel/hostname", hostname);
   }
