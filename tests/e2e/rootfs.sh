@@ -5,11 +5,19 @@
 # Usage: tests/e2e/rootfs.sh [OUTDIR]   (default build/e2e)
 set -euo pipefail
 out=${1:-build/e2e}
-mirror=${ISBOOT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The mirror this machine's apt already uses (deb822 or one-line sources), unless given.
+apt_mirror() {
+  { sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null
+    sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]*\)[[:space:]]\+bookworm[[:space:]].*/\2/p' \
+      /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
+  } | tr ' ' '\n' | grep -E '/debian/?$' | head -1
+}
+mirror=${ISBOOT_DEBIAN_MIRROR:-$(apt_mirror)}
+[ -n "$mirror" ] || { echo "no Debian mirror in apt's sources; set ISBOOT_DEBIAN_MIRROR" >&2; exit 1; }
 suite=bookworm
 tar=$out/rootfs.tar
 [ -s "$tar" ] && { echo "$tar (cached)"; exit 0; }
-mkdir -p "$out"
+mkdir -p "$out/debootstrap-cache"
 dir=$(mktemp -d "$out/rootfs.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 # minbase + systemd as init + ps: the smallest root that boots with systemd.
