@@ -28,6 +28,11 @@ export type KeyRule =
 const U24 = 16777215;
 
 /** The rules of the operational keys we know (§13). */
+/** The rule for a key, or undefined: own properties only, so `valueOf` is just unknown. */
+function ruleFor(key: string): KeyRule | undefined {
+  return Object.hasOwn(KEY_RULES, key) ? KEY_RULES[key] : undefined;
+}
+
 export const KEY_RULES: Readonly<Record<string, KeyRule>> = {
   [KEY.HeaderDigest]: { kind: "list", values: ["CRC32C", "None"], dflt: "None" },
   [KEY.DataDigest]: { kind: "list", values: ["CRC32C", "None"], dflt: "None" },
@@ -128,7 +133,7 @@ function parseBool(key: string, v: string): boolean {
  * ```
  */
 export function respond(key: string, offered: string, ours: string): string {
-  const rule = KEY_RULES[key];
+  const rule = ruleFor(key);
   if (!rule) return "NotUnderstood";
   switch (rule.kind) {
     case "min":
@@ -166,7 +171,7 @@ export function respond(key: string, offered: string, ours: string): string {
  */
 export function settle(key: string, offered: string, answer: string): string | null {
   if (SPECIAL.has(answer)) return null;
-  const rule = KEY_RULES[key];
+  const rule = ruleFor(key);
   if (!rule) return answer;
   switch (rule.kind) {
     case "min":
@@ -261,7 +266,7 @@ export class Negotiation {
       if (seen.has(key)) throw new IscsiProtocolError(`key ${key} sent twice`);
       seen.add(key);
       const offered = this.#offers.get(key);
-      const rule = KEY_RULES[key];
+      const rule = ruleFor(key);
       if (offered !== undefined && !this.#answered.has(key)) {
         this.#answered.add(key);
         if (rule?.kind === "declarative") {
