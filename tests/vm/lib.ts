@@ -502,6 +502,10 @@ export interface VmOptions {
   forwards?: GuestForward[];
   /** Give the guest a virtio NIC on qemu user networking (default true). */
   nic?: boolean;
+  /** More `-netdev user` options, e.g. `,tftp=DIR,bootfile=boot.ipxe` for iPXE. */
+  netdevExtra?: string;
+  /** The NIC's `-device` (default `virtio-net-pci,netdev=n0`). */
+  nicDevice?: string;
   /** Where the serial log goes (default: a file beside the initrd). */
   serialLog?: string;
   /** Extra qemu arguments (e.g. iPXE/BIOS options for the boot tests). */
@@ -592,7 +596,12 @@ export async function runVm(o: VmOptions): Promise<VmResult> {
     const fwd = (o.forwards ?? []).map((f) =>
       `,guestfwd=tcp:${f.guestAddr}:${f.guestPort}-cmd:/bin/busybox nc 127.0.0.1 ${f.hostPort}`
     ).join("");
-    args.push("-netdev", `user,id=n0,restrict=on${fwd}`, "-device", "virtio-net-pci,netdev=n0");
+    args.push(
+      "-netdev",
+      `user,id=n0,restrict=on${fwd}${o.netdevExtra ?? ""}`,
+      "-device",
+      o.nicDevice ?? "virtio-net-pci,netdev=n0",
+    );
   } else {
     args.push("-nic", "none");
   }
