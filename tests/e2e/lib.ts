@@ -512,7 +512,7 @@ export async function bootOnce(
       directBoot: true,
       nic: false,
       memoryMiB: 2048,
-      timeoutMs: opts.timeoutMs ?? 300_000,
+      timeoutMs: opts.timeoutMs ?? 480_000,
       serialLog: `${dir}/serial.log`,
       onLine: opts.onLine,
       qemuArgs: [
