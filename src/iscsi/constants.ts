@@ -165,6 +165,9 @@ export const ASYNC_DROP_ALL_CONNECTIONS = 3;
 export const ASYNC_NEGOTIATION_REQUEST = 4;
 export const ASYNC_TASK_TERMINATION = 5;
 
+/** Reject reason: the target found a data digest error in what we sent (§11.17.1). */
+export const REJECT_DATA_DIGEST_ERROR = 0x02;
+
 /** Reject reasons (§11.17.1). */
 export const REJECT_REASON_NAMES: Readonly<Record<number, string>> = {
   0x01: "reserved",

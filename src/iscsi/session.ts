@@ -41,6 +41,7 @@ import {
   OP_REJECT,
   OP_SCSI_RESP,
   OP_TASK_MGMT_RESP,
+  REJECT_DATA_DIGEST_ERROR,
   REJECT_REASON_NAMES,
   RESERVED_TAG,
   RESP_FLAG_OVERFLOW,
@@ -733,6 +734,11 @@ export class Session implements ScsiTransport {
     }
     const itt = new DataView(data.buffer, data.byteOffset, BHS_LENGTH).getUint32(16);
     const err = new OperationalError(`target rejected a PDU: ${reason}`);
+    if (h.byte2 === REJECT_DATA_DIGEST_ERROR) {
+      // §7.8 / §6.7: at ERL 0 the data cannot be resent on its own; the
+      // connection is recovered and the command replayed whole.
+      throw new IscsiProtocolError(`${err.message} (ITT 0x${itt.toString(16)})`);
+    }
     const t = this.#tasks.get(itt);
     if (t) {
       if (this.#finish(t)) t.reject(err);
