@@ -8,7 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { isbootCommand, runCli } from "../helpers/cli.ts";
-import { NetNs, NsTgtd } from "../vm/lib.ts";
+import { NetNs, type NsTgtd } from "../vm/lib.ts";
+import { startTgtd } from "../e2e/lib.ts";
 
 const FIX = new URL("../fixtures/", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -17,17 +18,6 @@ async function sh(cmd: string, args: string[]): Promise<string> {
   const o = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
   if (!o.success) throw new Error(`${cmd} ${args.join(" ")}: ${dec.decode(o.stderr)}`);
   return dec.decode(o.stdout);
-}
-
-/** NsTgtd.start retried: its control-number draw can exceed tgtd's range (see tests/e2e/lib.ts). */
-async function startTgtd(ns: NetNs): Promise<NsTgtd> {
-  for (let i = 0;; i++) {
-    try {
-      return await NsTgtd.start(ns);
-    } catch (e) {
-      if (i >= 11) throw e;
-    }
-  }
 }
 
 async function scenario(secret: string, foreground = true) {

@@ -343,7 +343,7 @@ export async function buildInitrd(
  * tgtd refuses numbers above 32767 ("-C argument value out of range"), so about
  * half the draws fail at once. (Reported to the VM harness's owner.)
  */
-async function startTgtd(ns: NetNs): Promise<NsTgtd> {
+export async function startTgtd(ns: NetNs): Promise<NsTgtd> {
   for (let i = 0;; i++) {
     try {
       return await NsTgtd.start(ns);
