@@ -23,6 +23,24 @@ export interface BlockDevice {
   readonly readOnly: boolean;
   readonly limits: BlockDeviceLimits;
   read(offset: bigint, length: number): Promise<Uint8Array>;
+  /**
+   * Optional zero-copy read: fill all of `into` with the `into.length` bytes
+   * at `offset` (same rules as read()), so a caller can reuse its own
+   * buffers instead of getting a fresh one per request (the NBD server pools
+   * them: RSS under a 1 MiB read stream stays flat). Resolves once every
+   * byte is in place, and the device no longer touches `into` after that.
+   * After a rejection the contents are undefined and the caller drops
+   * `into` rather than reuse it (a command may still be on its way below,
+   * as with write()'s data). Devices without it are read with read().
+   *
+   * @example
+   * ```ts
+   * const buf = new Uint8Array(4096);
+   * if (dev.readInto) await dev.readInto(0n, buf);
+   * else buf.set(await dev.read(0n, buf.length));
+   * ```
+   */
+  readInto?(offset: bigint, into: Uint8Array): Promise<void>;
   write(offset: bigint, data: Uint8Array, opts?: { fua?: boolean }): Promise<void>;
   flush(): Promise<void>;
   trim(offset: bigint, length: number): Promise<void>;

@@ -489,7 +489,22 @@ export class Lun implements BlockDevice {
   async read(offset: bigint, length: number): Promise<Uint8Array> {
     const { lba, blocks } = this.#range("read", offset, length);
     const buf = new Uint8Array(length);
-    if (blocks === 0) return buf;
+    await this.#readBlocks(lba, blocks, buf);
+    return buf;
+  }
+
+  /**
+   * Read `into.length` bytes at `offset` straight into `into`
+   * (BlockDevice.readInto): each READ's Data-In lands in its slice of
+   * `into` (ScsiCommand.dataInBuffer), nothing is allocated per request.
+   */
+  async readInto(offset: bigint, into: Uint8Array): Promise<void> {
+    const { lba, blocks } = this.#range("read", offset, into.length);
+    await this.#readBlocks(lba, blocks, into);
+  }
+
+  async #readBlocks(lba: number, blocks: number, buf: Uint8Array): Promise<void> {
+    if (blocks === 0) return;
     const bs = this.blockSize;
     await this.#split(lba, blocks, this.#cmdBlocks, async (l, n, rel) => {
       const want = n * bs;
@@ -504,7 +519,6 @@ export class Lun implements BlockDevice {
       }
       if (r.data.buffer !== into.buffer || r.data.byteOffset !== into.byteOffset) into.set(r.data);
     });
-    return buf;
   }
 
   /**
