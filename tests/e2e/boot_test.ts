@@ -45,6 +45,11 @@ for (const c of CASES) {
       ) assert.match(handoff, f, why);
       assert.match(r.vm.kv.get("control") ?? "", /\bnbd0\.ctl\b/, why);
       assert.match(r.vm.serial, /reboot: Power down/, `poweroff did not complete${why}`);
+      // The root-storage daemon steps, as real root in the initramfs: none may be skipped.
+      const flusher = /PR_SET_IO_FLUSHER: done \(([^)]*)\)/.exec(r.vm.serial);
+      assert.ok(flusher, `IO_FLUSHER not set${why}`);
+      assert.match(r.vm.serial, /mlock file mappings: done/, why);
+      assert.doesNotMatch(r.vm.serial, /isboot: warning: .*skipped/, why);
       assert.ok(r.marker, `marker not found in the image${why}`);
       assert.equal(r.fsck.code, 0, `e2fsck -fn: ${r.fsck.output}`);
       console.log(
@@ -53,7 +58,7 @@ for (const c of CASES) {
         } s; isboot start -> /dev/nbd0 ready ${
           r.isbootReadyMs !== null ? (r.isbootReadyMs / 1000).toFixed(2) : "?"
         } s; ` +
-          `VM total ${(r.vm.durationMs / 1000).toFixed(1)} s`,
+          `VM total ${(r.vm.durationMs / 1000).toFixed(1)} s; IO_FLUSHER ${flusher[1]}`,
       );
     },
   });
