@@ -599,6 +599,10 @@ const REPLY_QUEUE_LIMIT = 8 * 1024 * 1024;
 const DRAIN_GRACE_MS = 1000;
 /** Free WRITE payload buffers kept per connection for reuse. */
 const POOL_BYTES = 8 * 1024 * 1024;
+/** Free READ reply buffers (header + data) kept per connection for reuse. */
+const READ_POOL_BYTES = 8 * 1024 * 1024;
+/** Room for the reply header in front of read data: simple 16, structured 28 bytes. */
+const READ_HEADROOM = 32;
 /** Zero buffer used to emulate WRITE_ZEROES on devices without it. */
 const ZERO_CHUNK = 1024 * 1024;
 
@@ -718,6 +722,8 @@ export class BufferedReader {
  */
 class ReplyWriter {
   #queue: Uint8Array[] = [];
+  /** Per queued item: called once its bytes were copied into a batch or written (or undefined). */
+  #release: ((() => void) | undefined)[] = [];
   #queued = 0;
   #running = false;
   #failed = false;
@@ -734,12 +740,19 @@ class ReplyWriter {
     return this.#failed;
   }
 
-  enqueue(a: Uint8Array, b?: Uint8Array): void {
+  /**
+   * Queue `a` (then `b`) for writing. `release`, if given, is called once
+   * the last of them has been copied into a batch or written, i.e. when the
+   * caller may reuse its buffer; never when writing failed.
+   */
+  enqueue(a: Uint8Array, b?: Uint8Array, release?: () => void): void {
     if (this.#failed) return;
     this.#queue.push(a);
+    this.#release.push(b ? undefined : release);
     this.#queued += a.length;
     if (b) {
       this.#queue.push(b);
+      this.#release.push(release);
       this.#queued += b.length;
     }
     if (!this.#running) void this.#run();
@@ -765,9 +778,12 @@ class ReplyWriter {
     try {
       while (this.#queue.length > 0) {
         const items = this.#queue;
+        const releases = this.#release;
         this.#queue = [];
+        this.#release = [];
         let fill = 0;
-        for (const item of items) {
+        for (let i = 0; i < items.length; i++) {
+          const item = items[i];
           if (item.length < COALESCE_LIMIT) {
             if (fill + item.length > this.#batch.length) {
               await this.stream.write(this.#batch.subarray(0, fill));
@@ -783,6 +799,7 @@ class ReplyWriter {
             await this.stream.write(item);
           }
           this.#queued -= item.length;
+          releases[i]?.();
         }
         if (fill > 0) await this.stream.write(this.#batch.subarray(0, fill));
         this.#wake();
@@ -790,6 +807,7 @@ class ReplyWriter {
     } catch (e) {
       this.#failed = true;
       this.#queue = [];
+      this.#release = [];
       this.#queued = 0;
       this.onFail(e);
     } finally {
@@ -849,19 +867,21 @@ export function nbdErrnoOf(e: unknown): number {
 }
 
 /**
- * Reuses WRITE payload buffers: a 1 MiB write stream would otherwise leave a
- * megabyte of garbage per request, and V8 collects external memory late
- * (RSS climbs by tens of MiB). Buffers come in power-of-two sizes from
- * 4 KiB; at most `maxBytes` are kept free.
+ * Reuses WRITE payload and READ reply buffers: a 1 MiB stream would
+ * otherwise leave a megabyte of garbage per request, and V8 collects
+ * external memory late (RSS climbs by tens to hundreds of MiB). Buffers come
+ * in power-of-two sizes from 4 KiB, plus `headroom` bytes (room for a reply
+ * header in front of read data, so that a 1 MiB read with its 16-byte
+ * header is not a 2 MiB buffer); at most `maxBytes` are kept free.
  */
 export class BufferPool {
   #free = new Map<number, ArrayBuffer[]>();
   #held = 0;
-  constructor(private maxBytes: number) {}
+  constructor(private maxBytes: number, private headroom = 0) {}
 
   /** A buffer of exactly `n` bytes (contents undefined). */
   get(n: number): Uint8Array {
-    const cls = sizeClass(n);
+    const cls = sizeClass(Math.max(0, n - this.headroom)) + this.headroom;
     const ab = this.#free.get(cls)?.pop();
     if (ab) {
       this.#held -= cls;
@@ -874,7 +894,8 @@ export class BufferPool {
   put(b: Uint8Array): void {
     const ab = b.buffer as ArrayBuffer;
     const cls = ab.byteLength;
-    if (cls !== sizeClass(cls) || this.#held + cls > this.maxBytes) return;
+    const body = cls - this.headroom;
+    if (body < 0 || body !== sizeClass(body) || this.#held + cls > this.maxBytes) return;
     let list = this.#free.get(cls);
     if (!list) this.#free.set(cls, list = []);
     list.push(ab);
@@ -916,6 +937,7 @@ class Transmission {
   #zeroes: Uint8Array | null = null;
   #rmw: Mutex;
   #pool = new BufferPool(POOL_BYTES);
+  #readPool = new BufferPool(READ_POOL_BYTES, READ_HEADROOM);
   #log: Logger;
   #label: string;
   #drainSince: number | null = null;
@@ -1180,6 +1202,10 @@ class Transmission {
     const fua = (req.flags & NBD_CMD_FLAG_FUA) !== 0;
     switch (req.type) {
       case NBD_CMD_READ: {
+        if (dev.readInto && this.#aligned(req.offset, req.length)) {
+          await this.#readReply(req);
+          return;
+        }
         const data = this.#aligned(req.offset, req.length)
           ? await this.#read(req.offset, req.length)
           : await this.#readUnaligned(req.offset, req.length);
@@ -1234,6 +1260,39 @@ class Transmission {
       }
     }
     this.#writer.enqueue(encodeSimpleReply(0, req.handleHi, req.handleLo));
+  }
+
+  /**
+   * An aligned READ on a device with readInto: the data goes straight into
+   * a pooled buffer behind room for the reply header, and header and data
+   * leave in one write; the buffer returns to the pool once written. After a
+   * failed read the buffer is dropped, not pooled (the device may still
+   * hold it). Nothing is allocated per request in steady state.
+   */
+  async #readReply(req: NbdRequest): Promise<void> {
+    const dev = this.device;
+    const hlen = this.structured ? STRUCTURED_READ_HEADER_SIZE : NBD_SIMPLE_REPLY_SIZE;
+    const buf = this.#readPool.get(hlen + req.length);
+    const data = buf.subarray(hlen);
+    if (req.length <= this.#chunk) {
+      await dev.readInto!(BigInt(req.offset), data);
+    } else {
+      const parts: Promise<void>[] = [];
+      for (let p = 0; p < req.length; p += this.#chunk) {
+        const n = Math.min(this.#chunk, req.length - p);
+        parts.push(dev.readInto!(BigInt(req.offset + p), data.subarray(p, p + n)));
+      }
+      // allSettled: no part may still be filling the buffer when we report.
+      const results = await Promise.allSettled(parts);
+      for (const r of results) if (r.status === "rejected") throw r.reason;
+    }
+    if (this.opts.counters) this.opts.counters.bytesRead += req.length;
+    if (this.structured) {
+      writeStructuredReadHeader(buf, 0, req.handleHi, req.handleLo, req.offset, req.length);
+    } else {
+      writeSimpleReply(buf, 0, 0, req.handleHi, req.handleLo);
+    }
+    this.#writer.enqueue(buf, undefined, () => this.#readPool.put(buf));
   }
 
   /** The whole blocks inside [offset, offset+length) as [start, end). */
