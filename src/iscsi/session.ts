@@ -291,14 +291,9 @@ export class Session implements ScsiTransport {
           () => (pinging = false),
           (e) => {
             pinging = false;
-            this.#failConn(
-              conn,
-              new OperationalError(
-                `NOP-Out not answered within ${timeout} ms (${
-                  e instanceof Error ? e.message : String(e)
-                })`,
-              ),
-            );
+            // A send error already failed the connection; what reaches the
+            // current connection here is the unanswered ping.
+            this.#failConn(conn, e);
           },
         );
       }, Math.max(1, every / 2));
