@@ -38,6 +38,32 @@ export async function loginTarget(t: BootTarget, o: LoginOptions): Promise<Block
     loginTimeoutMs: 15_000,
     // isboot.recovery_timeout= (src/boot/cmdline.ts): how long I/O waits for a lost connection.
     recoveryTimeoutMs: o.recoveryTimeoutMs,
+    portals: failoverPortals(t, o.targets ?? []),
   }, { log: o.log });
   return opened.device;
+}
+
+/**
+ * The other portals of the plan that serve the same IQN and LUN as `t`
+ * (iBFT's second target, more netroots), in plan order, without repeats:
+ * where recovery fails over to (src/iscsi/session.ts).
+ *
+ * @example
+ * ```ts
+ * failoverPortals(spec.targets[0], spec.targets); // [{ host: "192.0.2.11", port: 3260 }]
+ * ```
+ */
+export function failoverPortals(
+  t: BootTarget,
+  all: readonly BootTarget[],
+): { host: string; port: number }[] {
+  const seen = new Set([`${t.host}|${t.port}`]);
+  const out: { host: string; port: number }[] = [];
+  for (const x of all) {
+    const key = `${x.host}|${x.port}`;
+    if (x.targetName !== t.targetName || x.lun !== t.lun || seen.has(key)) continue;
+    seen.add(key);
+    out.push({ host: x.host, port: x.port });
+  }
+  return out;
 }

@@ -26,6 +26,11 @@ export interface LoginOptions {
   readonly headerDigest?: "crc32c" | "none";
   readonly dataDigest?: "crc32c" | "none";
   readonly recoveryTimeoutMs: number;
+  /**
+   * Every target of the plan: the session fails over to the others that
+   * name the same IQN and LUN when its portal is unreachable (issue 5).
+   */
+  readonly targets?: readonly BootTarget[];
   readonly log: Logger;
 }
 
@@ -201,6 +206,7 @@ export async function runBoot(
       ...(cmd.headerDigest ? { headerDigest: cmd.headerDigest } : {}),
       ...(cmd.dataDigest ? { dataDigest: cmd.dataDigest } : {}),
       recoveryTimeoutMs: cmd.recoveryTimeoutMs,
+      targets: spec.targets,
       log,
     },
     deadline,

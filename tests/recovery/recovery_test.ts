@@ -18,6 +18,7 @@ import { OperationalError } from "../../src/errors.ts";
 import { Logger } from "../../src/log.ts";
 import { loginSession, type Session, type SessionConfig } from "../../src/iscsi/session.ts";
 import { Lun } from "../../src/scsi/lun.ts";
+import { failoverPortals, loginTarget } from "../../src/boot/login.ts";
 import { FaultProxy } from "../faults/proxy.ts";
 import { type Tgtd, withTgtd } from "../helpers/tgtd.ts";
 
@@ -284,6 +285,75 @@ Deno.test({
         throw new Error(`${String(e)}\n${lines.slice(-20).join("\n")}`, { cause: e });
       } finally {
         await s.close(2000);
+        await a.close();
+        await b.close();
+      }
+    }),
+});
+
+Deno.test("failover: the boot plan's other targets with the same IQN and LUN are the failover portals", () => {
+  const t = (label: string, host: string, port: number, targetName = IQN, lun = 1) => ({
+    label,
+    host,
+    port,
+    lun,
+    targetName,
+  });
+  const a = t("iBFT target 0", "192.0.2.1", 3260);
+  const plan = [
+    a,
+    t("iBFT target 1", "192.0.2.2", 3260),
+    t("netroot 1", "192.0.2.1", 3260), // the same portal again
+    t("netroot 2", "192.0.2.3", 3260, "iqn.2026-11.test.isboot:other"),
+    t("netroot 3", "192.0.2.4", 3260, IQN, 2),
+    t("netroot 4", "2001:db8::5", 3261),
+  ];
+  assert.deepEqual(failoverPortals(a, plan), [
+    { host: "192.0.2.2", port: 3260 },
+    { host: "2001:db8::5", port: 3261 },
+  ]);
+  assert.deepEqual(failoverPortals(a, [a]), []);
+});
+
+Deno.test({
+  name:
+    "failover: a booted root disk (loginTarget) moves to iBFT's second target when the first is cut off",
+  ...opts,
+  fn: () =>
+    withTgtd(async (tgt) => {
+      const tid = await tgt.createTarget(IQN);
+      const { path } = await tgt.addLun(tid, { lun: 1, size: LUN_SIZE });
+      const a = await FaultProxy.start({ targetPort: tgt.port });
+      const b = await FaultProxy.start({ targetPort: tgt.port });
+      const log = new Logger({ quiet: true, sink: () => {} });
+      const t0 = {
+        label: "iBFT target 0",
+        host: "127.0.0.1",
+        port: a.port,
+        lun: 1,
+        targetName: IQN,
+      };
+      const t1 = { ...t0, label: "iBFT target 1", port: b.port };
+      const dev = await loginTarget(t0, {
+        initiator: "iqn.2026-11.test.isboot:boot-init",
+        recoveryTimeoutMs: 30_000,
+        targets: [t0, t1],
+        log,
+      });
+      try {
+        assert.equal(b.accepted, 0);
+        a.refuse(true);
+        a.cut();
+        await Promise.all(
+          Array.from({ length: 8 }, (_, i) => dev.write(BigInt(i * CHUNK), pattern(i))),
+        );
+        assert.ok(b.accepted >= 1, "second portal not used");
+        const file = await Deno.readFile(path);
+        for (let i = 0; i < 8; i++) {
+          assert.deepEqual(file.subarray(i * CHUNK, (i + 1) * CHUNK), pattern(i), `write ${i}`);
+        }
+      } finally {
+        await dev.close();
         await a.close();
         await b.close();
       }
