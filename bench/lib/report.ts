@@ -201,7 +201,7 @@ export function chart(rs: Row[], title: string): string {
   const jobsN = JOBS.length;
   const barW = 22, groupGap = 26, left = 60, top = 70, panelH = 230, panelGap = 70;
   const groupW = series.length * barW + groupGap;
-  const width = left + jobsN * groupW + 30;
+  const width = Math.max(left + jobsN * groupW + 30, 780);
   const height = top + digests.length * (panelH + panelGap) + 10;
   const maxPct = 150;
   const o: string[] = [];
@@ -211,7 +211,7 @@ export function chart(rs: Row[], title: string): string {
   o.push(`<rect width="100%" height="100%" fill="white"/>`);
   o.push(`<text x="${left}" y="20" font-size="15" font-weight="bold">${esc(title)}</text>`);
   series.forEach((s, i) => {
-    const x = left + i * 230;
+    const x = left + i * 200;
     o.push(`<rect x="${x}" y="32" width="12" height="12" fill="${s.color}"/>`);
     o.push(`<text x="${x + 16}" y="42">${esc(s.label)}</text>`);
   });
