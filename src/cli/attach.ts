@@ -16,12 +16,15 @@ import {
   attachDevice,
   type AttachOptions,
   DEFAULT_DEAD_CONN_TIMEOUT_SEC,
+  DEFAULT_TIMEOUT_SEC,
   type KernelAttachment,
   nbdDevicePath,
   NbdKernel,
   NbdLinkWatch,
   parseNbdDevice,
   readNbdSysfs,
+  RELEASE_FORCE_MS,
+  TAKEOVER_TIMEOUT_SEC,
   takeOverDevice,
 } from "../nbd/kernel.ts";
 import type { Logger } from "../log.ts";
@@ -55,8 +58,10 @@ options:
                             kernel gets our socket (NBD_CMD_RECONFIGURE), the
                             device and its mounts stay
   --connections N           NBD sockets (kernel queues), 1..16 (default 1)
-  --timeout SEC             kernel per-request timeout; 0 = never (default 0:
-                            isboot itself recovers lost connections)
+  --timeout SEC             kernel per-request timeout (default ${DEFAULT_TIMEOUT_SEC}): a request
+                            not answered by then is resent on a new socket,
+                            never failed; what recovers a request lost with a
+                            crashed daemon. 0 = never (no recovery of those)
   --dead-conn-timeout SEC   how long the kernel holds I/O when this process
                             dies, for a takeover (default ${DEFAULT_DEAD_CONN_TIMEOUT_SEC})
   --read-only               export read-only
@@ -226,14 +231,17 @@ async function daemonize(args: string[], ctx: CommandContext): Promise<number> {
 }
 
 /**
- * Take a live device over (docs/kernel.md "Takeover"): check the kernel's
- * backend identifier, ask the old daemon to release, then RECONFIGURE.
+ * Take a live device over (docs/kernel.md "Takeover under I/O"): check the
+ * kernel's backend identifier, shorten the kernel's request timeout, ask the
+ * old daemon to drain and release, RECONFIGURE with our socket and the
+ * configured timeout, then wait for the old daemon to exit.
  */
 async function takeOver(
   nbd: NbdKernel,
   backend: Backend,
   o: AttachOptions & { index: number },
   log: Logger,
+  watch: NbdLinkWatch | undefined,
 ): Promise<KernelAttachment> {
   const dev = nbdDevicePath(o.index);
   const sys = readNbdSysfs(o.index);
@@ -251,25 +259,79 @@ async function takeOver(
       `${dev} has ${sys.sizeBytes} bytes, the target ${backend.device.size}`,
     );
   }
+  const timeoutSec = o.timeoutSec ?? DEFAULT_TIMEOUT_SEC;
+  // Requests the kernel writes into the old socket after the old daemon's
+  // last read are lost with it; the kernel resends them when they time out.
+  // A short timeout for requests started from now on makes that quick.
+  nbd.reconfigure(o.index, {
+    backendIdentifier: backend.identifier,
+    timeoutSec: Math.min(TAKEOVER_TIMEOUT_SEC, timeoutSec || TAKEOVER_TIMEOUT_SEC),
+  });
   const path = controlPath(o.index);
+  let oldDaemon = false;
+  watch?.deadIndexes(); // only notifications from now on count
   try {
-    const r = await controlRequest(path, { cmd: "release" });
-    if (!r.ok) throw new OperationalError(`the isboot serving ${dev} refused: ${r.error}`);
-    log.info(`${dev}: the previous isboot released it`);
-    // It exits after its last reply and removes its control socket.
-    const deadline = Date.now() + 30_000;
-    while (await pathExists(path)) {
-      if (Date.now() > deadline) {
-        throw new OperationalError(`the isboot serving ${dev} did not exit`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
+    try {
+      const r = await controlRequest(path, { cmd: "release" });
+      if (!r.ok) throw new OperationalError(`the isboot serving ${dev} refused: ${r.error}`);
+      oldDaemon = true;
+      log.info(`${dev}: the previous isboot is draining its requests`);
+    } catch (e) {
+      if (e instanceof OperationalError && /^control socket/.test(e.message)) {
+        log.info(`${dev}: no isboot answers for it (crashed?): taking it over`);
+      } else throw e;
     }
+    // The old daemon half-closes its socket once its last reply is written;
+    // the kernel's receiver then marks it dead and multicasts LINK_DEAD. Only
+    // then may RECONFIGURE come: with no dead socket to replace, 6.1 drops
+    // the new socket and still answers 0 (nbd_genl_reconfigure turns
+    // nbd_reconnect_socket's ENOSPC into success).
+    if (oldDaemon) await waitLinkDead(watch, o.index, path, log);
+    const a = await takeOverDevice(nbd, backend.device, {
+      ...o,
+      timeoutSec,
+      waitDeadMs: RELEASE_FORCE_MS + 5_000,
+    });
+    if (oldDaemon) {
+      // It flushes, logs out and removes its control socket; ours goes there.
+      const deadline = Date.now() + 30_000;
+      while (await pathExists(path) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    return a;
   } catch (e) {
-    if (e instanceof OperationalError && /^control socket/.test(e.message)) {
-      log.info(`${dev}: no isboot answers for it (crashed?): taking it over`);
-    } else throw e;
+    try {
+      nbd.reconfigure(o.index, { backendIdentifier: backend.identifier, timeoutSec });
+    } catch { /* the device may be gone */ }
+    throw e;
   }
-  return await takeOverDevice(nbd, backend.device, o);
+}
+
+/**
+ * Wait until the kernel marked the old socket of /dev/nbdN dead: its
+ * NBD_CMD_LINK_DEAD, or (no multicast watch) the old daemon's exit plus 1 s.
+ */
+async function waitLinkDead(
+  watch: NbdLinkWatch | undefined,
+  index: number,
+  ctlPath: string,
+  log: Logger,
+): Promise<void> {
+  const deadline = Date.now() + RELEASE_FORCE_MS + 5_000;
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  if (watch) {
+    while (!watch.deadIndexes().has(index)) {
+      if (Date.now() > deadline) {
+        throw new OperationalError(`${nbdDevicePath(index)}: the previous isboot did not let go`);
+      }
+      await sleep(20);
+    }
+    log.debug(`${nbdDevicePath(index)}: the kernel marked the old socket dead`);
+    return;
+  }
+  while (await pathExists(ctlPath) && Date.now() < deadline) await sleep(100);
+  await sleep(1000);
 }
 
 async function pathExists(path: string): Promise<boolean> {
@@ -331,7 +393,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
       );
     }
     attachment = index !== undefined && v.takeover
-      ? await takeOver(nbd, backend, { ...opts, index }, log)
+      ? await takeOver(nbd, backend, { ...opts, index }, log, watch)
       : await attachDevice(nbd, backend.device, opts);
   } catch (e) {
     watch?.close();
@@ -339,7 +401,9 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     await backend.close().catch(() => {});
     throw e;
   }
-  // Notifications so far are about sockets before ours (a takeover's old one).
+  // Notifications so far are about sockets before ours (a takeover's old
+  // one: it is dead before our RECONFIGURE, and takeOver() waited for the old
+  // daemon to exit, so its LINK_DEAD is in).
   watch?.deadIndexes();
   const started = new Date();
   let a = attachment;

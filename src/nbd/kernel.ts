@@ -22,7 +22,7 @@
 import type { BlockDevice } from "../blockdev.ts";
 import { OperationalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { closeFd, fdSocket, shutdownFd, socketPair } from "../sys/socket.ts";
+import { closeFd, fdSocket, socketPair } from "../sys/socket.ts";
 import { type NbdCounters, newCounters, serveTransmission, transmissionFlags } from "./server.ts";
 import { type ByteStream, nodeSocketStream } from "./stream.ts";
 import { ERRNO, SysError } from "../sys/errno.ts";
@@ -82,9 +82,12 @@ export interface ConnectOptions {
   /** NBD transmission flags the server end implements (NBD_FLAG_*). */
   serverFlags: number;
   /**
-   * Per-request timeout, seconds. 0 (default) never times a request out:
-   * recovery is isboot's job below the BlockDevice interface, and the kernel
-   * should see a slow request, not an error.
+   * Per-request timeout, seconds (default {@link DEFAULT_TIMEOUT_SEC}). With
+   * one connection the kernel never fails a timed-out request: it marks the
+   * socket dead, requeues the request and waits DEAD_CONN_TIMEOUT for a new
+   * socket (the daemon heals on NBD_CMD_LINK_DEAD). That requeue is what
+   * recovers a request lost with a socket at a takeover or a crash; 0 means
+   * no timeout at all (docs/kernel.md "Takeover under I/O").
    */
   timeoutSec?: number;
   /**
@@ -117,6 +120,21 @@ export interface NbdDeviceStatus {
 
 /** Default dead-connection timeout, seconds (docs/kernel.md). */
 export const DEFAULT_DEAD_CONN_TIMEOUT_SEC = 120;
+/**
+ * Default kernel request timeout, seconds (docs/kernel.md "Takeover under
+ * I/O"): long enough that a slow target rarely makes the kernel drop a
+ * socket, short enough that a request lost with a crashed daemon's socket
+ * is resent within it.
+ */
+export const DEFAULT_TIMEOUT_SEC = 30;
+/**
+ * Request timeout a takeover sets while the old daemon drains: the few
+ * requests the kernel writes into the old socket after its last read are
+ * resent this soon, not after DEFAULT_TIMEOUT_SEC.
+ */
+export const TAKEOVER_TIMEOUT_SEC = 3;
+/** A draining daemon whose in-flight requests have not finished by then lets go anyway. */
+export const RELEASE_FORCE_MS = 15_000;
 
 /** Runs `modprobe NAME`; injectable so tests and the boot path can choose. */
 export type ModuleLoader = (name: string) => Promise<void>;
@@ -226,7 +244,7 @@ export function connectAttributes(o: ConnectOptions): AttrWriter {
   w.u64(NBD_ATTR_SIZE_BYTES, o.sizeBytes);
   w.u64(NBD_ATTR_BLOCK_SIZE_BYTES, BigInt(o.blockSize));
   w.u64(NBD_ATTR_SERVER_FLAGS, BigInt(o.serverFlags));
-  w.u64(NBD_ATTR_TIMEOUT, BigInt(o.timeoutSec ?? 0));
+  w.u64(NBD_ATTR_TIMEOUT, BigInt(o.timeoutSec ?? DEFAULT_TIMEOUT_SEC));
   w.u64(
     NBD_ATTR_DEAD_CONN_TIMEOUT,
     BigInt(o.deadConnTimeoutSec ?? DEFAULT_DEAD_CONN_TIMEOUT_SEC),
@@ -341,7 +359,7 @@ export class NbdKernel {
 
   /**
    * NBD_CMD_RECONFIGURE a live device. With `sockets`, the kernel replaces
-   * only sockets it has marked dead (ENOSPC otherwise): shut the old one
+   * only sockets it has marked dead (6.1 drops ours silently otherwise): shut the old one
    * down first. The backend identifier must match the device's.
    */
   reconfigure(index: number, o: ReconfigureOptions): void {
@@ -493,9 +511,12 @@ export interface KernelAttachment {
   /** NBD_CMD_DISCONNECT through netlink; `done` resolves after. */
   disconnect(): void;
   /**
-   * Shut our socket ends down without disconnecting the device: the kernel
-   * marks them dead and holds requests for DEAD_CONN_TIMEOUT, waiting for a
-   * new daemon's RECONFIGURE (the takeover hand-over, issue 5).
+   * Let go of the device without disconnecting it (the takeover hand-over,
+   * issue 5): drain — stop reading at a request boundary, answer every
+   * request read — then shut our socket ends down; the kernel marks them
+   * dead and holds requests for DEAD_CONN_TIMEOUT, waiting for a new
+   * daemon's RECONFIGURE. `done` resolves after. Requests still unanswered
+   * after RELEASE_FORCE_MS are abandoned (the kernel resends them).
    */
   release(): void;
 }
@@ -536,9 +557,10 @@ export function attachDevice(
  * Take over a live device whose previous server is gone (crashed, or told
  * to `release`): serve new socketpairs and hand them to the kernel with
  * NBD_CMD_RECONFIGURE, which puts them in place of the sockets it marked
- * dead. The backend identifier must match the device's. The kernel marks a
- * socket dead shortly after its peer closes, so ENOSPC ("no dead socket to
- * replace") is retried for up to `waitDeadMs`.
+ * dead. The backend identifier must match the device's. Call it only once
+ * the old socket is dead (its NBD_CMD_LINK_DEAD was seen, or its process
+ * died): with no dead socket, Linux 6.1 drops the new one and still answers
+ * success. ENOSPC, should a kernel answer it, is retried for up to `waitDeadMs`.
  *
  * @example
  * ```ts
@@ -607,8 +629,53 @@ async function hookUp(
     // The kernel took its own references (sockfd_lookup); ours are not needed.
     for (const fd of theirs) closeFd(fd);
   }
+  const drain = new AbortController();
+  const finished = ours.map(() => false);
   const streams: ByteStream[] = [];
-  for (const fd of ours) streams.push(nodeSocketStream(await fdSocket(fd)));
+  const letGo: Promise<void>[] = [];
+  for (const [i, fd] of ours.entries()) {
+    const sock = await fdSocket(fd);
+    const s = nodeSocketStream(sock);
+    let gone!: () => void;
+    letGo.push(new Promise<void>((r) => (gone = r)));
+    streams.push({
+      read: (into) => s.read(into),
+      write: (data) => s.write(data),
+      close() {
+        if (finished[i]) return;
+        finished[i] = true;
+        if (!drain.signal.aborted) {
+          s.close();
+          gone();
+          return;
+        }
+        // The end of a drain: half-close (shutdown SHUT_WR once the replies
+        // are out) and keep reading, discarding, until the kernel shuts its
+        // end. So the kernel's receiver, not a failed send, is what marks
+        // the socket dead: a receiver still running after a new socket was
+        // put in place would mark the NEW socket dead (6.1 recv_work() looks
+        // the socket up by index). What we discard the kernel resends when
+        // it times out.
+        if (sock.destroyed) {
+          s.close();
+          gone();
+          return;
+        }
+        sock.removeAllListeners("data");
+        sock.on("data", () => {});
+        sock.resume();
+        const force = setTimeout(() => finish(), RELEASE_FORCE_MS);
+        const finish = () => {
+          clearTimeout(force);
+          s.close();
+          gone();
+        };
+        sock.once("close", finish);
+        sock.once("end", () => sock.destroy());
+        sock.end();
+      },
+    });
+  }
   const label = `nbd${index}`;
   const done = Promise.all(
     streams.map((s, i) =>
@@ -617,9 +684,10 @@ async function hookUp(
         counters,
         flags,
         label: n > 1 ? `${label}.${i}` : label,
+        drain: drain.signal,
       })
     ),
-  ).then(() => {});
+  ).then(() => Promise.all(letGo)).then(() => {});
   return {
     index,
     device: nbdDevicePath(index),
@@ -628,12 +696,13 @@ async function hookUp(
     done,
     disconnect: () => nbd.disconnect(index),
     release: () => {
-      for (let i = 0; i < ours.length; i++) {
-        try {
-          shutdownFd(ours[i]);
-        } catch { /* already gone */ }
-        streams[i].close();
-      }
+      if (drain.signal.aborted) return;
+      drain.abort();
+      const force = setTimeout(() => {
+        o.log.warn(`${label}: requests still in flight after the drain: letting go anyway`);
+        for (const s of streams) s.close();
+      }, RELEASE_FORCE_MS);
+      void done.finally(() => clearTimeout(force));
     },
   };
 }
