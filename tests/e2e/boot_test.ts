@@ -60,6 +60,8 @@ for (const c of CASES) {
         } s; ` +
           `VM total ${(r.vm.durationMs / 1000).toFixed(1)} s; IO_FLUSHER ${flusher[1]}`,
       );
+      const split = /isboot: time: (.*)$/m.exec(r.vm.serial);
+      if (split) console.log(`    isboot ${split[1]}`);
     },
   });
 }
