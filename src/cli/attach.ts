@@ -58,10 +58,10 @@ options:
                             kernel gets our socket (NBD_CMD_RECONFIGURE), the
                             device and its mounts stay
   --connections N           NBD sockets (kernel queues), 1..16 (default 1)
-  --timeout SEC             kernel per-request timeout (default ${DEFAULT_TIMEOUT_SEC}): a request
-                            not answered by then is resent on a new socket,
-                            never failed; what recovers a request lost with a
-                            crashed daemon. 0 = never (no recovery of those)
+  --timeout SEC             kernel per-request timeout; 0 = none (default ${DEFAULT_TIMEOUT_SEC}:
+                            isboot recovers lost connections itself; the
+                            kernel sees a slow request). With N > 0 a late
+                            request is resent on a new socket, never failed
   --dead-conn-timeout SEC   how long the kernel holds I/O when this process
                             dies, for a takeover (default ${DEFAULT_DEAD_CONN_TIMEOUT_SEC})
   --read-only               export read-only

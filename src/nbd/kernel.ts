@@ -82,12 +82,13 @@ export interface ConnectOptions {
   /** NBD transmission flags the server end implements (NBD_FLAG_*). */
   serverFlags: number;
   /**
-   * Per-request timeout, seconds (default {@link DEFAULT_TIMEOUT_SEC}). With
-   * one connection the kernel never fails a timed-out request: it marks the
-   * socket dead, requeues the request and waits DEAD_CONN_TIMEOUT for a new
-   * socket (the daemon heals on NBD_CMD_LINK_DEAD). That requeue is what
-   * recovers a request lost with a socket at a takeover or a crash; 0 means
-   * no timeout at all (docs/kernel.md "Takeover under I/O").
+   * Per-request timeout, seconds (default {@link DEFAULT_TIMEOUT_SEC}: 0).
+   * With 0 the kernel never drops our socket on its own (a long target
+   * outage is a slow request), and re-arms the timer every 30 s, requeueing
+   * a request whose socket was replaced meanwhile: that recovers a request
+   * lost with a crashed daemon's socket. With N > 0 and one connection a
+   * timed-out request is requeued, never failed, but the socket is dropped
+   * (docs/kernel.md "Takeover under I/O").
    */
   timeoutSec?: number;
   /**
@@ -121,16 +122,17 @@ export interface NbdDeviceStatus {
 /** Default dead-connection timeout, seconds (docs/kernel.md). */
 export const DEFAULT_DEAD_CONN_TIMEOUT_SEC = 120;
 /**
- * Default kernel request timeout, seconds (docs/kernel.md "Takeover under
- * I/O"): long enough that a slow target rarely makes the kernel drop a
- * socket, short enough that a request lost with a crashed daemon's socket
- * is resent within it.
+ * Default kernel request timeout, seconds: none (docs/kernel.md "Takeover
+ * under I/O"). A timeout > 0 would drop the socket during a long target
+ * outage, and held I/O fails after DEAD_CONN_TIMEOUT if the daemon cannot
+ * hand over a new one in time (its old connection still waits for the
+ * target); with 0 the root disk just waits.
  */
-export const DEFAULT_TIMEOUT_SEC = 30;
+export const DEFAULT_TIMEOUT_SEC = 0;
 /**
  * Request timeout a takeover sets while the old daemon drains: the few
  * requests the kernel writes into the old socket after its last read are
- * resent this soon, not after DEFAULT_TIMEOUT_SEC.
+ * resent this soon, not at the next 30 s re-arm.
  */
 export const TAKEOVER_TIMEOUT_SEC = 3;
 /** A draining daemon whose in-flight requests have not finished by then lets go anyway. */
