@@ -44,7 +44,10 @@ Deno.test("boot: nothing asked and no iBFT is a quiet exit 0; isboot=off too", a
     // This host's firmware has no iBFT (no ACPI table, no sysfs, nothing in low memory).
     const none = await runCli(["boot", "--cmdline", c]);
     assert.equal(none.code, 0, none.stderr);
-    assert.match(none.stderr, /no iBFT and no netroot=iscsi: on the kernel command line: nothing to do/);
+    assert.match(
+      none.stderr,
+      /no iBFT and no netroot=iscsi: on the kernel command line: nothing to do/,
+    );
     const auto = await runCli([
       "boot",
       "--plan",
