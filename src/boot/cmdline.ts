@@ -20,7 +20,8 @@
  *   `rd.iscsi.in.password=`: CHAP and mutual CHAP for `netroot=` targets.
  * - `isboot=off`: do nothing (rescue).
  * - `isboot.device=/dev/nbdN`, `isboot.timeout=S`, `isboot.link_timeout=S`,
- *   `isboot.recovery_timeout=S`, `isboot.header_digest=crc32c|none`,
+ *   `isboot.recovery_timeout=S|forever` (default forever; 0: no recovery),
+ *   `isboot.header_digest=crc32c|none`,
  *   `isboot.data_digest=crc32c|none`, `isboot.debug`, `isboot.source=auto|acpi|sysfs|mem`,
  *   `isboot.handoff=all|none|LIST` (ifupdown,networkd,nm). `-` and `_` are the same
  *   in isboot option names, as in kernel module parameters.
@@ -161,7 +162,8 @@ export interface BootCmdline {
 export const BOOT_DEFAULTS = {
   timeoutMs: 180_000,
   linkTimeoutMs: 30_000,
-  recoveryTimeoutMs: 120_000,
+  /** The root disk waits for the target as long as it takes: an I/O error would cost the root filesystem. */
+  recoveryTimeoutMs: Infinity,
 } as const;
 
 const ISBOOT_OPTIONS = [
@@ -426,7 +428,9 @@ export function parseBootCmdline(line: string): BootCmdline {
         linkTimeoutMs = seconds(name, value);
         break;
       case "recovery_timeout":
-        recoveryTimeoutMs = seconds(name, value);
+        recoveryTimeoutMs = value === "forever" || value === "infinity"
+          ? Infinity
+          : seconds(name, value);
         break;
       case "header_digest":
       case "data_digest": {

@@ -60,6 +60,10 @@ Deno.test("cmdline: defaults, and nothing requested without iSCSI options", () =
   assertEquals(c.requested, false);
   assertEquals(c.firmware, false);
   assertEquals(c.timeoutMs, BOOT_DEFAULTS.timeoutMs);
+  // The root disk waits for its target without limit unless told otherwise.
+  assertEquals(c.recoveryTimeoutMs, Infinity);
+  assertEquals(parseBootCmdline("isboot.recovery_timeout=forever").recoveryTimeoutMs, Infinity);
+  assertEquals(parseBootCmdline("isboot.recovery_timeout=0").recoveryTimeoutMs, 0);
   assertEquals(c.handoff, ["ifupdown", "networkd", "nm"]);
   assertEquals(c.ip, []);
   assertEquals(parseBootCmdline("isboot=off rd.iscsi.firmware").disabled, true);
