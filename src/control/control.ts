@@ -8,9 +8,11 @@
  * JSON line and closes. Lines are at most 1 MiB. Requests:
  * - `{"cmd":"status"}` → `{"ok":true,"status":SessionStatus}`
  * - `{"cmd":"detach"}` → the daemon disconnects its device and exits
- * - `{"cmd":"release"}` → the daemon shuts its NBD sockets down without
- *   disconnecting (the kernel holds I/O for DEAD_CONN_TIMEOUT) and exits:
- *   the hand-over step of a takeover.
+ * - `{"cmd":"release"}` → the daemon drains (stops reading at a request
+ *   boundary, answers what it read), half-closes its NBD sockets without
+ *   disconnecting (the kernel marks them dead, sends LINK_DEAD and holds
+ *   I/O for DEAD_CONN_TIMEOUT) and exits: the hand-over step of a takeover
+ *   (docs/kernel.md "Takeover under I/O").
  * Errors: `{"ok":false,"error":"..."}`. Nothing here ever carries a secret.
  *
  * @example
