@@ -339,9 +339,8 @@ export async function buildInitrd(
 }
 
 /**
- * NsTgtd.start, retried: it draws tgtd's control number from 1000..61000, but
- * tgtd refuses numbers above 32767 ("-C argument value out of range"), so about
- * half the draws fail at once. (Reported to the VM harness's owner.)
+ * NsTgtd.start, retried: a start can still fail when a random control number
+ * or port collides with another tgtd on a busy machine.
  */
 export async function startTgtd(ns: NetNs): Promise<NsTgtd> {
   for (let i = 0;; i++) {

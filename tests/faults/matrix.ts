@@ -217,9 +217,8 @@ async function deleteTargetConnections(tgt: Tgtd, tid: number): Promise<number> 
 }
 
 /**
- * Tgtd.start, retried: the helper picks control numbers up to 61000 but
- * tgtd accepts only up to 32767, so about half its attempts fail and now
- * and then all five do (reported to the helper's owner).
+ * Tgtd.start, retried: a start can still fail when a random control number
+ * or port collides with another tgtd on a busy machine.
  */
 async function startTgtd(): Promise<Tgtd> {
   for (let i = 0;; i++) {
