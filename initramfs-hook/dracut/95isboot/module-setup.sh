@@ -69,6 +69,8 @@ install() {
         inst_binary "$bin" /usr/bin/isboot
     fi
     inst_multiple modprobe
+    # ISA-L's CRC32C for iSCSI digests; optional (isboot falls back to hash-wasm).
+    inst_libdir_file "libisal.so.2*" || :
     inst_hook cmdline 90 "$moddir/isboot-parse.sh"
     inst_simple "$moddir/isboot-run.sh" /sbin/isboot-run
     chmod 0755 "$initdir/sbin/isboot-run"
