@@ -172,49 +172,12 @@ export const FAULTS: Fault[] = [
     name: "tgtadm delete conn",
     breaksConnection: true,
     inject: async ({ tgt, tid, note }) => {
-      const n = await deleteTargetConnections(tgt, tid);
+      const n = await tgt.deleteConnections(tid);
       if (n === 0) throw new Error("tgtadm listed no connection to delete");
       note(`target deleted ${n} connection(s)`);
     },
   },
 ];
-
-/**
- * Deletes every connection of target `tid` from the target side. The
- * connections are listed by `--mode target --op show` without `--tid`
- * (with `--tid` tgtadm prints the target's parameters instead).
- */
-async function deleteTargetConnections(tgt: Tgtd, tid: number): Promise<number> {
-  const out = await tgt.tgtadm(["--lld", "iscsi", "--mode", "target", "--op", "show"]);
-  const conns: { sid: number; cid: number }[] = [];
-  let inTarget = false;
-  let sid = -1;
-  for (const line of out.split("\n")) {
-    const t = line.trim();
-    let m: RegExpMatchArray | null;
-    if ((m = line.match(/^Target (\d+):/))) inTarget = Number(m[1]) === tid;
-    else if (!inTarget) continue;
-    else if ((m = t.match(/^I_T nexus: (\d+)/))) sid = Number(m[1]);
-    else if ((m = t.match(/^Connection: (\d+)/))) conns.push({ sid, cid: Number(m[1]) });
-  }
-  for (const c of conns) {
-    await tgt.tgtadm([
-      "--lld",
-      "iscsi",
-      "--mode",
-      "conn",
-      "--op",
-      "delete",
-      "--tid",
-      String(tid),
-      "--sid",
-      String(c.sid),
-      "--cid",
-      String(c.cid),
-    ]);
-  }
-  return conns.length;
-}
 
 /**
  * Tgtd.start, retried: a start can still fail when a random control number
