@@ -6,25 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deno=${DENO:?DENO must name the deno binary}
-mapfile -t pkgs < <(sed 's/#.*//' bench/deps.apt | tr -s ' \t' '\n' | sed '/^$/d' | sort -u)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing bench dependencies: ${missing[*]}"
-  [ "$(id -u)" = 0 ] || { echo "need root to apt-get install: ${missing[*]}" >&2; exit 1; }
-  # Keep apt from starting services (tgt.service would take port 3260) on install.
-  policy=/usr/sbin/policy-rc.d
-  made_policy=0
-  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1; fi
-  trap '[ $made_policy = 1 ] && rm -f "$policy"' EXIT
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-  echo "bench dependencies present (${#pkgs[@]} packages)"
-fi
+scripts/test-deps.sh bench/deps.apt
 # tgtd, qemu-nbd and the loads need root for nothing but tgtd's control socket
 # in /var/run/tgtd; run as root like the tests.
 crc_args=()

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Install the Debian packages the test suite needs (tests/deps/*.apt, one
-# package a line, # comments), idempotently: apt runs only when one is missing.
+# Install the Debian packages listed in LIST files (default: tests/deps/*.apt,
+# what the test suite needs; one package a line, # comments), idempotently:
+# apt runs only when one is missing. Usage: test-deps.sh [LIST...]
 set -euo pipefail
-mapfile -t pkgs < <(cat tests/deps/*.apt 2>/dev/null | sed 's/#.*//' | tr -s ' \t' '\n' | sed '/^$/d' | sort -u)
+[ $# -gt 0 ] || set -- tests/deps/*.apt
+mapfile -t pkgs < <(cat "$@" 2>/dev/null | sed 's/#.*//' | tr -s ' \t' '\n' | sed '/^$/d' | sort -u)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && { echo "test dependencies present (${#pkgs[@]} packages)"; exit 0; }
-echo "installing test dependencies: ${missing[*]}"
+[ ${#missing[@]} -eq 0 ] && { echo "dependencies present (${#pkgs[@]} packages)"; exit 0; }
+echo "installing dependencies: ${missing[*]}"
 [ "$(id -u)" = 0 ] || { echo "need root to apt-get install: ${missing[*]}" >&2; exit 1; }
 # Keep apt from starting services (tgt.service, nbd-client, ...) on install.
 policy=/usr/sbin/policy-rc.d
