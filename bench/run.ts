@@ -118,8 +118,12 @@ async function measure(
 ): Promise<Omit<Sample, "run" | "digest" | "lun" | "contestant" | "job">> {
   const pid = srv.child.pid;
   const c0 = cpuSeconds(pid), t0 = cpuSeconds(tgtdPid);
-  let rss = 0;
-  const sampler = setInterval(() => rss = Math.max(rss, memoryKiB(pid).rss), 200);
+  let rss = 0, anon = 0;
+  const sampler = setInterval(() => {
+    const m = memoryKiB(pid);
+    rss = Math.max(rss, m.rss);
+    anon = Math.max(anon, m.anon);
+  }, 200);
   let r: LoadResult;
   try {
     r = job.id === "nbdcopy"
@@ -136,6 +140,7 @@ async function measure(
     cpuSecPerGiB: gib > 0 ? (c1 - c0) / gib : undefined,
     tgtdCpuSecPerGiB: gib > 0 ? (t1 - t0) / gib : undefined,
     rssKiB: Math.max(rss, mem.rss),
+    anonKiB: Math.max(anon, mem.anon),
     hwmKiB: mem.hwm,
   };
 }
@@ -343,8 +348,11 @@ async function main() {
   );
   extras.isbootServeMaxRssKiB = Math.max(0, ...isbootCells.map((c) => c.rssKiB ?? 0)) || undefined;
   extras.isbootServeHwmKiB = Math.max(0, ...isbootCells.map((c) => c.hwmKiB ?? 0)) || undefined;
+  extras.isbootServeMaxAnonKiB = Math.max(0, ...isbootCells.map((c) => c.anonKiB ?? 0)) ||
+    undefined;
   const qemuCells = cells.filter((c) => c.contestant === "qemu-nbd");
   extras.qemuNbdMaxRssKiB = Math.max(0, ...qemuCells.map((c) => c.rssKiB ?? 0)) || undefined;
+  extras.qemuNbdMaxAnonKiB = Math.max(0, ...qemuCells.map((c) => c.anonKiB ?? 0)) || undefined;
 
   const md = table(rs);
   const git = await run("git", ["describe", "--always", "--dirty"]).catch(() => null);
@@ -399,6 +407,9 @@ function extrasText(x: Record<string, unknown>): string {
     `| steady RSS under load (max VmRSS) | ${mib(x.isbootServeMaxRssKiB)} | ${
       mib(x.qemuNbdMaxRssKiB)
     } |`,
+    `| steady anonymous RSS under load (max RssAnon: no file pages) | ${
+      mib(x.isbootServeMaxAnonKiB)
+    } | ${mib(x.qemuNbdMaxAnonKiB)} |`,
     `| VmHWM after load | ${mib(x.isbootServeHwmKiB)} | — |`,
   ].join("\n");
 }

@@ -90,14 +90,18 @@ export function cpuSeconds(pid: number): number {
   return (utime + stime) / CLK_TCK;
 }
 
-/** VmRSS and VmHWM in KiB from /proc/PID/status (0 when unreadable). */
-export function memoryKiB(pid: number): { rss: number; hwm: number } {
+/**
+ * VmRSS, VmHWM and RssAnon in KiB from /proc/PID/status (0 when unreadable).
+ * RssAnon leaves out file-backed pages (for isboot, ~30-45 MiB of the deno
+ * runtime's own code), i.e. what the process's data costs.
+ */
+export function memoryKiB(pid: number): { rss: number; hwm: number; anon: number } {
   try {
     const s = Deno.readTextFileSync(`/proc/${pid}/status`);
     const field = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(s)?.[1] ?? 0);
-    return { rss: field("VmRSS"), hwm: field("VmHWM") };
+    return { rss: field("VmRSS"), hwm: field("VmHWM"), anon: field("RssAnon") };
   } catch {
-    return { rss: 0, hwm: 0 };
+    return { rss: 0, hwm: 0, anon: 0 };
   }
 }
 

@@ -23,8 +23,9 @@ export interface Sample {
   /** NBD server process (or, for iscsi-perf, the initiator itself). */
   cpuSecPerGiB?: number;
   tgtdCpuSecPerGiB?: number;
-  /** Largest VmRSS seen while the job ran, and VmHWM after it, KiB. */
+  /** Largest VmRSS (and RssAnon) seen while the job ran, and VmHWM after it, KiB. */
   rssKiB?: number;
+  anonKiB?: number;
   hwmKiB?: number;
 }
 
@@ -41,6 +42,7 @@ export interface Cell {
   cpuSecPerGiB?: number;
   tgtdCpuSecPerGiB?: number;
   rssKiB?: number;
+  anonKiB?: number;
   hwmKiB?: number;
 }
 
@@ -68,6 +70,7 @@ export function summarize(samples: Sample[]): Cell[] {
     cpuSecPerGiB: med(g.map((s) => s.cpuSecPerGiB)),
     tgtdCpuSecPerGiB: med(g.map((s) => s.tgtdCpuSecPerGiB)),
     rssKiB: Math.max(...g.map((s) => s.rssKiB ?? 0)) || undefined,
+    anonKiB: Math.max(...g.map((s) => s.anonKiB ?? 0)) || undefined,
     hwmKiB: Math.max(...g.map((s) => s.hwmKiB ?? 0)) || undefined,
   }));
 }

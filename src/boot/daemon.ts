@@ -31,6 +31,7 @@ import { OperationalError } from "../errors.ts";
 import type { Logger, LogLevel, LogSink } from "../log.ts";
 import {
   getIoFlusher,
+  limitMallocRetention,
   lockFileMappings,
   reexecSelf,
   selfArgv,
@@ -204,6 +205,10 @@ export function becomeRootStorageDaemon(log: Logger): void {
   report("leave the starting unit's cgroup", leaveUnitCgroup());
   report("oom_score_adj -1000", setOomScoreAdj(-1000));
   report("mlock file mappings", lockFileMappings());
+  report(
+    "malloc: fixed mmap threshold",
+    limitMallocRetention() ? { ok: true } : { ok: false, error: "mallopt refused" },
+  );
   try {
     Deno.chdir("/");
   } catch (e) {

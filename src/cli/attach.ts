@@ -38,6 +38,7 @@ import {
   type TargetOptionValues,
 } from "./target_options.ts";
 import type { Command, CommandContext } from "./context.ts";
+import { limitMallocRetention } from "../sys/process.ts";
 
 const USAGE = `usage: isboot attach TARGET [--device /dev/nbdN] [options]
 
@@ -358,6 +359,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   }
   if (v.daemon) return await daemonize(args, ctx);
   const log = ctx.log;
+  limitMallocRetention(); // a long-lived server: freed I/O buffers go back to the kernel
 
   const backend = await openBackend(
     p.positionals[0],

@@ -8,6 +8,7 @@ import { MemoryDevice, parseSize } from "../memory_device.ts";
 import { describeAddr, listenNbd, parseListenAddress } from "../nbd/listen.ts";
 import { NbdServer } from "../nbd/server.ts";
 import { denoConnStream } from "../nbd/stream.ts";
+import { limitMallocRetention } from "../sys/process.ts";
 import { openTarget } from "../target.ts";
 import { parseCommand } from "./args.ts";
 import type { Command, CommandContext } from "./context.ts";
@@ -111,6 +112,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   if (p.positionals.length !== 1) throw new UsageError("serve: expected one TARGET (see --help)");
   if (!v.listen) throw new UsageError("serve: --listen is required (see --help)");
   const addr = parseListenAddress(v.listen);
+  limitMallocRetention(); // a long-lived server: freed I/O buffers go back to the kernel
   const backend = await openBackend(p.positionals[0], v, v.listen, ctx);
   const { device } = backend;
   const log = ctx.log;

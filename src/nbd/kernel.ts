@@ -23,7 +23,13 @@ import type { BlockDevice } from "../blockdev.ts";
 import { OperationalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { closeFd, fdSocket, socketPair } from "../sys/socket.ts";
-import { type NbdCounters, newCounters, serveTransmission, transmissionFlags } from "./server.ts";
+import {
+  IoBudget,
+  type NbdCounters,
+  newCounters,
+  serveTransmission,
+  transmissionFlags,
+} from "./server.ts";
 import { type ByteStream, nodeSocketStream } from "./stream.ts";
 import { ERRNO, SysError } from "../sys/errno.ts";
 import { decodeGenl, type GenlFamily, genlRequest, resolveFamily } from "../sys/genetlink.ts";
@@ -679,6 +685,7 @@ async function hookUp(
     });
   }
   const label = `nbd${index}`;
+  const budget = new IoBudget(); // one memory bound for all of the device's sockets
   const done = Promise.all(
     streams.map((s, i) =>
       serveTransmission(s, device, {
@@ -687,6 +694,7 @@ async function hookUp(
         flags,
         label: n > 1 ? `${label}.${i}` : label,
         drain: drain.signal,
+        budget,
       })
     ),
   ).then(() => Promise.all(letGo)).then(() => {});

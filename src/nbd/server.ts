@@ -11,10 +11,13 @@
  * Transmission is pipelined: requests are parsed as they arrive and handed
  * to the device without waiting for earlier ones; replies go out in
  * completion order (proto.md allows any order), batched into few writes.
- * Memory per connection is bounded: a request is admitted only while the
- * bytes of admitted-but-unreplied requests stay under a cap, and reading
- * stops while the reply queue is full (a client that does not read its
- * replies stalls itself, nobody else).
+ * Memory is bounded for the whole server, not per connection: all
+ * connections share one IoBudget, a request is admitted only while the
+ * bytes of admitted-but-unreplied requests of all of them stay under its
+ * cap, and payload and reply buffers come from its pool (so nbdcopy's four
+ * connections cost what one does). Reading stops while a connection's reply
+ * queue is full (a client that does not read its replies stalls itself,
+ * nobody else).
  *
  * @example
  * ```ts
@@ -153,10 +156,15 @@ export interface TransmissionOptions {
   log: Logger;
   counters?: NbdCounters;
   /**
-   * Cap on payload bytes of admitted requests not yet replied to (default
-   * 32 MiB: enough for 8 x 1 MiB or 128 x 256 KiB in flight, and steady
-   * RSS stays low). One request is always admitted when nothing is in flight, so a
-   * 32 MiB request is never refused by the cap.
+   * The in-flight cap and buffer pool this connection shares with others
+   * (an NbdServer gives all its connections one; so should a caller that
+   * runs several `serveTransmission`s for one device). Default: a budget of
+   * its own with `maxInFlightBytes`.
+   */
+  budget?: IoBudget;
+  /**
+   * Cap on payload bytes of admitted requests not yet replied to, when no
+   * `budget` is given (default DEFAULT_IN_FLIGHT_BYTES).
    */
   maxInFlightBytes?: number;
   /** Cap on requests in flight per connection (default 256). */
@@ -274,6 +282,62 @@ export async function serveTransmission(
   }
 }
 
+/**
+ * Payload bytes in flight allowed by default, over all connections of a
+ * server: 8 x 1 MiB or 64 x 256 KiB, enough to keep an iSCSI session's
+ * command window busy (more only waits in the target's queue) while steady
+ * RSS stays small (issue 6: <= 64 MiB under load).
+ */
+export const DEFAULT_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * What connections share so that memory is bounded per server: a cap on
+ * payload bytes of admitted, unreplied requests, and one pool of free
+ * payload/reply buffers (at most the cap). A connection with nothing in
+ * flight is always admitted (it cannot otherwise make progress), so the cap
+ * can be exceeded by at most one request per connection.
+ *
+ * @example
+ * ```ts
+ * const budget = new IoBudget(8 << 20);
+ * await Promise.all(streams.map((s) => serveTransmission(s, dev, { log, budget })));
+ * ```
+ */
+export class IoBudget {
+  readonly pool: BufferPool;
+  #bytes = 0;
+  #waiters: (() => void)[] = [];
+
+  constructor(readonly maxBytes: number = DEFAULT_IN_FLIGHT_BYTES) {
+    this.pool = new BufferPool(maxBytes, READ_HEADROOM);
+  }
+
+  /** Payload bytes admitted and not yet released. */
+  get inFlightBytes(): number {
+    return this.#bytes;
+  }
+
+  /** True when `cost` more bytes stay within the cap. */
+  fits(cost: number): boolean {
+    return this.#bytes + cost <= this.maxBytes;
+  }
+
+  take(cost: number): void {
+    this.#bytes += cost;
+  }
+
+  /** Return `cost` bytes and wake every waiting connection (they re-check). */
+  give(cost: number): void {
+    this.#bytes -= cost;
+    if (this.#waiters.length > 0) { for (const w of this.#waiters.splice(0)) w(); }
+  }
+
+  /** Resolves at the next give(). */
+  changed(): Promise<void> {
+    return new Promise<void>((r) => this.#waiters.push(r));
+  }
+}
+
 /** Options of an NbdServer. */
 export interface NbdServerOptions extends TransmissionOptions {
   /** The exports; the first is the default (empty name). At least one. */
@@ -303,6 +367,7 @@ export class NbdServer {
   #connections = new Set<Connection>();
   /** One read-modify-write lock per export, shared by all its connections. */
   #rmwLocks = new Map<NbdExport, Mutex>();
+  #budget: IoBudget;
   #nextId = 1;
   #shuttingDown = false;
 
@@ -310,6 +375,7 @@ export class NbdServer {
     if (opts.exports.length === 0) throw new Error("NbdServer: no exports");
     this.#opts = opts;
     this.counters = opts.counters ?? newCounters();
+    this.#budget = opts.budget ?? new IoBudget(opts.maxInFlightBytes);
   }
 
   /** Connections open now. */
@@ -358,7 +424,7 @@ export class NbdServer {
         chosen.export.device,
         chosen.flags,
         chosen.structured,
-        { ...this.#opts, counters: this.counters, label },
+        { ...this.#opts, counters: this.counters, label, budget: this.#budget },
         this.#rmwLockFor(chosen.export),
       );
       conn.transmission = t;
@@ -597,10 +663,6 @@ const REPLY_QUEUE_LIMIT = 8 * 1024 * 1024;
  * kernel's request timeout, docs/kernel.md "Takeover").
  */
 const DRAIN_GRACE_MS = 1000;
-/** Free WRITE payload buffers kept per connection for reuse. */
-const POOL_BYTES = 8 * 1024 * 1024;
-/** Free READ reply buffers (header + data) kept per connection for reuse. */
-const READ_POOL_BYTES = 8 * 1024 * 1024;
 /** Room for the reply header in front of read data: simple 16, structured 28 bytes. */
 const READ_HEADROOM = 32;
 /** Zero buffer used to emulate WRITE_ZEROES on devices without it. */
@@ -928,17 +990,17 @@ class Transmission {
   #chunk: number;
   #writer: ReplyWriter;
   #inFlight = 0;
-  #inFlightBytes = 0;
-  #maxBytes: number;
+  /** Budget bytes held by read replies queued but not yet written. */
+  #replyHeld = 0;
+  #budget: IoBudget;
   #maxRequests: number;
-  #admitWaiters: (() => void)[] = [];
   #idleWaiters: (() => void)[] = [];
   #stopping = false;
   #done: Promise<void> | null = null;
   #zeroes: Uint8Array | null = null;
   #rmw: Mutex;
-  #pool = new BufferPool(POOL_BYTES);
-  #readPool = new BufferPool(READ_POOL_BYTES, READ_HEADROOM);
+  /** Payload and reply buffers (the budget's pool, shared with other connections). */
+  #pool: BufferPool;
   #log: Logger;
   #label: string;
   #drainSince: number | null = null;
@@ -960,7 +1022,8 @@ class Transmission {
       this.#bs,
       Math.floor(Math.min(maxT, NBD_MAX_PAYLOAD) / this.#bs) * this.#bs,
     );
-    this.#maxBytes = opts.maxInFlightBytes ?? 32 * 1024 * 1024;
+    this.#budget = opts.budget ?? new IoBudget(opts.maxInFlightBytes);
+    this.#pool = this.#budget.pool;
     this.#maxRequests = opts.maxInFlightRequests ?? 256;
     this.#rmw = rmwLock ?? new Mutex();
     this.#log = opts.log;
@@ -968,6 +1031,12 @@ class Transmission {
     this.#writer = new ReplyWriter(stream, (e) => {
       this.#log.debug(`${this.#label}: write failed: ${e instanceof Error ? e.message : e}`);
       stream.close(); // the peer is gone: stop reading too
+      // The dropped replies never release their bytes: return them now, so
+      // that neither this connection's #admit nor the other connections
+      // sharing the budget wait for them.
+      const held = this.#replyHeld;
+      this.#replyHeld = 0;
+      this.#budget.give(held);
     });
   }
 
@@ -1065,20 +1134,40 @@ class Transmission {
 
   /** Wait until the request may start without exceeding the in-flight caps. */
   async #admit(cost: number): Promise<void> {
+    // Only a connection holding nothing (no request running, no reply
+    // queued) is let in over the cap: it could not otherwise make progress.
     while (
-      this.#inFlight > 0 &&
-      (this.#inFlight >= this.#maxRequests || this.#inFlightBytes + cost > this.#maxBytes)
+      (this.#inFlight > 0 || this.#replyHeld > 0) &&
+      (this.#inFlight >= this.#maxRequests || !this.#budget.fits(cost)) &&
+      !this.#writer.failed // the peer is gone: let the loop run to its end
     ) {
-      await new Promise<void>((res) => this.#admitWaiters.push(res));
+      await this.#budget.changed();
     }
     this.#inFlight++;
-    this.#inFlightBytes += cost;
+    this.#budget.take(cost);
+  }
+
+  /**
+   * Keep `bytes` of the budget until the reply carrying them is written:
+   * queued replies are memory too (a slow reader would otherwise let every
+   * connection's reply queue fill while the budget looks free).
+   */
+  #holdUntilWritten(bytes: number): () => void {
+    if (this.#writer.failed) {
+      // enqueue() drops the reply and will never call back.
+      this.#budget.give(bytes);
+      return () => {};
+    }
+    this.#replyHeld += bytes;
+    return () => {
+      this.#replyHeld -= bytes;
+      this.#budget.give(bytes);
+    };
   }
 
   #release(cost: number): void {
     this.#inFlight--;
-    this.#inFlightBytes -= cost;
-    if (this.#admitWaiters.length > 0) { for (const w of this.#admitWaiters.splice(0)) w(); }
+    this.#budget.give(cost);
     if (this.#inFlight === 0 && this.#idleWaiters.length > 0) {
       for (const w of this.#idleWaiters.splice(0)) w();
     }
@@ -1123,7 +1212,8 @@ class Transmission {
         // The device is done with a payload once its write resolved; after
         // a failure it may still be queued somewhere below, so it is dropped.
         if (payload) this.#pool.put(payload);
-        this.#release(cost);
+        // A read's bytes stay counted until its reply is written (#holdUntilWritten).
+        this.#release(req.type === NBD_CMD_READ ? 0 : cost);
       },
       (e) => {
         const errno = nbdErrnoOf(e);
@@ -1214,11 +1304,11 @@ class Transmission {
         if (this.structured) {
           const h = new Uint8Array(STRUCTURED_READ_HEADER_SIZE);
           writeStructuredReadHeader(h, 0, req.handleHi, req.handleLo, req.offset, req.length);
-          this.#writer.enqueue(h, data);
+          this.#writer.enqueue(h, data, this.#holdUntilWritten(req.length));
         } else {
           const h = new Uint8Array(NBD_SIMPLE_REPLY_SIZE);
           writeSimpleReply(h, 0, 0, req.handleHi, req.handleLo);
-          this.#writer.enqueue(h, data);
+          this.#writer.enqueue(h, data, this.#holdUntilWritten(req.length));
         }
         return;
       }
@@ -1273,7 +1363,7 @@ class Transmission {
   async #readReply(req: NbdRequest): Promise<void> {
     const dev = this.device;
     const hlen = this.structured ? STRUCTURED_READ_HEADER_SIZE : NBD_SIMPLE_REPLY_SIZE;
-    const buf = this.#readPool.get(hlen + req.length);
+    const buf = this.#pool.get(hlen + req.length);
     const data = buf.subarray(hlen);
     if (req.length <= this.#chunk) {
       await dev.readInto!(BigInt(req.offset), data);
@@ -1293,7 +1383,11 @@ class Transmission {
     } else {
       writeSimpleReply(buf, 0, 0, req.handleHi, req.handleLo);
     }
-    this.#writer.enqueue(buf, undefined, () => this.#readPool.put(buf));
+    const release = this.#holdUntilWritten(req.length);
+    this.#writer.enqueue(buf, undefined, () => {
+      this.#pool.put(buf);
+      release();
+    });
   }
 
   /** The whole blocks inside [offset, offset+length) as [start, end). */

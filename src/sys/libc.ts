@@ -44,6 +44,8 @@ const SYMBOLS = {
   execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   // mlock takes raw addresses: ranges from /proc/self/maps, or a buffer's pointer value.
   mlock: { parameters: ["u64", "usize"], result: "i32" },
+  // int mallopt(int param, int value): malloc tuning (src/sys/process.ts).
+  mallopt: { parameters: ["i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The typed symbol table of libc. */

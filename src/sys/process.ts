@@ -37,6 +37,30 @@ export function setIoFlusher(): StepResult {
   return r === 0 ? { ok: true } : refused("prctl(PR_SET_IO_FLUSHER)", errno());
 }
 
+/** mallopt parameters (glibc malloc.h). */
+const M_TRIM_THRESHOLD = -1;
+const M_MMAP_THRESHOLD = -3;
+
+/**
+ * Keep glibc malloc from holding on to freed I/O buffers. V8's ArrayBuffer
+ * stores come from malloc; glibc raises its mmap threshold each time a big
+ * mmapped block is freed (up to 32 MiB), after which 256 KiB..1 MiB buffers
+ * come from the brk heap and their memory stays in the process after they
+ * die (seen: the heap grew by 30 MiB under nbdcopy). A fixed threshold of
+ * 128 KiB (which also stops the dynamic adjustment) sends big buffers to
+ * mmap, returned to the kernel when freed; the trim threshold is fixed too.
+ * Returns false if glibc refused (other libcs: no such symbol, no effect).
+ */
+export function limitMallocRetention(): boolean {
+  try {
+    const c = libc();
+    return c.mallopt(M_MMAP_THRESHOLD, 128 * 1024) === 1 &&
+      c.mallopt(M_TRIM_THRESHOLD, 1024 * 1024) === 1;
+  } catch {
+    return false;
+  }
+}
+
 /** Whether the calling thread has IO_FLUSHER set (null if the kernel cannot say). */
 export function getIoFlusher(): boolean | null {
   const r = libc().prctl(PR_GET_IO_FLUSHER, 0n, 0n, 0n, 0n);

@@ -9,6 +9,7 @@ import { MemoryDevice } from "../../src/memory_device.ts";
 import {
   blockSizes,
   BufferPool,
+  IoBudget,
   NbdServer,
   newCounters,
   serveTransmission,
@@ -216,6 +217,73 @@ Deno.test("nbd server: memory stays bounded when the client never reads replies"
   await client.request({ type: C.NBD_CMD_DISC });
   await done;
   assertEquals(writes, 32);
+});
+
+Deno.test("nbd server: connections share one budget; unwritten replies count against it", async () => {
+  let reads = 0;
+  class CountingDevice extends MemoryDevice {
+    override readInto(o: bigint, into: Uint8Array) {
+      reads++;
+      return super.readInto(o, into);
+    }
+  }
+  const dev = new CountingDevice({ size: 16n * BigInt(MiB) });
+  const budget = new IoBudget(4 * MiB);
+  // Two connections whose clients do not read replies yet (the pipe takes 64 KiB).
+  const conns = [0, 1].map(() => {
+    const [c, s] = memoryStreamPair(64 * 1024);
+    return { client: new WireClient(c), done: serveTransmission(s, dev, { log, budget }) };
+  });
+  for (const [k, { client }] of conns.entries()) {
+    for (let i = 0; i < 8; i++) {
+      await client.request({
+        type: C.NBD_CMD_READ,
+        handleLo: i,
+        offset: (k * 8 + i) * MiB,
+        length: MiB,
+      });
+    }
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  // 4 MiB of budget, plus the first request of each connection, which is
+  // always let in: at most 6 of the 16 reads may have run.
+  assert_(reads <= 6, `device saw ${reads} reads; the shared 4 MiB budget allows at most 6`);
+  assert_(budget.inFlightBytes <= 6 * MiB, `budget says ${budget.inFlightBytes} bytes in flight`);
+  for (const { client } of conns) {
+    const got = new Set<number>();
+    for (let i = 0; i < 8; i++) got.add((await client.reply(() => MiB))!.handleLo);
+    assertEquals(got.size, 8);
+    await client.request({ type: C.NBD_CMD_DISC });
+  }
+  await Promise.all(conns.map((c) => c.done));
+  assertEquals(reads, 16);
+  assertEquals(budget.inFlightBytes, 0, "every byte went back to the budget");
+});
+
+Deno.test("nbd server: a connection whose client vanishes returns its budget", async () => {
+  const dev = new MemoryDevice({ size: 8n * BigInt(MiB) });
+  const budget = new IoBudget(2 * MiB);
+  const [c, s] = memoryStreamPair(16 * 1024);
+  const done = serveTransmission(s, dev, { log, budget });
+  const client = new WireClient(c);
+  for (let i = 0; i < 4; i++) {
+    await client.request({ type: C.NBD_CMD_READ, handleLo: i, offset: i * MiB, length: MiB });
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert_(budget.inFlightBytes > 0);
+  c.close(); // replies can never be written now
+  await done;
+  assertEquals(budget.inFlightBytes, 0);
+  // Another connection on the same budget is not starved.
+  const [c2, s2] = memoryStreamPair();
+  const done2 = serveTransmission(s2, dev, { log, budget });
+  const client2 = new WireClient(c2);
+  await client2.request({ type: C.NBD_CMD_READ, handleLo: 9, offset: 0, length: MiB });
+  await client2.request({ type: C.NBD_CMD_READ, handleLo: 10, offset: MiB, length: MiB });
+  assertEquals((await client2.reply(() => MiB))!.error, 0);
+  assertEquals((await client2.reply(() => MiB))!.error, 0);
+  await client2.request({ type: C.NBD_CMD_DISC });
+  await done2;
 });
 
 Deno.test("nbd server: bad request magic and truncated requests close the connection", async () => {
