@@ -936,18 +936,42 @@ export function nbdErrnoOf(e: unknown): number {
  * in power-of-two sizes from 4 KiB, plus `headroom` bytes (room for a reply
  * header in front of read data, so that a 1 MiB read with its 16-byte
  * header is not a 2 MiB buffer); at most `maxBytes` are kept free.
+ *
+ * The pool keeps a working set, not a high-water mark: once per
+ * `trimIntervalMs` (checked on get/put, no timer) every size class gives
+ * up the free buffers it did not need during the last interval (the fewest
+ * it held free at any moment). A switch from 1 MiB to 256 KiB requests
+ * therefore stops holding the 1 MiB buffers after a second or two.
  */
 export class BufferPool {
   #free = new Map<number, ArrayBuffer[]>();
+  /** Per class: fewest free buffers held at any moment since the last trim. */
+  #low = new Map<number, number>();
   #held = 0;
-  constructor(private maxBytes: number, private headroom = 0) {}
+  #lastTrim: number;
+  constructor(
+    private maxBytes: number,
+    private headroom = 0,
+    private trimIntervalMs = 1000,
+    private now: () => number = Date.now,
+  ) {
+    this.#lastTrim = now();
+  }
+
+  /** Bytes of free buffers held. */
+  get heldBytes(): number {
+    return this.#held;
+  }
 
   /** A buffer of exactly `n` bytes (contents undefined). */
   get(n: number): Uint8Array {
+    this.#maybeTrim();
     const cls = sizeClass(Math.max(0, n - this.headroom)) + this.headroom;
-    const ab = this.#free.get(cls)?.pop();
+    const list = this.#free.get(cls);
+    const ab = list?.pop();
     if (ab) {
       this.#held -= cls;
+      if (list!.length < (this.#low.get(cls) ?? 0)) this.#low.set(cls, list!.length);
       return new Uint8Array(ab, 0, n);
     }
     return new Uint8Array(new ArrayBuffer(cls), 0, n);
@@ -955,14 +979,32 @@ export class BufferPool {
 
   /** Give back a buffer from get(); kept if the pool has room. */
   put(b: Uint8Array): void {
+    this.#maybeTrim();
     const ab = b.buffer as ArrayBuffer;
     const cls = ab.byteLength;
     const body = cls - this.headroom;
     if (body < 0 || body !== sizeClass(body) || this.#held + cls > this.maxBytes) return;
     let list = this.#free.get(cls);
-    if (!list) this.#free.set(cls, list = []);
+    if (!list) {
+      this.#free.set(cls, list = []);
+      this.#low.set(cls, 0); // needed during this interval
+    }
     list.push(ab);
     this.#held += cls;
+  }
+
+  #maybeTrim(): void {
+    const t = this.now();
+    if (t - this.#lastTrim < this.trimIntervalMs) return;
+    this.#lastTrim = t;
+    for (const [cls, list] of this.#free) {
+      const spare = Math.min(this.#low.get(cls) ?? list.length, list.length);
+      if (spare > 0) {
+        list.splice(0, spare); // the oldest first
+        this.#held -= spare * cls;
+      }
+      this.#low.set(cls, list.length);
+    }
   }
 }
 

@@ -439,6 +439,29 @@ Deno.test("nbd server: BufferPool reuses power-of-two buffers up to its cap", ()
   assertEquals(pool.get(3000).buffer.byteLength, 4096);
 });
 
+Deno.test("nbd server: BufferPool gives up what the last interval did not use", () => {
+  let t = 0;
+  const pool = new BufferPool(64 * MiB, 32, 1000, () => t);
+  // A 1 MiB workload: 8 in use at once, then all back.
+  let big = Array.from({ length: 8 }, () => pool.get(MiB));
+  for (const b of big) pool.put(b);
+  assertEquals(pool.heldBytes, 8 * (MiB + 32));
+  // It goes on for another interval with 4 in flight: 4 of the 8 were never needed.
+  t = 1000;
+  big = Array.from({ length: 4 }, () => pool.get(MiB));
+  for (const b of big) pool.put(b);
+  t = 2000;
+  pool.get(4096); // any call past the interval trims
+  assertEquals(pool.heldBytes, 4 * (MiB + 32), "the unused half went");
+  // The workload switches to 256 KiB: the 1 MiB class is idle a whole interval and goes.
+  for (let i = 0; i < 3; i++) {
+    const s = Array.from({ length: 6 }, () => pool.get(256 * 1024));
+    for (const b of s) pool.put(b);
+    t += 600;
+  }
+  assertEquals(pool.heldBytes, 6 * (256 * 1024 + 32));
+});
+
 Deno.test("nbd server: connection cap and handshake timeout", async () => {
   const device = new MemoryDevice({ size: BigInt(MiB) });
   const server = new NbdServer({
