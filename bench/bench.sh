@@ -21,5 +21,7 @@ case " $* " in
 esac
 echo "== CRC32C study (bench/crc32c.ts) =="
 "$deno" run -A bench/crc32c.ts "${crc_args[@]}"
+echo "== the Deno runtime's cost per hop, against C (bench/hop.ts) =="
+"$deno" run -A bench/hop.ts --runs 5
 echo "== isboot serve vs qemu-nbd and the ceilings (bench/run.ts) =="
 exec "$deno" run -A bench/run.ts "$@"
