@@ -22,6 +22,9 @@ esac
 echo "== CRC32C study (bench/crc32c.ts) =="
 "$deno" run -A bench/crc32c.ts "${crc_args[@]}"
 echo "== the Deno runtime's cost per hop, against C (bench/hop.ts) =="
-"$deno" run -A bench/hop.ts --runs 5
+case " $* " in
+*" --no-write "*) "$deno" run -A bench/hop.ts --runs 5 ;;
+*) "$deno" run -A bench/hop.ts --runs 5 | tee docs/bench/hop.md ;;
+esac
 echo "== isboot serve vs qemu-nbd and the ceilings (bench/run.ts) =="
 exec "$deno" run -A bench/run.ts "$@"
