@@ -7,10 +7,10 @@ set -euo pipefail
 deno=${DENO:?DENO must name the deno binary}
 out=dist
 rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-# A small V8 young generation keeps the root-storage daemon's RSS near 64 MiB
-# under load at no measured CPU cost; GC on the main thread only costs 12% less
-# CPU per 4 KiB request on a 2-core box than V8's helper threads, which only
-# add wake-ups there (docs/performance.md).
+# A small V8 young generation keeps the daemon's RSS down at no measured CPU
+# cost. --single-threaded-gc: on a 2-core box V8's GC helper threads only add
+# wake-ups; GC on the main thread costs 12% less CPU per 4 KiB request
+# (docs/performance.md).
 v8flags=--max-semi-space-size=2,--single-threaded-gc
 version=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' deno.json | head -1)
 
