@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { alive, cpuSeconds, freePort, sleep, spawnLogged, stop } from "./lib/proc.ts";
 import { JOBS, nbdUri, runFio, runNbdcopy } from "./lib/jobs.ts";
 import { waitReady } from "./lib/nbd_ready.ts";
-import { type Digest, digestKeys, Tgtd } from "./lib/tgtd.ts";
+import { type Digest, digestKeys, lunUri, setDigest, Tgtd } from "./lib/tgtd.ts";
 
 interface ProfileNode {
   id: number;
@@ -120,18 +120,12 @@ async function main() {
   const digest = values.digest as Digest;
   try {
     if (values.target === "iscsi") {
-      const img = `${work}/lun.img`;
-      await Deno.writeFile(img, new Uint8Array(0));
-      await Deno.truncate(img, size);
-      tgtd = await Tgtd.start(`${work}/tgtd.log`);
-      await tgtd.addTarget({
-        tid: 1,
-        iqn: "iqn.2026-11.isboot.bench:prof",
-        bstype: "rdwr",
-        backing: img,
-      });
-      await tgtd.setDigests(1, digest);
-      target = tgtd.uri("iqn.2026-11.isboot.bench:prof");
+      const iqn = "iqn.2026-11.isboot.bench:prof";
+      tgtd = await Tgtd.start();
+      const tid = await tgtd.createTarget(iqn);
+      await tgtd.addLun(tid, { lun: 1, size });
+      await setDigest(tgtd, tid, digest);
+      target = lunUri(tgtd, iqn);
     }
     const port = freePort();
     const args = [

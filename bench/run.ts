@@ -9,7 +9,7 @@
  */
 import { parseArgs } from "node:util";
 import { cpuSeconds, median, memoryKiB, run, sleep, stop } from "./lib/proc.ts";
-import { type Digest, Tgtd } from "./lib/tgtd.ts";
+import { type Digest, lunUri, setDigest, Tgtd } from "./lib/tgtd.ts";
 import {
   ISCSI_PERF_JOBS,
   JOBS,
@@ -242,32 +242,34 @@ async function main() {
       }`,
     );
     await makeImage(image, size);
-    const t = await Tgtd.start(`${workDir}/tgtd.log`);
+    const t = await Tgtd.start();
     tgtd = t;
-    await t.addTarget({ tid: 1, iqn: RAM_IQN, bstype: "rdwr", backing: image });
-    await t.addTarget({ tid: 2, iqn: NULL_IQN, bstype: "null", backing: "/dev/null" });
-    log(`tgtd pid ${t.child.pid} on 127.0.0.1:${t.port}, control ${t.control}`);
+    const ramTid = await t.createTarget(RAM_IQN);
+    await t.addLun(ramTid, { lun: 1, path: image });
+    const nullTid = await t.createTarget(NULL_IQN);
+    await t.addLun(nullTid, { lun: 1, bstype: "null" });
+    log(`tgtd pid ${t.pid} on ${t.portal}, control ${t.control}`);
 
     const want = (c: string) => o.contestants.includes(c);
     const newTiming = (): Timing => ({ ms: [], kib: [], ok: false, stdout: "" });
     const tVersion = newTiming(), tProbe = newTiming(), tInq = newTiming();
     for (let runNo = 1; runNo <= o.runs; runNo++) {
       // Start-up and login figures, a few in every run (no load running).
-      await t.setDigests(1, "none");
+      await setDigest(t, ramTid, "none");
       if (want("isboot")) {
         await timeCmd(tVersion, o.isboot, ["--version"], 3);
-        await timeCmd(tProbe, o.isboot, ["probe", t.uri(RAM_IQN), "--json"], 3);
+        await timeCmd(tProbe, o.isboot, ["probe", lunUri(t, RAM_IQN), "--json"], 3);
         try {
           extras.isbootProbeJson = JSON.parse(tProbe.stdout);
         } catch { /* not JSON (or failed) */ }
       }
-      await timeCmd(tInq, "iscsi-inq", [t.uri(RAM_IQN)], 3);
+      await timeCmd(tInq, "iscsi-inq", [lunUri(t, RAM_IQN)], 3);
       extras.isbootVersion = timingSummary(tVersion);
       extras.isbootProbe = timingSummary(tProbe);
       extras.iscsiInq = timingSummary(tInq);
       for (const digest of o.digests) {
-        await t.setDigests(1, digest);
-        await t.setDigests(2, digest);
+        await setDigest(t, ramTid, digest);
+        await setDigest(t, nullTid, digest);
         const order: ContestantId[] = (
           ["isboot", "qemu-nbd", "nbdkit-memory", "isboot-memory"] as ContestantId[]
         ).filter((c) => want(c) && !(c.endsWith("-memory") && digest !== "none"));
@@ -278,7 +280,7 @@ async function main() {
           log(`run ${runNo} digest ${digest}: ${c}`);
           try {
             server = await startServer(c, {
-              uri: t.uri(RAM_IQN),
+              uri: lunUri(t, RAM_IQN),
               digest,
               socketPath,
               logPath: `${workDir}/${c}-${digest}-run${runNo}.log`,
@@ -298,7 +300,7 @@ async function main() {
           if (o.warmup > 0) await warmUp(socketPath, o.warmup, workDir, errors);
           for (const job of o.jobs) {
             try {
-              const m = await measure(job, server, t.child.pid, socketPath, o, workDir);
+              const m = await measure(job, server, t.pid, socketPath, o, workDir);
               samples.push({ run: runNo, digest, lun: "ram", contestant: c, job: job.id, ...m });
               log(
                 `  ${job.id}: ${m.value.toFixed(1)} ${job.unit}, cpu ${
@@ -317,7 +319,7 @@ async function main() {
           for (const job of o.jobs.filter((j) => ISCSI_PERF_JOBS[j.id])) {
             for (const [lun, iqn] of [["ram", RAM_IQN], ["null", NULL_IQN]] as const) {
               try {
-                const r = await runIscsiPerf(job, t.uri(iqn), o.runtime);
+                const r = await runIscsiPerf(job, lunUri(t, iqn), o.runtime);
                 samples.push({
                   run: runNo,
                   digest,
@@ -340,7 +342,7 @@ async function main() {
           for (const job of o.jobs.filter((j) => QEMU_IMG_BENCH_JOBS[j.id])) {
             for (const [lun, iqn] of [["ram", RAM_IQN], ["null", NULL_IQN]] as const) {
               try {
-                const r = await runQemuImgBench(job, t.uri(iqn), size, o.runtime);
+                const r = await runQemuImgBench(job, lunUri(t, iqn), size, o.runtime);
                 samples.push({
                   run: runNo,
                   digest,

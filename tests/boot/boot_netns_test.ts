@@ -8,7 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { isbootCommand, runCli } from "../helpers/cli.ts";
-import { NetNs, type NsTgtd } from "../vm/lib.ts";
+import { NetNs } from "../vm/lib.ts";
+import type { Tgtd } from "../helpers/tgtd.ts";
 import { startTgtd } from "../e2e/lib.ts";
 
 const FIX = new URL("../fixtures/", import.meta.url).pathname;
@@ -23,7 +24,7 @@ async function sh(cmd: string, args: string[]): Promise<string> {
 async function scenario(secret: string, foreground = true) {
   const dir = await Deno.makeTempDir({ prefix: "isboot-bootns-" });
   const ns = await NetNs.create();
-  let tgtd: NsTgtd | undefined;
+  let tgtd: Tgtd | undefined;
   try {
     // The table: iPXE's CHAP table, pointed at this namespace's link and target.
     const shown = await runCli([
@@ -62,31 +63,9 @@ async function scenario(secret: string, foreground = true) {
     const f = await Deno.open(disk, { write: true, create: true });
     await f.truncate(8 << 20);
     f.close();
-    await tgtd.addTarget(1, "iqn.2026-11.test:bootns", [{ lun: 1, path: disk }]);
-    await tgtd.tgtadm([
-      "--lld",
-      "iscsi",
-      "--mode",
-      "account",
-      "--op",
-      "new",
-      "--user",
-      "bootns-user",
-      "--password",
-      "bootns-secret1",
-    ]);
-    await tgtd.tgtadm([
-      "--lld",
-      "iscsi",
-      "--mode",
-      "account",
-      "--op",
-      "bind",
-      "--tid",
-      "1",
-      "--user",
-      "bootns-user",
-    ]);
+    const tid = await tgtd.createTarget("iqn.2026-11.test:bootns");
+    await tgtd.addLun(tid, { lun: 1, path: disk });
+    await tgtd.addChap(tid, { user: "bootns-user", secret: "bootns-secret1" });
     await sh("ip", [
       "-n",
       ns.name,

@@ -23,10 +23,11 @@ import {
   isbootBuildDir,
   type Kernel,
   NetNs,
-  NsTgtd,
   runVm,
+  startNsTgtd,
   type VmResult,
 } from "../vm/lib.ts";
+import type { Tgtd } from "../helpers/tgtd.ts";
 
 export const E2E_DIR = `${ROOT}build/e2e`;
 export const TARGET_IQN = "iqn.2026-11.test:root";
@@ -339,13 +340,13 @@ export async function buildInitrd(
 }
 
 /**
- * NsTgtd.start, retried: a start can still fail when a random control number
+ * startNsTgtd, retried: a start can still fail when a random control number
  * or port collides with another tgtd on a busy machine.
  */
-export async function startTgtd(ns: NetNs): Promise<NsTgtd> {
+export async function startTgtd(ns: NetNs): Promise<Tgtd> {
   for (let i = 0;; i++) {
     try {
-      return await NsTgtd.start(ns);
+      return await startNsTgtd(ns);
     } catch (e) {
       if (i >= 11) throw e;
     }
@@ -428,7 +429,7 @@ export async function bootOnce(
   const isboot = await isbootBuildDir();
   const ns = await NetNs.create();
   const dir = await Deno.makeTempDir({ dir: E2E_DIR, prefix: `run-${c.firmware}-${c.initramfs}-` });
-  let tgtd: NsTgtd | undefined;
+  let tgtd: Tgtd | undefined;
   try {
     const initrd = await buildInitrd(c.initramfs, kernel, isboot.dir);
     const disk = `${dir}/disk.img`;
@@ -444,59 +445,14 @@ export async function bootOnce(
     await Deno.writeTextFile(`${www}/boot.ipxe`, ipxeScript(c));
 
     tgtd = await startTgtd(ns);
-    await tgtd.addTarget(1, TARGET_IQN, [{ lun: 1, path: disk }]);
+    const tid = await tgtd.createTarget(TARGET_IQN);
+    await tgtd.addLun(tid, { lun: 1, path: disk });
     if (c.chap !== "none") {
-      await tgtd.tgtadm([
-        "--lld",
-        "iscsi",
-        "--mode",
-        "account",
-        "--op",
-        "new",
-        "--user",
-        CHAP.user,
-        "--password",
-        CHAP.secret,
-      ]);
-      await tgtd.tgtadm([
-        "--lld",
-        "iscsi",
-        "--mode",
-        "account",
-        "--op",
-        "bind",
-        "--tid",
-        "1",
-        "--user",
-        CHAP.user,
-      ]);
-    }
-    if (c.chap === "mutual") {
-      await tgtd.tgtadm([
-        "--lld",
-        "iscsi",
-        "--mode",
-        "account",
-        "--op",
-        "new",
-        "--user",
-        CHAP.mutualUser,
-        "--password",
-        CHAP.mutualSecret,
-      ]);
-      await tgtd.tgtadm([
-        "--lld",
-        "iscsi",
-        "--mode",
-        "account",
-        "--op",
-        "bind",
-        "--tid",
-        "1",
-        "--user",
-        CHAP.mutualUser,
-        "--outgoing",
-      ]);
+      await tgtd.addChap(
+        tid,
+        { user: CHAP.user, secret: CHAP.secret },
+        c.chap === "mutual" ? { user: CHAP.mutualUser, secret: CHAP.mutualSecret } : undefined,
+      );
     }
     const netdev = [
       "user,id=n0,restrict=on",

@@ -1,9 +1,14 @@
 /**
- * A private Linux SCSI target (`tgtd` from Debian `tgt`) for tests.
+ * A private Linux SCSI target (`tgtd` from Debian `tgt`) for tests and the
+ * benchmark (bench/lib/tgtd.ts).
  *
  * Each {@link Tgtd} runs its own `tgtd -f -C N --iscsi portal=ADDR:PORT` on
  * 127.0.0.1 or [::1] with a free port and a private control number N, so
  * several test files (and several engineers) can run targets side by side.
+ * The VM tests start it inside a network namespace instead, on a fixed port
+ * and without the TCP probe (`launch`, `port`, `tcpProbe` in
+ * {@link TgtdOptions}; tests/vm/lib.ts).
+ *
  * Everything is configured with `tgtadm -C N --lld iscsi`; every configuring
  * call is recorded so that {@link Tgtd.restart} can bring a killed target
  * back with the same targets, LUNs (same backing files), accounts and
@@ -28,13 +33,34 @@
 export interface TgtdOptions {
   /** Listen address: "127.0.0.1" (default) or "::1". */
   host?: "127.0.0.1" | "::1";
+  /** Listen port (default: one that is free on this host). */
+  port?: number;
+  /**
+   * Turns the daemon's shell command line (it `exec`s tgtd, output to the
+   * log) into the command to spawn; default `sh -c LINE` with null stdio.
+   * The command must exec too, so that the child's PID is tgtd's.
+   *
+   * @example
+   * ```ts
+   * const launch = (line: string) =>
+   *   new Deno.Command("ip", { args: ["netns", "exec", "ns1", "sh", "-c", line] });
+   * const tgt = await Tgtd.start({ launch, port: 3260, tcpProbe: false });
+   * ```
+   */
+  launch?: (line: string) => Deno.Command;
+  /**
+   * Also wait until the portal accepts TCP (default true). Turn it off when
+   * this process cannot reach the portal (tgtd in a network namespace): then
+   * tgtadm's `iscsi: ready` alone says the daemon is up.
+   */
+  tcpProbe?: boolean;
 }
 
 /** A LUN created by {@link Tgtd.addLun}. */
 export interface TgtLun {
   tid: number;
   lun: number;
-  /** Backing file (in the daemon's temp directory unless given). */
+  /** Backing file (in the daemon's temp directory unless given; /dev/null for the null store). */
   path: string;
   size: number;
   blockSize: number;
@@ -50,6 +76,18 @@ export interface TgtConnection {
 }
 
 const decoder = new TextDecoder();
+
+/** Size of tgt's null backing store (NULL_BS_DEV_SIZE in tgt's bs_null.c): 1 TiB. */
+const NULL_STORE_SIZE = 2 ** 40;
+
+function shLaunch(line: string): Deno.Command {
+  return new Deno.Command("sh", {
+    args: ["-c", line],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  });
+}
 
 async function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
   const o = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
@@ -106,6 +144,8 @@ export class Tgtd {
   readonly control: number;
   /** Temp directory holding backing files and the daemon's log. */
   readonly dir: string;
+  readonly #launch: (line: string) => Deno.Command;
+  readonly #tcpProbe: boolean;
   #child: Deno.ChildProcess | null = null;
   /** Every configuring tgtadm call, replayed by restart(). */
   #config: string[][] = [];
@@ -113,11 +153,19 @@ export class Tgtd {
   #nextTid = 1;
   #stopped = false;
 
-  private constructor(host: "127.0.0.1" | "::1", port: number, control: number, dir: string) {
+  private constructor(
+    host: "127.0.0.1" | "::1",
+    port: number,
+    control: number,
+    dir: string,
+    opts: TgtdOptions,
+  ) {
     this.host = host;
     this.port = port;
     this.control = control;
     this.dir = dir;
+    this.#launch = opts.launch ?? shLaunch;
+    this.#tcpProbe = opts.tcpProbe ?? true;
   }
 
   /** The portal as users write it: `127.0.0.1:PORT` or `[::1]:PORT`. */
@@ -131,7 +179,22 @@ export class Tgtd {
   }
 
   /**
-   * Start a private tgtd and wait until it answers tgtadm and accepts TCP.
+   * tgtd's process ID (it changes with {@link Tgtd.restart}); throws when the
+   * daemon is not running.
+   *
+   * @example
+   * ```ts
+   * const stat = await Deno.readTextFile(`/proc/${tgt.pid}/stat`);
+   * ```
+   */
+  get pid(): number {
+    if (!this.#child) throw new Error("tgtd helper: tgtd is not running");
+    return this.#child.pid;
+  }
+
+  /**
+   * Start a private tgtd and wait until it answers tgtadm and (unless
+   * `tcpProbe` is false) accepts TCP.
    *
    * @example
    * ```ts
@@ -147,7 +210,7 @@ export class Tgtd {
       let control = 0;
       // tgtd accepts control numbers up to 32767.
       do control = 1000 + Math.floor(Math.random() * 31000); while (controlInUse(control));
-      const t = new Tgtd(host, freePort(host), control, dir);
+      const t = new Tgtd(host, opts.port ?? freePort(host), control, dir, opts);
       try {
         await t.#spawn();
         return t;
@@ -161,19 +224,10 @@ export class Tgtd {
   }
 
   async #spawn(): Promise<void> {
-    const portal = this.host.includes(":")
-      ? `[${this.host}]:${this.port}`
-      : `${this.host}:${this.port}`;
     // exec keeps the PID, so killing the child kills tgtd itself.
-    this.#child = new Deno.Command("sh", {
-      args: [
-        "-c",
-        `exec tgtd -f -C ${this.control} --iscsi portal=${portal} >>'${this.logPath}' 2>&1`,
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    this.#child = this.#launch(
+      `exec tgtd -f -C ${this.control} --iscsi portal=${this.portal} >>'${this.logPath}' 2>&1`,
+    ).spawn();
     const child = this.#child;
     LIVE.add(child);
     let exited = false;
@@ -193,6 +247,7 @@ export class Tgtd {
         "show",
       ]);
       if (r.code === 0 && /iscsi: ready/.test(r.out)) {
+        if (!this.#tcpProbe) return;
         try {
           const c = await Deno.connect({ hostname: this.host, port: this.port });
           c.close();
@@ -265,28 +320,42 @@ export class Tgtd {
 
   /**
    * Add a LUN backed by a file: a new sparse temp file of `size` bytes unless
-   * `path` names an existing one. `blockSize` sets the logical block size
-   * (tgt's `blocksize=` device parameter, e.g. 4096); `readOnly` makes the
-   * LUN write-protected; `thin` turns on tgt's thin provisioning (UNMAP);
+   * `path` names an existing one (then `size` defaults to the file's).
+   * `bstype: "null"` uses tgt's null backing store instead: no file, 1 TiB
+   * that reads as zeros and drops writes. `blockSize` sets the logical block
+   * size (tgt's `blocksize=` device parameter, e.g. 4096); `readOnly` makes
+   * the LUN write-protected; `thin` turns on tgt's thin provisioning (UNMAP);
    * `lbppbe` sets the logical blocks per physical block exponent (e.g. 3:
    * 512-byte logical on 4096-byte physical blocks, READ CAPACITY(16)).
+   *
+   * @example
+   * ```ts
+   * const lun = await tgt.addLun(tid, { lun: 1, size: 8 << 20 });
+   * await tgt.addLun(tid, { lun: 2, bstype: "null" });
+   * ```
    */
   async addLun(
     tid: number,
     o: {
       lun: number;
-      size: number;
+      size?: number;
       blockSize?: number;
       readOnly?: boolean;
       thin?: boolean;
       lbppbe?: number;
       path?: string;
+      bstype?: "rdwr" | "null";
     },
   ): Promise<TgtLun> {
-    const path = o.path ?? `${this.dir}/t${tid}-lun${o.lun}.img`;
-    if (!o.path) {
+    const isNull = o.bstype === "null";
+    const path = isNull ? "/dev/null" : o.path ?? `${this.dir}/t${tid}-lun${o.lun}.img`;
+    let size = o.size;
+    if (isNull) size = NULL_STORE_SIZE;
+    else if (o.path) size ??= (await Deno.stat(path)).size;
+    else {
+      if (size === undefined) throw new Error("tgtd helper: addLun needs a size for a new file");
       const f = await Deno.open(path, { create: true, write: true, truncate: true });
-      await f.truncate(o.size);
+      await f.truncate(size);
       f.close();
     }
     const args = [
@@ -301,6 +370,7 @@ export class Tgtd {
       "--backing-store",
       path,
     ];
+    if (isNull) args.push("--bstype", "null");
     if (o.blockSize) args.push("--blocksize", String(o.blockSize));
     await this.configure(args);
     const params: string[] = [];
@@ -321,7 +391,7 @@ export class Tgtd {
         params.join(","),
       ]);
     }
-    return { tid, lun: o.lun, path, size: o.size, blockSize: o.blockSize ?? 512 };
+    return { tid, lun: o.lun, path, size, blockSize: o.blockSize ?? 512 };
   }
 
   /**

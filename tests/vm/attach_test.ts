@@ -12,11 +12,12 @@ import {
   ensureKernel,
   type Kernel,
   NetNs,
-  NsTgtd,
   runDir,
   runVm,
+  startNsTgtd,
   type VmResult,
 } from "./lib.ts";
+import type { Tgtd } from "../helpers/tgtd.ts";
 
 const PATTERN_OFFSET = 1 << 20;
 const PATTERN_BYTES = 1 << 20;
@@ -169,14 +170,14 @@ Deno.test({
     }
     const ns = await NetNs.create();
     const dir = await runDir("lun-");
-    let tgt: NsTgtd | undefined;
+    let tgt: Tgtd | undefined;
     try {
       const lunPath = `${dir}/lun1.img`;
       const f = await Deno.open(lunPath, { create: true, write: true });
       await f.truncate(size);
       f.close();
-      tgt = await NsTgtd.start(ns);
-      await tgt.addTarget(1, iqn, [{ lun: 1, path: lunPath }]);
+      tgt = await startNsTgtd(ns);
+      await tgt.addLun(await tgt.createTarget(iqn), { lun: 1, path: lunPath });
       const t0 = Date.now();
       const r = await bootAttach(kernel, `iscsi://10.0.2.100/${iqn}/1`, pattern, ns, {
         forwards: [{ guestAddr: "10.0.2.100", guestPort: 3260, hostPort: tgt.port }],

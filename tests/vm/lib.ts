@@ -15,7 +15,7 @@
  *   modules.dep (so the guest's `modprobe` works), isboot (+ deno + its glibc
  *   libraries), extra files, and an /init made from a shell body.
  * - {@link NetNs}: `ip netns add`, lo up, `exec()` a command inside, delete.
- * - {@link NsTgtd}: a private tgtd inside a NetNs, configured with tgtadm.
+ * - {@link startNsTgtd}: a private tgtd (tests/helpers/tgtd.ts) inside a NetNs.
  * - {@link runVm}: qemu with serial to a log, a timeout, and result markers.
  *
  * Guest protocol: the init body prints `ISBOOT-VM: key=value` lines for data
@@ -35,6 +35,7 @@
  * ```
  */
 import { ROOT } from "../helpers/cli.ts";
+import { Tgtd } from "../helpers/tgtd.ts";
 
 /** Where downloaded kernels and per-run files live (git-ignored). */
 export const VM_DIR = `${ROOT}build/vm`;
@@ -352,131 +353,26 @@ export class NetNs {
 }
 
 /**
- * tgtd inside a NetNs, listening on 127.0.0.1:PORT there (3260 by default:
- * the namespace is private). Configure with {@link NsTgtd.tgtadm} or the
- * helpers; stop() ends it (tgtd ignores SIGTERM).
+ * A private tgtd ({@link Tgtd}, tests/helpers/tgtd.ts) inside a NetNs,
+ * listening on 127.0.0.1:3260 there (the namespace is private). This process
+ * cannot reach that portal, so it counts as up once tgtadm says so (tgtadm
+ * talks to it over its filesystem socket, which the host shares).
+ *
+ * @example
+ * ```ts
+ * const tgt = await startNsTgtd(ns);
+ * try {
+ *   await tgt.addLun(await tgt.createTarget("iqn.2026-11.test:vm"), { lun: 1, path: lunPath });
+ * } finally { await tgt.stop(); }
+ * ```
  */
-export class NsTgtd {
-  readonly ns: NetNs;
-  readonly port: number;
-  readonly control: number;
-  readonly dir: string;
-  #child: Deno.ChildProcess;
-
-  private constructor(
-    ns: NetNs,
-    port: number,
-    control: number,
-    dir: string,
-    child: Deno.ChildProcess,
-  ) {
-    this.ns = ns;
-    this.port = port;
-    this.control = control;
-    this.dir = dir;
-    this.#child = child;
-  }
-
-  static async start(ns: NetNs, opts: { port?: number } = {}): Promise<NsTgtd> {
-    const port = opts.port ?? 3260;
-    let lastLog = "";
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const dir = await runDir("tgtd-");
-      let control = 0;
-      // tgtd takes control numbers up to 32767.
-      do control = 1000 + Math.floor(Math.random() * 31000); while (
-        await exists(`/var/run/tgtd/socket.${control}`)
-      );
-      const child = ns.command("sh", [
-        "-c",
-        `exec tgtd -f -C ${control} --iscsi portal=127.0.0.1:${port} >>'${dir}/tgtd.log' 2>&1`,
-      ], { stdin: "null", stdout: "null", stderr: "null" }).spawn();
-      const t = new NsTgtd(ns, port, control, dir, child);
-      let exited = false;
-      child.status.then(() => (exited = true));
-      const deadline = Date.now() + 20_000;
-      while (Date.now() < deadline && !exited) {
-        const out = await t.tgtadm(["--mode", "system", "--op", "show"]).catch(() => "");
-        if (/iscsi: ready/.test(out)) return t;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      lastLog = `${exited ? "exited" : "not ready after 20 s"}: ` +
-        (await Deno.readTextFile(`${dir}/tgtd.log`).catch(() => "")).trim().split("\n").slice(-5)
-          .join(" | ");
-      await t.stop();
-    }
-    throw new Error(`tgtd in ${ns.name} did not start: ${lastLog}`);
-  }
-
-  /** `tgtadm -C N ARGS`; throws on failure. */
-  tgtadm(args: string[]): Promise<string> {
-    return run("tgtadm", ["-C", String(this.control), ...args]);
-  }
-
-  /** A target (tid) open to every initiator, with LUN `lun` backed by `path`. */
-  async addTarget(
-    tid: number,
-    iqn: string,
-    luns: { lun: number; path: string; blockSize?: number }[],
-  ): Promise<void> {
-    await this.tgtadm([
-      "--lld",
-      "iscsi",
-      "--mode",
-      "target",
-      "--op",
-      "new",
-      "--tid",
-      String(tid),
-      "--targetname",
-      iqn,
-    ]);
-    for (const l of luns) {
-      const args = [
-        "--lld",
-        "iscsi",
-        "--mode",
-        "logicalunit",
-        "--op",
-        "new",
-        "--tid",
-        String(tid),
-        "--lun",
-        String(l.lun),
-        "--backing-store",
-        l.path,
-      ];
-      if (l.blockSize) args.push("--blocksize", String(l.blockSize));
-      await this.tgtadm(args);
-    }
-    await this.tgtadm([
-      "--lld",
-      "iscsi",
-      "--mode",
-      "target",
-      "--op",
-      "bind",
-      "--tid",
-      String(tid),
-      "--initiator-address",
-      "ALL",
-    ]);
-  }
-
-  async stop(): Promise<void> {
-    await this.tgtadm(["--mode", "system", "--op", "delete", "--force"]).catch(() => "");
-    const done = await Promise.race([
-      this.#child.status.then(() => true),
-      new Promise<boolean>((r) => setTimeout(() => r(false), 1000)),
-    ]);
-    if (!done) {
-      try {
-        this.#child.kill("SIGKILL");
-      } catch { /* gone */ }
-      await this.#child.status;
-    }
-    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
-  }
+export function startNsTgtd(ns: NetNs): Promise<Tgtd> {
+  return Tgtd.start({
+    port: 3260,
+    tcpProbe: false,
+    launch: (line) =>
+      ns.command("sh", ["-c", line], { stdin: "null", stdout: "null", stderr: "null" }),
+  });
 }
 
 /** A guest TCP address forwarded to a host-side (in-namespace) port. */

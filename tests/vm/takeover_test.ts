@@ -12,7 +12,8 @@
  * is there (docs/kernel.md "Takeover under I/O").
  */
 import assert from "node:assert/strict";
-import { buildInitramfs, ensureKernel, NetNs, NsTgtd, runDir, runVm } from "./lib.ts";
+import { buildInitramfs, ensureKernel, NetNs, runDir, runVm, startNsTgtd } from "./lib.ts";
+import type { Tgtd } from "../helpers/tgtd.ts";
 
 const IQN = "iqn.2026-11.test:vm-takeover";
 const SIZE = 64 << 20;
@@ -110,15 +111,15 @@ Deno.test({
     const pattern = crypto.getRandomValues(new Uint8Array(65536));
     const ns = await NetNs.create();
     const dir = await runDir("takeover-");
-    let tgt: NsTgtd | undefined;
+    let tgt: Tgtd | undefined;
     let initrd: string | undefined;
     try {
       const lunPath = `${dir}/lun1.img`;
       const f = await Deno.open(lunPath, { create: true, write: true });
       await f.truncate(SIZE);
       f.close();
-      tgt = await NsTgtd.start(ns);
-      await tgt.addTarget(1, IQN, [{ lun: 1, path: lunPath }]);
+      tgt = await startNsTgtd(ns);
+      await tgt.addLun(await tgt.createTarget(IQN), { lun: 1, path: lunPath });
       initrd = await buildInitramfs({
         kernel,
         modules: ["nbd", "virtio_net", "virtio_pci", "ext4", "crc32c_generic"],
