@@ -7,7 +7,8 @@
  *   integer/pointer parameters, which is how the x86-64 ABI passes them anyway.
  * - No symbol is `nonblocking`: those run on a pool thread where errno is lost.
  *   Calls that could block are made on O_NONBLOCK fds instead, and errno is
- *   read with `__errno_location()` right after the call, on the same thread.
+ *   read right after the call from the slot `__errno_location()` named when
+ *   the library was opened (calling it after a failure could change errno).
  * - The library is opened on first use, so importing src/sys costs nothing
  *   for commands that never call libc (and needs no --allow-ffi).
  *
@@ -52,21 +53,32 @@ const SYMBOLS = {
 export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 let opened: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+/** This (the JS) thread's errno, located once when libc is opened. */
+let errnoView: Deno.UnsafePointerView | null = null;
 
 /**
- * libc's symbols, opening the library on first use. (This is the one lazily
- * filled module slot in isboot: a handle to a process-wide library, not state.)
+ * libc's symbols, opening the library on first use. (These are the only lazily
+ * filled module slots in isboot: a handle to a process-wide library and where
+ * its errno lives, not state.)
  */
 export function libc(): Libc {
-  opened ??= Deno.dlopen("libc.so.6", SYMBOLS);
+  if (!opened) {
+    opened = Deno.dlopen("libc.so.6", SYMBOLS);
+    // Where this thread's errno lives, found once now: an FFI call made after
+    // a failed call, __errno_location() included, gives the runtime a chance
+    // to run code of its own that sets errno (seen once in a full test run
+    // under load: prctl's EPERM read back as ENOENT). Reading the slot is a
+    // plain memory load. JS runs on this one thread only.
+    const p = opened.symbols.__errno_location();
+    errnoView = p === null ? null : new Deno.UnsafePointerView(p);
+  }
   return opened.symbols;
 }
 
 /** errno of the calling thread, as left by the last synchronous libc call. */
 export function errno(): number {
-  const p = libc().__errno_location();
-  if (p === null) return 0;
-  return new Deno.UnsafePointerView(p).getInt32(0);
+  libc();
+  return errnoView ? errnoView.getInt32(0) : 0;
 }
 
 /**
