@@ -7,6 +7,9 @@
  * possible Deno program (two read/write loops). The difference is the
  * runtime's floor per request/response round trip, to set against the gap
  * between `isboot serve` and `qemu-nbd` at 4 KiB QD1 in bench/run.ts.
+ * Two more Deno relays (hop/ffirelay.ts) do their socket I/O through libc
+ * instead of Deno's ops, blocking in epoll_wait on a pool thread or first
+ * polling epoll for a while: what a data path on FFI sockets would cost.
  *
  * Usage: deno run -A bench/hop.ts [--trips 30000] [--runs 3]   (needs cc)
  */
@@ -14,6 +17,8 @@ import { parseArgs } from "node:util";
 import { freePort, median, run, sleep } from "./lib/proc.ts";
 
 const here = new URL(".", import.meta.url).pathname;
+/** How long the spinning FFI relay polls before it blocks. */
+const SPIN_US = 50;
 
 async function build(dir: string): Promise<void> {
   for (const n of ["relay", "tcpecho", "ping"]) {
@@ -22,17 +27,23 @@ async function build(dir: string): Promise<void> {
 }
 
 /** One measurement: microseconds per round trip through the given relay. */
-async function trip(dir: string, relay: "c" | "deno", trips: number): Promise<number> {
+type Relay = "c" | "deno" | "ffi" | "ffi-spin";
+
+async function trip(dir: string, relay: Relay, trips: number): Promise<number> {
   const port = freePort();
   const sock = `${dir}/relay.sock`;
   await Deno.remove(sock).catch(() => {});
   const echo = new Deno.Command(`${dir}/tcpecho`, { args: [String(port)] }).spawn();
   await sleep(200);
+  const deno = (script: string, ...more: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", `${here}hop/${script}`, sock, String(port), ...more],
+    }).spawn();
   const r = relay === "c"
     ? new Deno.Command(`${dir}/relay`, { args: [sock, String(port)] }).spawn()
-    : new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", `${here}hop/relay.ts`, sock, String(port)],
-    }).spawn();
+    : relay === "deno"
+    ? deno("relay.ts")
+    : deno("ffirelay.ts", relay === "ffi-spin" ? String(SPIN_US) : "0");
   try {
     for (let i = 0; i < 100; i++) {
       try {
@@ -67,20 +78,31 @@ async function main() {
   const dir = await Deno.makeTempDir({ prefix: "isboot-hop-" });
   try {
     await build(dir);
-    const c: number[] = [], d: number[] = [];
+    const kinds: Relay[] = ["c", "deno", "ffi", "ffi-spin"];
+    const us = new Map<Relay, number[]>(kinds.map((k) => [k, []]));
     for (let i = 0; i < Number(values.runs); i++) {
-      c.push(await trip(dir, "c", Number(values.trips)));
-      d.push(await trip(dir, "deno", Number(values.trips)));
+      for (const k of kinds) us.get(k)!.push(await trip(dir, k, Number(values.trips)));
     }
-    const mc = median(c), md = median(d);
+    const m = (k: Relay) => median(us.get(k)!);
+    const mc = m("c"), md = m("deno");
+    const vsC = (k: Relay) => {
+      const d = m(k) - mc;
+      return `${m(k).toFixed(1)} (${d >= 0 ? "+" : ""}${d.toFixed(1)} against C)`;
+    };
     console.log(
-      `| relay (unix -> TCP echo, 32 B ping-pong) | µs per round trip (median of ${c.length}) |`,
+      `| relay (unix -> TCP echo, 32 B ping-pong) | µs per round trip (median of ${
+        us.get("c")!.length
+      }) |`,
     );
     console.log("| --- | --- |");
     console.log(`| C (epoll, read, write) | ${mc.toFixed(1)} |`);
     console.log(`| Deno (two read/write loops) | ${md.toFixed(1)} |`);
     console.log(
       `| Deno runtime's cost per hop | +${(md - mc).toFixed(1)} µs (${(md / mc).toFixed(2)}×) |`,
+    );
+    console.log(`| Deno, libc sockets via FFI, epoll_wait on a pool thread | ${vsC("ffi")} |`);
+    console.log(
+      `| Deno, libc sockets via FFI, epoll polled for ${SPIN_US} µs first | ${vsC("ffi-spin")} |`,
     );
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
