@@ -40,7 +40,7 @@ fmt: deps
 check: deps
 	$(DENO) fmt --check
 	$(DENO) lint
-	$(DENO) check main.ts src/ tests/
+	$(DENO) check main.ts src/ tests/ bench/
 
 test-deps:
 	scripts/test-deps.sh
