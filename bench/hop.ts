@@ -26,9 +26,10 @@ async function build(dir: string): Promise<void> {
   }
 }
 
-/** One measurement: microseconds per round trip through the given relay. */
+/** C, Deno's own I/O, libc through FFI blocking on a pool thread, the same polling first. */
 type Relay = "c" | "deno" | "ffi" | "ffi-spin";
 
+/** One measurement: microseconds per round trip through the given relay. */
 async function trip(dir: string, relay: Relay, trips: number): Promise<number> {
   const port = freePort();
   const sock = `${dir}/relay.sock`;

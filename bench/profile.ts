@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { alive, cpuSeconds, freePort, sleep, spawnLogged, stop } from "./lib/proc.ts";
 import { JOBS, nbdUri, runFio, runNbdcopy } from "./lib/jobs.ts";
 import { waitReady } from "./lib/nbd_ready.ts";
-import { type Digest, digestKeys, lunUri, setDigest, Tgtd } from "./lib/tgtd.ts";
+import { type Digest, digestKeys, lunUri, setDigestMode, Tgtd } from "./lib/tgtd.ts";
 
 interface ProfileNode {
   id: number;
@@ -124,7 +124,7 @@ async function main() {
       tgtd = await Tgtd.start();
       const tid = await tgtd.createTarget(iqn);
       await tgtd.addLun(tid, { lun: 1, size });
-      await setDigest(tgtd, tid, digest);
+      await setDigestMode(tgtd, tid, digest);
       target = lunUri(tgtd, iqn);
     }
     const port = freePort();

@@ -9,7 +9,7 @@
  */
 import { parseArgs } from "node:util";
 import { cpuSeconds, median, memoryKiB, run, sleep, stop } from "./lib/proc.ts";
-import { type Digest, lunUri, setDigest, Tgtd } from "./lib/tgtd.ts";
+import { type Digest, lunUri, setDigestMode, Tgtd } from "./lib/tgtd.ts";
 import {
   ISCSI_PERF_JOBS,
   JOBS,
@@ -255,7 +255,7 @@ async function main() {
     const tVersion = newTiming(), tProbe = newTiming(), tInq = newTiming();
     for (let runNo = 1; runNo <= o.runs; runNo++) {
       // Start-up and login figures, a few in every run (no load running).
-      await setDigest(t, ramTid, "none");
+      await setDigestMode(t, ramTid, "none");
       if (want("isboot")) {
         await timeCmd(tVersion, o.isboot, ["--version"], 3);
         await timeCmd(tProbe, o.isboot, ["probe", lunUri(t, RAM_IQN), "--json"], 3);
@@ -268,8 +268,8 @@ async function main() {
       extras.isbootProbe = timingSummary(tProbe);
       extras.iscsiInq = timingSummary(tInq);
       for (const digest of o.digests) {
-        await setDigest(t, ramTid, digest);
-        await setDigest(t, nullTid, digest);
+        await setDigestMode(t, ramTid, digest);
+        await setDigestMode(t, nullTid, digest);
         const order: ContestantId[] = (
           ["isboot", "qemu-nbd", "nbdkit-memory", "isboot-memory"] as ContestantId[]
         ).filter((c) => want(c) && !(c.endsWith("-memory") && digest !== "none"));

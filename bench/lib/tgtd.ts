@@ -8,7 +8,7 @@
  * const t = await Tgtd.start();
  * const tid = await t.createTarget("iqn.2026-11.isboot.bench:null");
  * await t.addLun(tid, { lun: 1, bstype: "null" });
- * await setDigest(t, tid, "crc32c");
+ * await setDigestMode(t, tid, "crc32c");
  * console.log(lunUri(t, "iqn.2026-11.isboot.bench:null"), "served by pid", t.pid);
  * ```
  */
@@ -30,10 +30,10 @@ export function digestKeys(d: Digest): { header: "none" | "crc32c"; data: "none"
  *
  * @example
  * ```ts
- * await setDigest(t, 1, "header");
+ * await setDigestMode(t, 1, "header");
  * ```
  */
-export async function setDigest(t: Tgtd, tid: number, d: Digest): Promise<void> {
+export async function setDigestMode(t: Tgtd, tid: number, d: Digest): Promise<void> {
   const k = digestKeys(d);
   const tgt = (v: "none" | "crc32c") => v === "crc32c" ? "CRC32C" : "None";
   await t.setDigests(tid, tgt(k.header), tgt(k.data));
