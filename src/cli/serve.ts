@@ -5,9 +5,8 @@
 import type { BlockDevice } from "../blockdev.ts";
 import { InvalidInputError, OperationalError, UsageError } from "../errors.ts";
 import { MemoryDevice, parseSize } from "../memory_device.ts";
-import { describeAddr, listenNbd, parseListenAddress } from "../nbd/listen.ts";
+import { describeAddr, listenNbd, type NbdListener, parseListenAddress } from "../nbd/listen.ts";
 import { NbdServer } from "../nbd/server.ts";
-import { denoConnStream } from "../nbd/stream.ts";
 import { limitMallocRetention } from "../sys/process.ts";
 import { openTarget } from "../target.ts";
 import { parseCommand } from "./args.ts";
@@ -116,7 +115,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   const backend = await openBackend(p.positionals[0], v, v.listen, ctx);
   const { device } = backend;
   const log = ctx.log;
-  let listener: Deno.Listener;
+  let listener: NbdListener;
   try {
     listener = await listenNbd(addr);
   } catch (e) {
@@ -140,11 +139,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     if (stopping) return;
     stopping = true;
     log.info("stopping: finishing requests in flight");
-    try {
-      listener.close();
-    } catch {
-      // already closed
-    }
+    listener.close();
   };
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const s of signals) Deno.addSignalListener(s, stop);
@@ -155,10 +150,9 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
 
   const sessions = new Set<Promise<void>>();
   try {
-    for await (const conn of listener) {
-      if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
-      log.debug(`client from ${describeAddr(conn.remoteAddr)}`);
-      const s = server.serve(denoConnStream(conn));
+    for await (const stream of listener) {
+      log.debug("client connected");
+      const s = server.serve(stream);
       sessions.add(s);
       void s.finally(() => sessions.delete(s));
     }

@@ -20,6 +20,7 @@
  * (RFC 1982) on numbers, and the window is refilled on every PDU that moves
  * MaxCmdSN.
  */
+import { reactor } from "../sys/reactor.ts";
 import { AuthError, IsbootError, OperationalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ScsiCommand, ScsiResponse, ScsiTransport } from "../scsi/transport.ts";
@@ -275,6 +276,8 @@ export class Session implements ScsiTransport {
   }
 
   #start(): void {
+    // Busy polling pays only at low depth (sys/reactor.ts): say how deep we are.
+    void this.ended.then(reactor().addDepthSource(() => this.#tasks.size));
     const conn = this.#conn;
     this.#lastRx = performance.now();
     void this.#readLoop(conn);

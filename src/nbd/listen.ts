@@ -7,12 +7,24 @@
  * @example
  * ```ts
  * const addr = parseListenAddress("unix:/run/isboot/disk.sock");
- * const listener = listenNbd(addr);
+ * const listener = await listenNbd(addr);
  * console.log(describeAddr(listener.addr)); // "unix:/run/isboot/disk.sock"
  * ```
  * @module
  */
 import { OperationalError, UsageError } from "../errors.ts";
+import { parseIp } from "../net/addr.ts";
+import type { FdListener } from "../sys/reactor.ts";
+import { FdStream } from "../sys/reactor.ts";
+import {
+  IPPROTO_TCP,
+  listenTcp,
+  listenUnix,
+  localAddress,
+  setIntOption,
+  TCP_NODELAY,
+} from "../sys/socket.ts";
+import { type ByteStream, denoConnStream } from "../sys/stream.ts";
 
 export type ListenAddress =
   | { transport: "unix"; path: string }
@@ -58,13 +70,67 @@ export function parseListenAddress(text: string): ListenAddress {
 }
 
 /**
+ * A listening NBD socket: connections come as byte streams. Unix sockets and
+ * TCP on an IP literal are libc sockets on the reactor (sys/reactor.ts), so
+ * the data path makes no Deno op; a TCP host name goes through Deno.listen.
+ */
+export interface NbdListener {
+  /** Where it listens (a TCP port of 0 is resolved to the one picked). */
+  readonly addr: Deno.Addr;
+  /** Connections as they come, until `close()`. */
+  [Symbol.asyncIterator](): AsyncIterator<ByteStream>;
+  close(): void;
+}
+
+function reactorListener(l: FdListener, addr: Deno.Addr): NbdListener {
+  return {
+    addr,
+    async *[Symbol.asyncIterator]() {
+      for await (const fd of l) {
+        if (addr.transport === "tcp") setIntOption(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+        yield new FdStream(fd);
+      }
+    },
+    close: () => l.close(),
+  };
+}
+
+function denoListener(l: Deno.Listener): NbdListener {
+  return {
+    addr: l.addr,
+    async *[Symbol.asyncIterator]() {
+      for await (const conn of l) {
+        if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+        yield denoConnStream(conn);
+      }
+    },
+    close() {
+      try {
+        l.close();
+      } catch {
+        // already closed
+      }
+    },
+  };
+}
+
+/**
  * Open the listener. A unix socket path that exists is replaced only when
  * it is a socket nobody answers on (left over by a killed server).
  */
-export async function listenNbd(addr: ListenAddress): Promise<Deno.Listener> {
+export async function listenNbd(addr: ListenAddress): Promise<NbdListener> {
   if (addr.transport === "tcp") {
     try {
-      return Deno.listen({ transport: "tcp", hostname: addr.hostname, port: addr.port });
+      const ip = parseIp(addr.hostname);
+      if (!ip) {
+        return denoListener(
+          Deno.listen({ transport: "tcp", hostname: addr.hostname, port: addr.port }),
+        );
+      }
+      const l = listenTcp(ip, addr.port);
+      const bound = localAddress(l.fd);
+      const port = bound.transport === "tcp" ? bound.port : addr.port;
+      return reactorListener(l, { transport: "tcp", hostname: addr.hostname, port });
     } catch (e) {
       throw new OperationalError(
         `cannot listen on tcp:${addr.hostname}:${addr.port}: ${(e as Error).message}`,
@@ -77,7 +143,7 @@ export async function listenNbd(addr: ListenAddress): Promise<Deno.Listener> {
   // it is 0600 from the start, so there is no window to connect through.
   const old = Deno.umask(0o177);
   try {
-    return Deno.listen({ transport: "unix", path: addr.path });
+    return reactorListener(listenUnix(addr.path), { transport: "unix", path: addr.path });
   } catch (e) {
     throw new OperationalError(`cannot listen on unix:${addr.path}: ${(e as Error).message}`);
   } finally {

@@ -106,6 +106,7 @@ import {
   writeStructuredReadHeader,
 } from "./protocol.ts";
 import type { ByteStream } from "./stream.ts";
+import { nextTurn } from "../sys/reactor.ts";
 
 // ------------------------------------------------------------------ public
 
@@ -837,7 +838,7 @@ class ReplyWriter {
     if (this.#batch.length === 0) this.#batch = new Uint8Array(BATCH_BUFFER_SIZE);
     // Yield to the next event-loop turn so that every reply completed from one
     // receive buffer joins one batch (one write instead of one per reply).
-    await new Promise<void>((r) => setImmediate(r));
+    await nextTurn();
     try {
       while (this.#queue.length > 0) {
         const items = this.#queue;

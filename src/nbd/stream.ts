@@ -1,67 +1,19 @@
 /**
- * The byte stream the NBD server works over. It is deliberately small so
- * that a `Deno.Conn` (TCP or unix), a `node:net` Socket wrapping an fd made
- * through FFI (the kernel socketpair), and an in-memory pipe (tests) all fit.
- *
- * Contract:
- * - `read(into)` fills some of `into` and resolves the byte count, or null
- *   at end of stream (also after `close()` or a reset). It is never called
- *   again before the previous call settles.
- * - `write(data)` resolves once all of `data` was handed on; the caller may
- *   reuse `data` afterwards. Writes are issued one at a time. It rejects when
- *   the peer is gone.
- * - `close()` ends both directions; pending reads resolve null. Idempotent.
+ * Byte streams for the NBD server besides the reactor's sockets
+ * (sys/reactor.ts): a `node:net` Socket and an in-memory pipe (tests). The
+ * contract they keep, `ByteStream`, is in sys/stream.ts and re-exported here.
  *
  * @example
  * ```ts
- * const conn = await Deno.connect({ transport: "unix", path: "/run/x.sock" });
- * const stream = denoConnStream(conn);
- * await stream.write(new Uint8Array([1, 2, 3]));
+ * const [client, server] = memoryStreamPair();
+ * void nbd.serve(server);
  * ```
  * @module
  */
 import type { Socket } from "node:net";
+import type { ByteStream } from "../sys/stream.ts";
 
-export interface ByteStream {
-  read(into: Uint8Array): Promise<number | null>;
-  write(data: Uint8Array): Promise<void>;
-  close(): void;
-}
-
-/**
- * Wrap a Deno connection (`Deno.Conn`, `Deno.TcpConn`, `Deno.UnixConn`).
- *
- * @example
- * ```ts
- * for await (const conn of Deno.listen({ port: 0 })) server.serve(denoConnStream(conn));
- * ```
- */
-export function denoConnStream(conn: Deno.Conn): ByteStream {
-  let closed = false;
-  return {
-    async read(into) {
-      if (closed) return null;
-      try {
-        return await conn.read(into);
-      } catch {
-        return null; // reset, or closed under us: the same as end of stream here
-      }
-    },
-    async write(data) {
-      let off = 0;
-      while (off < data.length) off += await conn.write(data.subarray(off));
-    },
-    close() {
-      if (closed) return;
-      closed = true;
-      try {
-        conn.close();
-      } catch {
-        // already closed by the peer's reset
-      }
-    },
-  };
-}
+export { type ByteStream, denoConnStream } from "../sys/stream.ts";
 
 /**
  * Wrap a `node:net` Socket, e.g. `new net.Socket({ fd })` around one end of

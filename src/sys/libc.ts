@@ -5,10 +5,12 @@
  * Rules this module keeps (see /work/shared/deno-notes.md and docs/kernel.md):
  * - Variadic functions (fcntl, ioctl, prctl, open) are declared with fixed
  *   integer/pointer parameters, which is how the x86-64 ABI passes them anyway.
- * - No symbol is `nonblocking`: those run on a pool thread where errno is lost.
- *   Calls that could block are made on O_NONBLOCK fds instead, and errno is
- *   read right after the call from the slot `__errno_location()` named when
- *   the library was opened (calling it after a failure could change errno).
+ * - One symbol only is `nonblocking` (it runs on a pool thread, where errno is
+ *   lost): `epoll_wait_blocking`, the reactor's (reactor.ts) idle wait, whose
+ *   failure (EINTR) it treats as "no events". Every other call that could
+ *   block is made on an O_NONBLOCK fd, and errno is read right after the call
+ *   from the slot `__errno_location()` named when the library was opened
+ *   (calling it after a failure could change errno).
  * - The library is opened on first use, so importing src/sys costs nothing
  *   for commands that never call libc (and needs no --allow-ffi).
  *
@@ -39,6 +41,20 @@ const SYMBOLS = {
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
+  // The reactor (reactor.ts): epoll, and an eventfd to wake its idle wait.
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  epoll_wait_blocking: {
+    name: "epoll_wait",
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
   getpid: { parameters: [], result: "i32" },
   // Root-storage daemon (src/sys/process.ts): int prctl(int option, unsigned long arg2, ...)
   prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
