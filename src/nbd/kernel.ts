@@ -22,7 +22,8 @@
 import type { BlockDevice } from "../blockdev.ts";
 import { OperationalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { closeFd, fdSocket, socketPair } from "../sys/socket.ts";
+import { FdStream } from "../sys/reactor.ts";
+import { closeFd, socketPair } from "../sys/socket.ts";
 import {
   IoBudget,
   type NbdCounters,
@@ -30,7 +31,7 @@ import {
   serveTransmission,
   transmissionFlags,
 } from "./server.ts";
-import { type ByteStream, nodeSocketStream } from "./stream.ts";
+import type { ByteStream } from "./stream.ts";
 import { ERRNO, SysError } from "../sys/errno.ts";
 import { decodeGenl, type GenlFamily, genlRequest, resolveFamily } from "../sys/genetlink.ts";
 import {
@@ -642,8 +643,7 @@ async function hookUp(
   const streams: ByteStream[] = [];
   const letGo: Promise<void>[] = [];
   for (const [i, fd] of ours.entries()) {
-    const sock = await fdSocket(fd);
-    const s = nodeSocketStream(sock);
+    const s = new FdStream(fd);
     let gone!: () => void;
     letGo.push(new Promise<void>((r) => (gone = r)));
     streams.push({
@@ -652,35 +652,29 @@ async function hookUp(
       close() {
         if (finished[i]) return;
         finished[i] = true;
-        if (!drain.signal.aborted) {
+        if (!drain.signal.aborted || s.closed) {
           s.close();
           gone();
           return;
         }
-        // The end of a drain: half-close (shutdown SHUT_WR once the replies
-        // are out) and keep reading, discarding, until the kernel shuts its
-        // end. So the kernel's receiver, not a failed send, is what marks
-        // the socket dead: a receiver still running after a new socket was
-        // put in place would mark the NEW socket dead (6.1 recv_work() looks
-        // the socket up by index). What we discard the kernel resends when
-        // it times out.
-        if (sock.destroyed) {
-          s.close();
-          gone();
-          return;
-        }
-        sock.removeAllListeners("data");
-        sock.on("data", () => {});
-        sock.resume();
-        const force = setTimeout(() => finish(), RELEASE_FORCE_MS);
-        const finish = () => {
+        // The end of a drain: half-close (shutdown SHUT_WR; the replies are
+        // out, the server drained its writer before closing) and keep
+        // reading, discarding, until the kernel shuts its end. So the
+        // kernel's receiver, not a failed send, is what marks the socket
+        // dead: a receiver still running after a new socket was put in place
+        // would mark the NEW socket dead (6.1 recv_work() looks the socket up
+        // by index). What we discard the kernel resends when it times out.
+        s.cancelRead(); // the server's own read, if one is pending
+        s.shutdownWrite();
+        const force = setTimeout(() => s.close(), RELEASE_FORCE_MS);
+        const scratch = new Uint8Array(65536);
+        void (async () => {
+          while ((await s.read(scratch)) !== null);
+        })().finally(() => {
           clearTimeout(force);
           s.close();
           gone();
-        };
-        sock.once("close", finish);
-        sock.once("end", () => sock.destroy());
-        sock.end();
+        });
       },
     });
   }
