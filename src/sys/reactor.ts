@@ -121,6 +121,8 @@ export class Reactor {
   #idle = false;
   #lastEvent = 0;
   #closed = false;
+  /** Ticks that busy-polled, naps on this thread, waits on a pool thread. */
+  readonly #counts = { busyPolls: 0, naps: 0, blocks: 0 };
 
   constructor(o: ReactorOptions = {}) {
     const spinUs = o.spinUs ?? DEFAULT_SPIN_US;
@@ -140,9 +142,21 @@ export class Reactor {
     });
   }
 
-  /** Streams and listeners registered, and waits outstanding (for tests and status). */
-  get stats(): { fds: number; waiters: number; idle: boolean } {
-    return { fds: this.#watchers.size - 1, waiters: this.#waiters, idle: this.#idle };
+  /** Streams and listeners registered, waits outstanding, and how the reactor waited. */
+  get stats(): {
+    fds: number;
+    waiters: number;
+    idle: boolean;
+    busyPolls: number;
+    naps: number;
+    blocks: number;
+  } {
+    return {
+      fds: this.#watchers.size - 1,
+      waiters: this.#waiters,
+      idle: this.#idle,
+      ...this.#counts,
+    };
   }
 
   /** Register `fd` (edge-triggered input, hang-up and errors). */
@@ -251,9 +265,13 @@ export class Reactor {
       return;
     }
     let n = libc().epoll_wait(this.#ep, this.#events, MAX_EVENTS, 0);
+    // While the pool thread waits, it gets the events first: neither spin nor
+    // nap (a nap could hold its answer back), it schedules the next tick.
+    if (n === 0 && this.#idle) return;
     let now = performance.now();
     const busyPoll = n === 0 && spin && now - this.#lastEvent < this.#spinMs && this.#shallow();
     if (busyPoll) {
+      this.#counts.busyPolls++;
       // Poll in a tight loop for a while before giving the event loop a turn:
       // a turn costs microseconds, a poll a quarter of one.
       const until = Math.min(now + TIGHT_SPIN_MS, this.#lastEvent + this.#spinMs);
@@ -265,6 +283,7 @@ export class Reactor {
     } else if (n === 0 && spin && now - this.#lastEvent < NAP_MS) {
       // Past the spin: block in the kernel on this thread for a while (no
       // hand-off to wake up from; the event loop waits at most NAP_MS).
+      this.#counts.naps++;
       n = libc().epoll_wait(
         this.#ep,
         this.#events,
@@ -285,6 +304,7 @@ export class Reactor {
   /** Wait in the kernel on a pool thread until an event (or the eventfd) comes. */
   async #block(): Promise<void> {
     this.#idle = true;
+    this.#counts.blocks++;
     let n = 0;
     try {
       n = await libc().epoll_wait_blocking(this.#ep, this.#idleEvents, MAX_EVENTS, -1);

@@ -176,3 +176,36 @@ Deno.test("reactor: an idle wait lets timers run, and comes back when data arriv
     x.close();
     y.close();
   }));
+
+Deno.test("reactor: busy-polls after an event only while the depth is at most 2, then blocks", () =>
+  withReactor(20_000, async (r) => {
+    let depth = 0;
+    const remove = r.addDepthSource(() => depth);
+    const [a, b] = socketPair({ nonblocking: true });
+    const x = new FdStream(a, r);
+    const y = new FdStream(b, r);
+    const got = new Uint8Array(8);
+    const waitFor = async (ms: number) => await new Promise((res) => setTimeout(res, ms));
+    for (const [d, spins] of [[0, true], [3, false], [2, true]] as const) {
+      depth = d;
+      const before = r.stats.busyPolls;
+      const pending = x.read(got); // waits: nothing was written
+      await y.write(Uint8Array.of(d));
+      assert.equal(await pending, 1); // an event: the poll window (20 ms) starts
+      const next = x.read(got);
+      await waitFor(10);
+      const polled = r.stats.busyPolls - before;
+      assert.equal(polled > 0, spins, `depth ${d}: ${polled} busy-poll ticks`);
+      if (!spins) assert.equal(polled, 0);
+      await waitFor(30); // past the window and the nap: blocked on the pool thread
+      assert.equal(r.stats.idle, true, `depth ${d}: idle after the window`);
+      const polledAfter = r.stats.busyPolls;
+      await waitFor(10);
+      assert.equal(r.stats.busyPolls, polledAfter, "no polling once idle");
+      await y.write(Uint8Array.of(9));
+      assert.equal(await next, 1);
+    }
+    remove();
+    x.close();
+    y.close();
+  }));
