@@ -23,7 +23,8 @@
  *   `isboot.recovery_timeout=S|forever` (default forever; 0: no recovery),
  *   `isboot.header_digest=crc32c|none`,
  *   `isboot.data_digest=crc32c|none`, `isboot.debug`, `isboot.source=auto|acpi|sysfs|mem`,
- *   `isboot.handoff=all|none|LIST` (ifupdown,networkd,nm). `-` and `_` are the same
+ *   `isboot.handoff=all|none|LIST` (ifupdown,networkd,nm), `isboot.poll_us=N` (busy-poll
+ *   window of the socket reactor, 0..1000000 µs; 0 turns busy polling off). `-` and `_` are the same
  *   in isboot option names, as in kernel module parameters.
  *
  * Secrets from the command line (netroot= credentials, rd.iscsi.password=) are
@@ -153,6 +154,8 @@ export interface BootCmdline {
   readonly debug: boolean;
   readonly source: IbftSource;
   readonly handoff: readonly HandoffKind[];
+  /** Busy-poll window of the socket reactor in µs (sys/reactor.ts); absent: its default. */
+  readonly pollUs?: number;
   readonly root?: string;
   /** Unknown `isboot.*` names, for a warning. */
   readonly unknown: readonly string[];
@@ -176,6 +179,7 @@ const ISBOOT_OPTIONS = [
   "debug",
   "source",
   "handoff",
+  "poll_us",
 ] as const;
 
 /**
@@ -348,6 +352,7 @@ export function parseBootCmdline(line: string): BootCmdline {
   let linkTimeoutMs: number = BOOT_DEFAULTS.linkTimeoutMs;
   let recoveryTimeoutMs: number = BOOT_DEFAULTS.recoveryTimeoutMs;
   let headerDigest: Digest | undefined, dataDigest: Digest | undefined;
+  let pollUs: number | undefined;
   let source: IbftSource = "auto";
   let handoff: HandoffKind[] = [...HANDOFF_KINDS];
   const netrootTexts: string[] = [];
@@ -427,6 +432,14 @@ export function parseBootCmdline(line: string): BootCmdline {
       case "link_timeout":
         linkTimeoutMs = seconds(name, value);
         break;
+      case "poll_us":
+        if (value === null || !/^\d{1,7}$/.test(value) || Number(value) > 1_000_000) {
+          throw new InvalidInputError(
+            `kernel command line: ${name}=${value ?? ""}: expected microseconds, 0..1000000`,
+          );
+        }
+        pollUs = Number(value);
+        break;
       case "recovery_timeout":
         recoveryTimeoutMs = value === "forever" || value === "infinity"
           ? Infinity
@@ -498,6 +511,7 @@ export function parseBootCmdline(line: string): BootCmdline {
     debug,
     source,
     handoff,
+    ...(pollUs !== undefined ? { pollUs } : {}),
     ...(root !== undefined ? { root } : {}),
     unknown,
   };

@@ -10,6 +10,7 @@ import { Logger } from "../log.ts";
 import { modprobe } from "../nbd/kernel.ts";
 import { realBackend } from "../boot/backend.ts";
 import { parseBootCmdline } from "../boot/cmdline.ts";
+import { reactor } from "../sys/reactor.ts";
 import {
   becomeRootStorageDaemon,
   bootStage,
@@ -38,7 +39,8 @@ stay as the root-storage daemon '@isboot'. Exits 0 once the device is ready.
 Kernel command line (see the README for all): rd.iscsi.firmware, ip=ibft,
 rd.iscsi.initiator=IQN, netroot=iscsi:..., isboot.device=, isboot.timeout=,
 isboot.link_timeout=, isboot.recovery_timeout=, isboot.header_digest=,
-isboot.data_digest=, isboot.source=, isboot.handoff=, isboot.debug, isboot=off.
+isboot.data_digest=, isboot.source=, isboot.handoff=, isboot.poll_us=, isboot.debug,
+isboot=off.
 
 options:
   --source SRC      where the iBFT is (default: isboot.source=, else auto)
@@ -98,6 +100,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     return 0;
   }
   for (const u of cmd.unknown) log.warn(`unknown option ${u} on the kernel command line (ignored)`);
+  if (cmd.pollUs !== undefined) reactor().spinUs = cmd.pollUs;
   const wantIbft = cmd.firmware || cmd.netroots.length === 0;
   const source = v.source ?? cmd.source;
   const ibft = wantIbft ? await findIbft(source, log) : null;

@@ -112,7 +112,7 @@ export class Reactor {
   readonly #ctl = new Uint8Array(EVENT_SIZE);
   readonly #ctlView = new DataView(this.#ctl.buffer);
   readonly #eight = new Uint8Array(8);
-  readonly #spinMs: number;
+  #spinMs: number;
   #waiters = 0;
   readonly #depthSources = new Set<() => number>();
   #deferred: (() => void)[] = [];
@@ -125,9 +125,8 @@ export class Reactor {
   readonly #counts = { busyPolls: 0, naps: 0, blocks: 0 };
 
   constructor(o: ReactorOptions = {}) {
-    const spinUs = o.spinUs ?? DEFAULT_SPIN_US;
-    if (!(spinUs >= 0 && spinUs <= 1_000_000)) throw new RangeError(`spinUs ${spinUs}`);
-    this.#spinMs = spinUs / 1000;
+    this.#spinMs = 0;
+    this.spinUs = o.spinUs ?? DEFAULT_SPIN_US;
     this.#ep = check("epoll_create1", libc().epoll_create1(EPOLL_CLOEXEC));
     try {
       this.#wakeFd = check("eventfd", libc().eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
@@ -140,6 +139,16 @@ export class Reactor {
     this.#watchers.set(this.#wakeFd, {
       ready: () => void libc().read(this.#wakeFd, this.#eight, 8n),
     });
+  }
+
+  /** The busy-poll window in µs (0: no busy polling); may be changed at any time. */
+  get spinUs(): number {
+    return this.#spinMs * 1000;
+  }
+
+  set spinUs(us: number) {
+    if (!(us >= 0 && us <= 1_000_000)) throw new RangeError(`spinUs ${us}`);
+    this.#spinMs = us / 1000;
   }
 
   /** Streams and listeners registered, waits outstanding, and how the reactor waited. */

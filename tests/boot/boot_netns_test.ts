@@ -55,7 +55,8 @@ async function scenario(secret: string, foreground = true) {
     assert.equal(enc.code, 0, enc.stderr);
     await Deno.writeTextFile(
       `${dir}/cmdline`,
-      "root=/dev/nbd0p1 rd.iscsi.firmware ip=ibft isboot.timeout=20 isboot.link_timeout=5\n",
+      // isboot.poll_us=0: the boot also works with the reactor never busy-polling
+      "root=/dev/nbd0p1 rd.iscsi.firmware ip=ibft isboot.timeout=20 isboot.link_timeout=5 isboot.poll_us=0\n",
     );
 
     tgtd = await startTgtd(ns);

@@ -35,7 +35,7 @@ Deno.test("cmdline: iBFT boot with every isboot option", () => {
       "rd.iscsi.initiator=iqn.2026-11.test:client isboot.device=nbd3 isboot.timeout=60 " +
       "isboot.link-timeout=5 isboot.recovery_timeout=0.5 isboot.header_digest=CRC32C " +
       "isboot.data_digest=none isboot.debug isboot.source=sysfs isboot.handoff=networkd,nm " +
-      "isboot.future=1",
+      "isboot.future=1 isboot.poll-us=50",
   );
   assertEquals(c.firmware, true);
   assertEquals(c.ipFromIbft, true);
@@ -53,6 +53,19 @@ Deno.test("cmdline: iBFT boot with every isboot option", () => {
   assertEquals(c.handoff, ["networkd", "nm"]);
   assertEquals(c.root, "UUID=1234");
   assertEquals(c.unknown, ["isboot.future"]);
+  assertEquals(c.pollUs, 50);
+  assertEquals(parseBootCmdline("isboot.poll_us=0").pollUs, 0);
+  assertEquals(parseBootCmdline("root=/dev/sda1").pollUs, undefined);
+  for (
+    const bad of [
+      "isboot.poll_us",
+      "isboot.poll_us=-1",
+      "isboot.poll_us=1000001",
+      "isboot.poll_us=5ms",
+    ]
+  ) {
+    assertThrows(() => parseBootCmdline(bad), InvalidInputError, "poll_us", bad);
+  }
 });
 
 Deno.test("cmdline: defaults, and nothing requested without iSCSI options", () => {

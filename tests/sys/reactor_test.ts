@@ -209,3 +209,24 @@ Deno.test("reactor: busy-polls after an event only while the depth is at most 2,
     x.close();
     y.close();
   }));
+
+Deno.test("reactor: spinUs = 0 (isboot.poll_us=0, ISBOOT_POLL_US=0) turns busy polling off", () =>
+  withReactor(20_000, async (r) => {
+    assert.throws(() => (r.spinUs = -1), RangeError);
+    r.spinUs = 0;
+    assert.equal(r.spinUs, 0);
+    const [a, b] = socketPair({ nonblocking: true });
+    const x = new FdStream(a, r);
+    const y = new FdStream(b, r);
+    const got = new Uint8Array(8);
+    const first = x.read(got);
+    await y.write(Uint8Array.of(1));
+    assert.equal(await first, 1);
+    const next = x.read(got);
+    await new Promise((res) => setTimeout(res, 10));
+    assert.equal(r.stats.busyPolls, 0);
+    await y.write(Uint8Array.of(2));
+    assert.equal(await next, 1);
+    x.close();
+    y.close();
+  }));
