@@ -9,29 +9,11 @@
  *
  * Usage: ffirelay.ts SOCKET_PATH TCP_PORT [SPIN_US]
  */
+import { libc } from "../../src/sys/libc.ts";
+
 const [path, portText, spinText = "0"] = Deno.args;
 const spinUs = Number(spinText);
-const lib = Deno.dlopen("libc.so.6", {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  listen: { parameters: ["i32", "i32"], result: "i32" },
-  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
-  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
-  epoll_create1: { parameters: ["i32"], result: "i32" },
-  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
-  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
-  epoll_wait_blocking: {
-    name: "epoll_wait",
-    parameters: ["i32", "buffer", "i32", "i32"],
-    result: "i32",
-    nonblocking: true,
-  },
-});
-const L = lib.symbols;
+const L = libc(); // src/sys/libc.ts: the same symbols isboot uses
 const AF_UNIX = 1, AF_INET = 2, SOCK_STREAM = 1, SOCK_NONBLOCK = 0x800, O_NONBLOCK = 0x800;
 const F_SETFL = 4, IPPROTO_TCP = 6, TCP_NODELAY = 1, EPOLLIN = 1, EPOLL_CTL_ADD = 1;
 const MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000;

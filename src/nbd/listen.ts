@@ -14,16 +14,8 @@
  */
 import { OperationalError, UsageError } from "../errors.ts";
 import { parseIp } from "../net/addr.ts";
-import type { FdListener } from "../sys/reactor.ts";
-import { FdStream } from "../sys/reactor.ts";
-import {
-  IPPROTO_TCP,
-  listenTcp,
-  listenUnix,
-  localAddress,
-  setIntOption,
-  TCP_NODELAY,
-} from "../sys/socket.ts";
+import { type FdListener, FdStream, listenTcp, listenUnix } from "../sys/reactor.ts";
+import { IPPROTO_TCP, localAddress, setIntOption, TCP_NODELAY } from "../sys/socket.ts";
 import { type ByteStream, denoConnStream } from "../sys/stream.ts";
 
 export type ListenAddress =

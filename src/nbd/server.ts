@@ -260,7 +260,7 @@ function validBlockSize(n: number): boolean {
  * ```ts
  * const flags = transmissionFlags(device);
  * // ... NBD_CMD_CONNECT with NBD_ATTR_SERVER_FLAGS = flags, the other socket end ...
- * await serveTransmission(nodeSocketStream(sock), device, { flags, log });
+ * await serveTransmission(new FdStream(fd), device, { flags, log });
  * ```
  */
 export async function serveTransmission(

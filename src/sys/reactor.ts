@@ -44,6 +44,25 @@
  */
 import { SysError } from "./errno.ts";
 import { check, errno, libc } from "./libc.ts";
+import {
+  AF_INET,
+  AF_INET6,
+  AF_UNIX,
+  type InetAddress,
+  IPPROTO_TCP,
+  openSocket,
+  setIntOption,
+  setNonBlocking,
+  SHUT_WR,
+  SO_REUSEADDR,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+  sockaddrInet,
+  sockaddrUnix,
+  SOL_SOCKET,
+  TCP_NODELAY,
+} from "./socket.ts";
 import type { ByteStream } from "./stream.ts";
 
 const EPOLLIN = 0x001;
@@ -60,12 +79,10 @@ const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const SHUT_WR = 1;
 const EINTR = 4;
 const EAGAIN = 11;
 const ECONNABORTED = 103;
+const EINPROGRESS = 115;
 /** struct epoll_event is packed on x86-64: u32 events, u64 data. */
 const EVENT_SIZE = 12;
 const MAX_EVENTS = 64;
@@ -254,7 +271,8 @@ export class Reactor {
   }
 
   #wake(): void {
-    new DataView(this.#eight.buffer).setUint32(0, 1, true);
+    this.#eight.fill(0);
+    this.#eight[0] = 1; // eventfd counter += 1 (little-endian u64)
     libc().write(this.#wakeFd, this.#eight, 8n);
   }
 
@@ -389,10 +407,7 @@ export class FdStream implements ByteStream {
   error: SysError | null = null;
 
   constructor(fd: number, r: Reactor = reactor()) {
-    const flags = check("fcntl(F_GETFL)", libc().fcntl(fd, 3, /* F_GETFL */ 0));
-    if (!(flags & SOCK_NONBLOCK)) {
-      check("fcntl(F_SETFL)", libc().fcntl(fd, 4, /* F_SETFL */ flags | SOCK_NONBLOCK));
-    }
+    setNonBlocking(fd);
     r.add(fd, this);
     this.fd = fd;
     this.#r = r;
@@ -587,10 +602,7 @@ export class FdListener {
   #fail: ((e: unknown) => void) | null = null;
 
   constructor(fd: number, r: Reactor = reactor()) {
-    const flags = check("fcntl(F_GETFL)", libc().fcntl(fd, 3, /* F_GETFL */ 0));
-    if (!(flags & SOCK_NONBLOCK)) {
-      check("fcntl(F_SETFL)", libc().fcntl(fd, 4, /* F_SETFL */ flags | SOCK_NONBLOCK));
-    }
+    setNonBlocking(fd);
     r.add(fd, this);
     this.fd = fd;
     this.#r = r;
@@ -663,5 +675,87 @@ export class FdListener {
       if (e === EAGAIN) return AGAIN;
       throw new SysError("accept4", e);
     }
+  }
+}
+
+/**
+ * Connect a TCP socket (TCP_NODELAY on) through the reactor, waiting at most
+ * `timeoutMs`. Throws SysError (ECONNREFUSED, ETIMEDOUT, ...).
+ *
+ * @example
+ * ```ts
+ * const s = await connectTcp({ family: 4, bytes: Uint8Array.of(127, 0, 0, 1) }, 3260, 10000);
+ * ```
+ */
+export async function connectTcp(
+  addr: InetAddress,
+  port: number,
+  timeoutMs: number,
+  r?: Reactor,
+): Promise<FdStream> {
+  const fd = openSocket(addr.family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  let stream: FdStream;
+  try {
+    setIntOption(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    stream = new FdStream(fd, r);
+  } catch (e) {
+    libc().close(fd);
+    throw e;
+  }
+  const sa = sockaddrInet(addr, port);
+  let failure: SysError | null = null;
+  if (libc().connect(fd, sa, sa.length) < 0) {
+    const e = errno();
+    if (e !== EINPROGRESS) failure = new SysError("connect", e);
+    else {
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        stream.close();
+      }, timeoutMs);
+      try {
+        failure = await stream.connected();
+      } finally {
+        clearTimeout(timer);
+      }
+      if (timedOut) failure = new SysError("connect", 110 /* ETIMEDOUT */);
+    }
+  }
+  if (failure) {
+    stream.close();
+    throw failure;
+  }
+  return stream;
+}
+
+/**
+ * A listening TCP socket (SO_REUSEADDR) through the reactor. Port 0 picks
+ * one: read it back with `localAddress(listener.fd)`.
+ */
+export function listenTcp(addr: InetAddress, port: number, backlog = 128, r?: Reactor): FdListener {
+  const fd = openSocket(addr.family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  try {
+    setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+    const sa = sockaddrInet(addr, port);
+    check("bind", libc().bind(fd, sa, sa.length));
+    check("listen", libc().listen(fd, backlog));
+    return new FdListener(fd, r);
+  } catch (e) {
+    libc().close(fd);
+    throw e;
+  }
+}
+
+/** A listening unix socket at `path` (which must not exist) through the reactor. */
+export function listenUnix(path: string, backlog = 128, r?: Reactor): FdListener {
+  const fd = openSocket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  try {
+    const sa = sockaddrUnix(path);
+    check("bind", libc().bind(fd, sa, sa.length));
+    check("listen", libc().listen(fd, backlog));
+    return new FdListener(fd, r);
+  } catch (e) {
+    libc().close(fd);
+    throw e;
   }
 }

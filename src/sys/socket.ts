@@ -1,8 +1,8 @@
 /**
  * Sockets made through libc: the kind Deno cannot make (socketpair, netlink)
  * or must not make (a socket whose end the kernel will own; closing a
- * Deno.Conn shuts its write side down). An fd from here can be wrapped into
- * an async stream with `fdSocket`.
+ * Deno.Conn shuts its write side down). An fd from here becomes an async
+ * stream as an `FdStream` (reactor.ts), or a node:net Socket with `fdSocket`.
  *
  * @example
  * ```ts
@@ -12,9 +12,8 @@
  * ```
  */
 import type { Socket } from "node:net";
-import { check, errno, libc, retryEintr } from "./libc.ts";
+import { check, libc, retryEintr } from "./libc.ts";
 import { SysError } from "./errno.ts";
-import { FdListener, FdStream, type Reactor } from "./reactor.ts";
 
 /** Address families and socket types (include/linux/socket.h, net.h). */
 export const AF_UNIX = 1;
@@ -153,19 +152,12 @@ export interface InetAddress {
 
 /** struct sockaddr_in / sockaddr_in6 for `addr` and `port`. */
 export function sockaddrInet(addr: InetAddress, port: number): Uint8Array {
-  if (addr.family === 4) {
-    const sa = new Uint8Array(16);
-    const dv = new DataView(sa.buffer);
-    dv.setUint16(0, AF_INET, true);
-    dv.setUint16(2, port, false);
-    sa.set(addr.bytes.subarray(0, 4), 4);
-    return sa;
-  }
-  const sa = new Uint8Array(28);
+  const v4 = addr.family === 4;
+  const sa = new Uint8Array(v4 ? 16 : 28);
   const dv = new DataView(sa.buffer);
-  dv.setUint16(0, AF_INET6, true);
+  dv.setUint16(0, v4 ? AF_INET : AF_INET6, true);
   dv.setUint16(2, port, false);
-  sa.set(addr.bytes.subarray(0, 16), 8);
+  sa.set(addr.bytes.subarray(0, v4 ? 4 : 16), v4 ? 4 : 8); // sin_addr; sin6_addr after flowinfo
   return sa;
 }
 
@@ -202,96 +194,13 @@ export function localAddress(
   return { transport: "tcp", hostname: groups.join(":").replace(/(^|:)0(:0)+(:|$)/, "::"), port };
 }
 
-const SOL_SOCKET = 1;
-const SO_REUSEADDR = 2;
+export const SOL_SOCKET = 1;
+export const SO_REUSEADDR = 2;
 /** setsockopt level and option for Nagle's algorithm off (PDUs are latency-bound). */
 export const IPPROTO_TCP = 6;
 export const TCP_NODELAY = 1;
-const EINPROGRESS = 115;
 
 /** setsockopt(2) with an int value. */
 export function setIntOption(fd: number, level: number, name: number, value: number): void {
   check("setsockopt", libc().setsockopt(fd, level, name, new Int32Array([value]), 4));
-}
-
-/**
- * Connect a TCP socket (TCP_NODELAY on) through the reactor, waiting at most
- * `timeoutMs`. Throws SysError (ECONNREFUSED, ETIMEDOUT, ...).
- *
- * @example
- * ```ts
- * const s = await connectTcp({ family: 4, bytes: Uint8Array.of(127, 0, 0, 1) }, 3260, 10000);
- * ```
- */
-export async function connectTcp(
-  addr: InetAddress,
-  port: number,
-  timeoutMs: number,
-  r?: Reactor,
-): Promise<FdStream> {
-  const fd = openSocket(addr.family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
-  let stream: FdStream;
-  try {
-    setIntOption(fd, IPPROTO_TCP, TCP_NODELAY, 1);
-    stream = new FdStream(fd, r);
-  } catch (e) {
-    libc().close(fd);
-    throw e;
-  }
-  const sa = sockaddrInet(addr, port);
-  let failure: SysError | null = null;
-  if (libc().connect(fd, sa, sa.length) < 0) {
-    const e = errno();
-    if (e !== EINPROGRESS) failure = new SysError("connect", e);
-    else {
-      let timedOut = false;
-      const timer = setTimeout(() => {
-        timedOut = true;
-        stream.close();
-      }, timeoutMs);
-      try {
-        failure = await stream.connected();
-      } finally {
-        clearTimeout(timer);
-      }
-      if (timedOut) failure = new SysError("connect", 110 /* ETIMEDOUT */);
-    }
-  }
-  if (failure) {
-    stream.close();
-    throw failure;
-  }
-  return stream;
-}
-
-/**
- * A listening TCP socket (SO_REUSEADDR) through the reactor. Port 0 picks
- * one: read it back with `localAddress(listener.fd)`.
- */
-export function listenTcp(addr: InetAddress, port: number, backlog = 128, r?: Reactor): FdListener {
-  const fd = openSocket(addr.family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
-  try {
-    setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);
-    const sa = sockaddrInet(addr, port);
-    check("bind", libc().bind(fd, sa, sa.length));
-    check("listen", libc().listen(fd, backlog));
-    return new FdListener(fd, r);
-  } catch (e) {
-    libc().close(fd);
-    throw e;
-  }
-}
-
-/** A listening unix socket at `path` (which must not exist) through the reactor. */
-export function listenUnix(path: string, backlog = 128, r?: Reactor): FdListener {
-  const fd = openSocket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
-  try {
-    const sa = sockaddrUnix(path);
-    check("bind", libc().bind(fd, sa, sa.length));
-    check("listen", libc().listen(fd, backlog));
-    return new FdListener(fd, r);
-  } catch (e) {
-    libc().close(fd);
-    throw e;
-  }
 }

@@ -1,7 +1,7 @@
 /**
- * nodeSocketStream (the adapter the kernel path uses for FFI socketpair
- * fds) under real load: a node:net server on a unix socket hands each
- * connection to NbdServer through the adapter, and nbdcopy/nbdsh drive it.
+ * nodeSocketStream (the adapter for node:net Sockets; the kernel path now
+ * uses FdStream) under real load: a node:net server on a unix socket hands
+ * each connection to NbdServer through the adapter, and nbdcopy/nbdsh drive it.
  */
 import net from "node:net";
 import { assertEquals } from "./assert.ts";

@@ -16,6 +16,7 @@ import {
 import { Lun, reportLuns } from "../../src/scsi/lun.ts";
 import { executeWithRetry, type RetryPolicy } from "../../src/scsi/retry.ts";
 import { SenseError } from "../../src/scsi/sense.ts";
+import { pattern as random } from "../helpers/bytes.ts";
 import { fuzzRuns } from "../helpers/fuzz.ts";
 import {
   checkCondition,
@@ -36,16 +37,6 @@ const FAST: Partial<RetryPolicy> = {
 
 function disk(m: Partial<DiskModel> = {}): ScriptedTransport {
   return new ScriptedTransport({ blockSize: 512, blocks: 4096, ...m });
-}
-
-function random(n: number, seed = 1): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
 }
 
 const lbaOf = (c: Uint8Array) => Number(new DataView(c.buffer, c.byteOffset).getBigUint64(2));

@@ -5,29 +5,12 @@
  * is seen to end (the op sanitizer fails a test that leaves it out).
  */
 import assert from "node:assert/strict";
-import { Reactor } from "../../src/sys/reactor.ts";
-import { FdStream } from "../../src/sys/reactor.ts";
-import {
-  closeFd,
-  connectTcp,
-  listenTcp,
-  listenUnix,
-  localAddress,
-  socketPair,
-} from "../../src/sys/socket.ts";
+import { connectTcp, FdStream, listenTcp, listenUnix, Reactor } from "../../src/sys/reactor.ts";
+import { closeFd, localAddress, socketPair } from "../../src/sys/socket.ts";
+import { pattern } from "../helpers/bytes.ts";
 import { SysError } from "../../src/sys/errno.ts";
 
 const LOOPBACK = { family: 4 as const, bytes: Uint8Array.of(127, 0, 0, 1) };
-
-function pattern(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 async function readFully(s: FdStream, n: number): Promise<Uint8Array> {
   const out = new Uint8Array(n);
