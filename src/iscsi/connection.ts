@@ -70,6 +70,21 @@ interface OutPdu {
   reject: (e: unknown) => void;
 }
 
+/** A host name: Deno.connect resolves it; the stream runs on Deno's own ops. */
+async function connectByName(o: ConnectOptions, timeoutMs: number): Promise<ByteStream> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), timeoutMs);
+  try {
+    const tcp = await Deno.connect({ hostname: o.host, port: o.port, signal: ac.signal });
+    tcp.setNoDelay(true);
+    return denoConnStream(tcp);
+  } catch (e) {
+    throw ac.signal.aborted ? new SysError("connect", 110 /* ETIMEDOUT */) : e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A TCP connection carrying iSCSI PDUs. */
 export class Connection {
   readonly #io: ByteStream;
@@ -114,31 +129,15 @@ export class Connection {
     const timeoutMs = o.timeoutMs ?? 10000;
     const ip = parseIp(o.host);
     let io: ByteStream;
-    if (ip) {
-      try {
-        io = await connectTcp(ip, o.port, timeoutMs);
-      } catch (e) {
-        const why = e instanceof SysError && e.is("ETIMEDOUT")
-          ? "timed out"
-          : e instanceof Error
-          ? e.message
-          : String(e);
-        throw new OperationalError(`cannot connect to ${peer}: ${why}`);
-      }
-    } else {
-      const ac = new AbortController();
-      const timer = setTimeout(() => ac.abort(), timeoutMs);
-      let tcp: Deno.TcpConn;
-      try {
-        tcp = await Deno.connect({ hostname: o.host, port: o.port, signal: ac.signal });
-      } catch (e) {
-        const why = ac.signal.aborted ? "timed out" : e instanceof Error ? e.message : String(e);
-        throw new OperationalError(`cannot connect to ${peer}: ${why}`);
-      } finally {
-        clearTimeout(timer);
-      }
-      tcp.setNoDelay(true);
-      io = denoConnStream(tcp);
+    try {
+      io = ip ? await connectTcp(ip, o.port, timeoutMs) : await connectByName(o, timeoutMs);
+    } catch (e) {
+      const why = e instanceof SysError && e.is("ETIMEDOUT")
+        ? "timed out"
+        : e instanceof Error
+        ? e.message
+        : String(e);
+      throw new OperationalError(`cannot connect to ${peer}: ${why}`);
     }
     o.log.debug(`connected to ${peer}`);
     return new Connection(io, o.crc, o.log, peer);
