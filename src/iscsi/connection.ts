@@ -143,6 +143,19 @@ export class Connection {
     return new Connection(io, o.crc, o.log, peer);
   }
 
+  /**
+   * A connection over a stream the caller opened (a socket made elsewhere,
+   * or a scripted stream in a test).
+   *
+   * @example
+   * ```ts
+   * const c = Connection.over(stream, { crc, log, peer: "127.0.0.1:3260" });
+   * ```
+   */
+  static over(io: ByteStream, o: { crc: Crc32c; log: Logger; peer: string }): Connection {
+    return new Connection(io, o.crc, o.log, o.peer);
+  }
+
   /** True once closed (by us or by an error). */
   get closed(): boolean {
     return this.#closed;
@@ -187,29 +200,37 @@ export class Connection {
 
   async #writer(): Promise<void> {
     this.#writing = true;
+    // PDUs taken off the queue and not yet handed to the kernel: when a write
+    // fails they are failed with it. (close() fails only what is still
+    // queued; a PDU lost here would leave its sender waiting for ever, as a
+    // login whose request met a reset did.)
+    let sending: OutPdu[] = [];
     try {
       while (this.#queue.length && !this.#closed) {
         // Pack as many queued PDUs as fit into the send buffer.
         let used = 0;
-        const batch: OutPdu[] = [];
         while (this.#queue.length) {
           const p = this.#queue[0];
           const need = this.#wireLength(p.data.length);
           if (p.data.length >= DIRECT_THRESHOLD || used + need > SEND_BUFFER) {
-            if (batch.length === 0 && p.data.length >= DIRECT_THRESHOLD) {
+            if (sending.length === 0 && p.data.length >= DIRECT_THRESHOLD) {
               this.#queue.shift();
+              sending = [p];
               await this.#writeLarge(p);
+              sending = [];
               p.resolve();
             }
             break;
           }
           this.#queue.shift();
           used = this.#frame(p, used);
-          batch.push(p);
+          sending.push(p);
         }
-        if (batch.length) {
+        if (sending.length) {
           await this.#writeAll(this.#sbuf.subarray(0, used));
-          for (const p of batch) p.resolve();
+          const sent = sending;
+          sending = [];
+          for (const p of sent) p.resolve();
         }
       }
     } catch (e) {
@@ -218,6 +239,7 @@ export class Connection {
         ? err
         : new OperationalError(`send to ${this.peer} failed: ${err.message}`);
       this.close(wrapped);
+      for (const p of sending) p.reject(wrapped);
     } finally {
       this.#writing = false;
     }

@@ -188,13 +188,22 @@ export async function login(cfg: LoginConfig, crc: Crc32c, log: Logger): Promise
     const start = performance.now();
     const conn = await Connection.connect({ ...portal, crc, log, timeoutMs: cfg.connectTimeoutMs });
     const timeoutMs = cfg.loginTimeoutMs ?? 15000;
-    const timer = setTimeout(
-      () =>
-        conn.close(new OperationalError(`login to ${conn.peer} timed out after ${timeoutMs} ms`)),
-      timeoutMs,
-    );
+    // The whole exchange is bounded, whatever it waits on: a target (or a
+    // half-up one behind a proxy) that accepts and never answers must not
+    // hold a relogin for ever. Closing the connection ends its reads and
+    // sends; the race ends the exchange even if something else held it.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const e = new OperationalError(`login to ${conn.peer} timed out after ${timeoutMs} ms`);
+        conn.close(e);
+        reject(e);
+      }, timeoutMs);
+    });
     try {
-      const r = await new LoginExchange(conn, { ...cfg, chapSha1As7: legacy7 }, log).run();
+      const exchange = new LoginExchange(conn, { ...cfg, chapSha1As7: legacy7 }, log).run();
+      exchange.catch(() => {}); // after a timeout its own failure is of no interest
+      const r = await Promise.race([exchange, expired]);
       return { ...r, conn, portal, loginMs: Math.round(performance.now() - start) };
     } catch (e) {
       conn.close();
