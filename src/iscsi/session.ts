@@ -98,6 +98,12 @@ export const RECOVERY_DEFAULTS = {
   backoffMaxMs: 5_000,
   /** Consecutive authentication failures on relogin before the session gives up. */
   authFailures: 3,
+  /**
+   * While recovering, or while commands wait for a closed CmdSN window, a
+   * line this often says what the session waits for (a stuck root disk
+   * says why on the console).
+   */
+  progressIntervalMs: 5_000,
 } as const;
 
 /** What a session needs: where, who, how to authenticate, what to negotiate. */
@@ -129,6 +135,8 @@ export interface SessionConfig {
   nopIntervalMs?: number;
   /** A ping not answered within this is a connection failure (default 10 s). */
   nopTimeoutMs?: number;
+  /** How often a waiting session says what it waits for (default RECOVERY_DEFAULTS.progressIntervalMs). */
+  progressIntervalMs?: number;
   /**
    * How long commands wait for a lost connection to be recovered before they
    * fail with OperationalError (recovery goes on in the background).
@@ -214,6 +222,12 @@ export class Session implements ScsiTransport {
   #time2Wait: number | null = null;
   /** Wakes the reconnect loop's sleep (close()). */
   #wake: (() => void) | null = null;
+  /** What the recovery waits for now, for the progress line. */
+  #waitingFor = "";
+  #recoveryStarted = 0;
+  #progressTimer?: ReturnType<typeof setInterval>;
+  /** Since when queued commands wait for the target's CmdSN window (0: they do not). */
+  #windowClosedSince = 0;
 
   /** CmdSN for the next non-immediate command. */
   #cmdSN: number;
@@ -266,6 +280,10 @@ export class Session implements ScsiTransport {
     const sentChallenges = new Set<string>();
     const r = await login(loginConfig(cfg, cfg.portal, isid, sentChallenges), crc, log);
     const s = new Session(cfg, log, r, crc, sentChallenges);
+    s.#progressTimer = setInterval(
+      () => s.#progress(),
+      cfg.progressIntervalMs ?? RECOVERY_DEFAULTS.progressIntervalMs,
+    );
     log.debug(() =>
       `logged in to ${cfg.targetName} at ${formatPortal(r.portal)}: tsih=${r.tsih} ` +
       `auth=${r.auth}${r.chapAlgorithm ? `/${r.chapAlgorithm}` : ""} ` +
@@ -410,6 +428,28 @@ export class Session implements ScsiTransport {
   #pump(): void {
     while (this.#queue.length && this.#state === "open" && serialLe(this.#cmdSN, this.#maxCmdSN)) {
       this.#issue(this.#queue.shift() as Task);
+    }
+    if (this.#queue.length === 0 || this.#state !== "open") this.#windowClosedSince = 0;
+    else if (this.#windowClosedSince === 0) this.#windowClosedSince = performance.now();
+  }
+
+  /** The progress line (RECOVERY_DEFAULTS.progressIntervalMs): what the session waits for. */
+  #progress(): void {
+    const now = performance.now();
+    if (this.#state === "recovering") {
+      this.#log.warn(
+        `iSCSI recovery: ${((now - this.#recoveryStarted) / 1000).toFixed(1)} s since the ` +
+          `connection was lost; waiting for ${this.#waitingFor}; ${this.#queue.length} command(s) held`,
+      );
+    } else if (
+      this.#state === "open" && this.#windowClosedSince > 0 &&
+      now - this.#windowClosedSince >= RECOVERY_DEFAULTS.progressIntervalMs
+    ) {
+      this.#log.warn(
+        `iSCSI: ${this.#queue.length} command(s) waiting ${
+          ((now - this.#windowClosedSince) / 1000).toFixed(0)
+        } s for the target's CmdSN window (CmdSN ${this.#cmdSN}, MaxCmdSN ${this.#maxCmdSN})`,
+      );
     }
   }
 
@@ -910,6 +950,7 @@ export class Session implements ScsiTransport {
     if (this.#state === "recovering") {
       // No connection to log out on: give up the held commands and stop.
       this.#state = "closed";
+      clearInterval(this.#progressTimer);
       this.#stopRecovery();
       this.#failAll(new OperationalError("iSCSI session closed during recovery"));
       this.#ended(null);
@@ -931,6 +972,7 @@ export class Session implements ScsiTransport {
       this.#log.debug(`logout: ${e instanceof Error ? e.message : String(e)}`);
     }
     this.#state = "closed";
+    clearInterval(this.#progressTimer);
     this.#conn.close();
     this.#failAll(new OperationalError("iSCSI session closed"));
     this.#ended(null);
@@ -956,6 +998,8 @@ export class Session implements ScsiTransport {
     }
     this.#log.warn(`iSCSI connection to ${this.#conn.peer} lost: ${err.message}; recovering`);
     this.#state = "recovering";
+    this.#recoveryStarted = performance.now();
+    this.#waitingFor = "the reconnect to start";
     this.#recoveryCause = err;
     this.#recoveryExpired = false;
     if (this.#nopTimer !== undefined) clearInterval(this.#nopTimer);
@@ -1005,6 +1049,7 @@ export class Session implements ScsiTransport {
     this.#log.error(message);
     this.#state = "failed";
     this.#failure = err;
+    clearInterval(this.#progressTimer);
     this.#stopRecovery();
     if (this.#nopTimer !== undefined) clearInterval(this.#nopTimer);
     this.#conn.close(err);
@@ -1048,11 +1093,17 @@ export class Session implements ScsiTransport {
     let attempt = 0;
     for (;;) {
       for (let i = 0; i < portals.length; i++) {
-        if (delay > 0) await this.#sleep(delay);
+        const portal = portals[i];
+        if (delay > 0) {
+          this.#waitingFor = attempt === 0
+            ? `Time2Wait (${wait} s) before the first relogin`
+            : `${delay} ms of backoff before relogin ${attempt + 1}`;
+          await this.#sleep(delay);
+        }
         delay = 0;
         if (this.#state !== "recovering") return;
-        const portal = portals[i];
         attempt++;
+        this.#waitingFor = `relogin ${attempt} to ${formatPortal(portal)} (connect, then login)`;
         let r: LoginResult;
         try {
           r = await login(

@@ -12,6 +12,8 @@
  *
  * Run the whole matrix and refresh docs/faults.md:
  *   deno run -A tests/faults/matrix.ts --write-docs
+ * ISBOOT_FAULTS_TRACE=DIR writes, for every failing row, a file in DIR with
+ * the row's notes, the server's last lines and the proxy's event log.
  * Compare with qemu-nbd over libiscsi (the baseline the project aims to beat):
  *   deno run -A tests/faults/matrix.ts --server qemu-nbd
  *
@@ -504,6 +506,15 @@ export async function runRow(
     }
     if (!row.pass && serverOut.length) {
       note(`server said: ${serverOut.slice(-4).join(" | ").slice(0, 400)}`);
+    }
+    const traceDir = Deno.env.get("ISBOOT_FAULTS_TRACE");
+    if (!row.pass && traceDir) {
+      await Deno.writeTextFile(
+        `${traceDir}/${Date.now()}.txt`,
+        [...row.notes, "--- server", ...serverOut, "--- proxy", ...(proxy?.events ?? [])].join(
+          "\n",
+        ),
+      );
     }
     for (const r of await Promise.allSettled(background)) {
       if (r.status === "rejected") note(`fault's background work failed: ${r.reason}`);

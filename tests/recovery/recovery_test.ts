@@ -245,6 +245,55 @@ Deno.test({
 
 Deno.test({
   name:
+    "recovery: while every relogin is reset, the session says what it waits for at the progress interval, then recovers",
+  ...opts,
+  fn: () =>
+    withRig(async (r) => {
+      // A proxy in front of a dead target: each new connection is reset as it
+      // arrives, before or after the Login Request went out.
+      r.proxy.refuse(true);
+      r.proxy.cut();
+      const held = Array.from({ length: 8 }, (_, i) => r.lun.write(BigInt(i * CHUNK), pattern(i)));
+      const settled = Promise.allSettled(held); // (a failed check below must not leave them unhandled)
+      const from = r.lines.length;
+      const progress = () =>
+        r.lines.slice(from).filter((l) =>
+          /^warning: iSCSI recovery: [\d.]+ s since the connection was lost; waiting for .+; \d+ command\(s\) held$/
+            .test(l)
+        );
+      const t0 = performance.now();
+      const relogins = () =>
+        progress().filter((l) => /waiting for (relogin \d+ to|\d+ ms of backoff)/.test(l));
+      // Time2Wait first (tgtd asks for 2 s), then relogins and backoff.
+      while (relogins().length < 2) {
+        if (performance.now() - t0 > 10_000) {
+          assert.fail(`in 10 s:\n${progress().join("\n")}`);
+        }
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      assert.ok(progress().some((l) => /waiting for Time2Wait \(2 s\)/.test(l)));
+      // About one line per interval (200 ms), never a flood.
+      const perSecond = progress().length / ((performance.now() - t0) / 1000);
+      assert.ok(perSecond > 2 && perSecond < 8, `${perSecond.toFixed(1)} progress lines a second`);
+      // Every attempt that failed said so.
+      assert.ok(r.lines.some((l) => /^iSCSI relogin \d+ to .* failed: /.test(l)));
+      assert.equal(r.session.state, "recovering");
+      r.proxy.refuse(false);
+      const results = await settled;
+      assert.deepEqual(results.map((x) => x.status), Array(8).fill("fulfilled"));
+      const file = await Deno.readFile(r.path);
+      for (let i = 0; i < 8; i++) {
+        assert.deepEqual(file.subarray(i * CHUNK, (i + 1) * CHUNK), pattern(i));
+      }
+      // Once open with nothing waiting, the progress lines stop.
+      const n = progress().length;
+      await new Promise((res) => setTimeout(res, 700));
+      assert.equal(progress().length, n);
+    }, { progressIntervalMs: 200 }),
+});
+
+Deno.test({
+  name:
     "failover: the second portal when the first is unreachable, the first again on the next recovery",
   ...opts,
   fn: () =>
