@@ -100,7 +100,10 @@ export interface LunInventory {
   thinProvisioning: {
     /** LBPME from READ CAPACITY(16). */
     lbpme: boolean;
-    /** LBPRZ: unmapped blocks read as zeros. */
+    /**
+     * Unmapped blocks read as zeros: every report agrees (READ CAPACITY(16)'s
+     * LBPRZ bit, the VPD LBPRZ field xx1b). Only then does writeZeroes unmap.
+     */
     lbprz: boolean;
     /** UNMAP supported. */
     lbpu: boolean;
@@ -363,6 +366,15 @@ export class Lun implements BlockDevice {
     if (gran > 1 && cmdBlocks >= gran) cmdBlocks -= cmdBlocks % gran;
 
     const lbpme = cap.lbpme || (lbp !== null && lbp.provisioningType === "thin");
+    // Zeroing by UNMAP is only right when unmapped blocks read as zeros
+    // (NBD: a zeroed range MUST read back as zeros). Both READ CAPACITY(16)'s
+    // LBPRZ bit and the VPD page's LBPRZ field say so; a target that
+    // contradicts itself is taken at its word that does not promise zeros,
+    // because the cost of that reading is only a WRITE SAME that writes.
+    const zeroReports: boolean[] = [];
+    if (commandSize === 16) zeroReports.push(cap.lbprz);
+    if (lbp) zeroReports.push(lbp.lbprz);
+    const lbprz = zeroReports.length > 0 && zeroReports.every((z) => z);
     const writeProtect = mode?.writeProtect ?? false;
     const inv: LunInventory = {
       lun,
@@ -389,7 +401,7 @@ export class Lun implements BlockDevice {
       vpdPages: pages,
       thinProvisioning: {
         lbpme,
-        lbprz: cap.lbprz || (lbp?.lbprz ?? false),
+        lbprz,
         lbpu: lbp?.lbpu ?? false,
         lbpws: lbp?.lbpws ?? false,
         lbpws10: lbp?.lbpws10 ?? false,

@@ -337,6 +337,30 @@ Deno.test("lun: writeZeroes is WRITE SAME(16), UNMAP bit only with mayTrim+LBPWS
   assert.equal(t2.ops(0x93).length, n, "WRITE SAME not tried again");
 });
 
+Deno.test("lun: no UNMAP bit on WRITE SAME unless every report says unmapped blocks read zero (LBPRZ xx1b)", async () => {
+  // LBPRZ field 010b: unmapped blocks read the provisioning initialization
+  // pattern, not zeros; an UNMAP'd range would not read back as zeros.
+  const cases: [string, { lbprz: boolean | number; rc16Lbprz?: boolean }, boolean][] = [
+    ["VPD 001b, RC16 1", { lbprz: 1 }, true],
+    ["VPD 011b, RC16 1", { lbprz: 3 }, true],
+    ["VPD 010b, RC16 0", { lbprz: 2 }, false],
+    ["VPD 010b, RC16 1 (contradiction)", { lbprz: 2, rc16Lbprz: true }, false],
+    ["VPD 001b, RC16 0 (contradiction)", { lbprz: 1, rc16Lbprz: false }, false],
+    ["VPD 000b", { lbprz: 0 }, false],
+  ];
+  for (const [what, rz, zero] of cases) {
+    const t = disk({ lbpme: true, lbp: { lbpu: true, lbpws: true, ...rz } });
+    const lun = await Lun.open(t, 1);
+    assert.equal(lun.inventory.thinProvisioning.lbprz, zero, what);
+    await lun.writeZeroes(0n, 8 * 512, { mayTrim: true });
+    assert.deepEqual(t.ops(0x93).map((c) => c.cdb[1]), [zero ? 0x08 : 0], what);
+  }
+  // Only READ CAPACITY(10) and no VPD page: nothing says zeros.
+  const t = disk({ no16: true, lbp: null });
+  const lun = await Lun.open(t, 1);
+  assert.equal(lun.inventory.thinProvisioning.lbprz, false);
+});
+
 Deno.test("lun: a read with residual underflow is an error, not short data", async () => {
   const t = disk();
   const lun = await Lun.open(t, 1);
