@@ -601,17 +601,20 @@ export class Lun implements BlockDevice {
   /**
    * Zero a range. WRITE SAME(16) with one zero block (with UNMAP when
    * `mayTrim` and the device both unmaps by WRITE SAME and reads unmapped
-   * blocks as zeros); plain zero WRITEs if the device refuses WRITE SAME.
+   * blocks as zeros); plain zero WRITEs if the device refuses WRITE SAME,
+   * from then on with `limits.canWriteZeroes` false. With `fast`, no zero
+   * WRITEs: UnsupportedError (EOPNOTSUPP) instead.
    */
   async writeZeroes(
     offset: bigint,
     length: number,
-    opts: { mayTrim?: boolean } = {},
+    opts: { mayTrim?: boolean; fast?: boolean } = {},
   ): Promise<void> {
     const { lba, blocks } = this.#range("writeZeroes", offset, length);
     this.#checkWritable("writeZeroes");
     if (blocks === 0) return;
     const bs = this.blockSize;
+    if (!this.#writeSame && opts.fast) throw this.#noFastZero();
     if (this.#writeSame) {
       const zero = this.#zeroBlock ??= new Uint8Array(bs);
       const unmapBit = (opts.mayTrim ?? false) && this.#unmapViaWriteSame;
@@ -626,12 +629,20 @@ export class Lun implements BlockDevice {
         // write zeros instead (the partial WRITE SAME is harmless: zeros).
         this.#writeSame = false;
         this.inventory.io.writeSame = false;
+        this.limits.canWriteZeroes = false;
+        if (opts.fast) throw this.#noFastZero();
       }
     }
     const zeros = new Uint8Array(Math.min(blocks, this.#cmdBlocks) * bs);
     await this.#split(lba, blocks, this.#cmdBlocks, async (l, n) => {
       await this.#run({ cdb: this.#rwCdb(true, l, n, false), dataOut: zeros.subarray(0, n * bs) });
     });
+  }
+
+  #noFastZero(): UnsupportedError {
+    return new UnsupportedError(
+      `LUN ${this.#lun}: fast zeroing not possible: the LUN refuses WRITE SAME(16)`,
+    );
   }
 
   /** Stop accepting requests; with closeTransport, close the transport (log out) too. */

@@ -327,14 +327,43 @@ Deno.test("lun: writeZeroes is WRITE SAME(16), UNMAP bit only with mayTrim+LBPWS
   const t2 = disk({ noWriteSame: true });
   t2.media.fill(0x55);
   const lun2 = await Lun.open(t2, 1);
+  // Nothing says WRITE SAME is missing until it is refused.
+  assert.equal(lun2.limits.canWriteZeroes, true);
   await lun2.writeZeroes(512n, 3000 * 512, { mayTrim: true });
   assert.equal(lun2.inventory.io.writeSame, false);
+  assert.equal(lun2.limits.canWriteZeroes, false, "limits follow what the LUN accepted");
   assert.ok(t2.media.subarray(512, 3001 * 512).every((x) => x === 0));
   assert.equal(t2.media[0], 0x55);
   assert.equal(t2.media[3001 * 512], 0x55);
   const n = t2.ops(0x93).length;
   await lun2.writeZeroes(0n, 512);
   assert.equal(t2.ops(0x93).length, n, "WRITE SAME not tried again");
+});
+
+Deno.test("lun: a fast writeZeroes on a LUN that refuses WRITE SAME fails with EOPNOTSUPP and writes nothing", async () => {
+  const t = disk({ noWriteSame: true });
+  t.media.fill(0x55);
+  const lun = await Lun.open(t, 1);
+  const fastRefused = (e: unknown) => e instanceof UnsupportedError && e.errno === "EOPNOTSUPP";
+  await assert.rejects(lun.writeZeroes(0n, 64 * 512, { fast: true }), fastRefused);
+  assert.equal(t.ops(0x93).length, 1, "WRITE SAME tried once");
+  assert.equal(t.ops(0x8a).length + t.ops(0x2a).length, 0, "no zeros written as data");
+  assert.ok(t.media.every((x) => x === 0x55));
+  assert.equal(lun.limits.canWriteZeroes, false);
+  // Known now: refused before anything is sent.
+  const before = t.commands.length;
+  await assert.rejects(lun.writeZeroes(0n, 512, { fast: true }), fastRefused);
+  assert.equal(t.commands.length, before);
+  // Without `fast` the range is still zeroed, by WRITE.
+  await lun.writeZeroes(0n, 512);
+  assert.ok(t.media.subarray(0, 512).every((x) => x === 0));
+  assert.equal(t.media[512], 0x55);
+  // A LUN with WRITE SAME zeroes fast requests natively.
+  const t2 = disk();
+  const lun2 = await Lun.open(t2, 1);
+  await lun2.writeZeroes(0n, 64 * 512, { fast: true });
+  assert.equal(t2.ops(0x93).length, 1);
+  assert.equal(lun2.limits.canWriteZeroes, true);
 });
 
 Deno.test("lun: no UNMAP bit on WRITE SAME unless every report says unmapped blocks read zero (LBPRZ xx1b)", async () => {
