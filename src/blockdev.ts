@@ -11,7 +11,11 @@ export interface BlockDeviceLimits {
   optimalTransfer?: number;
   /** trim() is supported (SCSI UNMAP). */
   canUnmap: boolean;
-  /** writeZeroes() is supported (SCSI WRITE SAME). */
+  /**
+   * writeZeroes() zeroes natively (SCSI WRITE SAME), faster than writing
+   * zeros. It may turn false at run time, when the device refuses the
+   * command it was believed to have; the device then updates this field.
+   */
   canWriteZeroes: boolean;
 }
 
@@ -44,6 +48,22 @@ export interface BlockDevice {
   write(offset: bigint, data: Uint8Array, opts?: { fua?: boolean }): Promise<void>;
   flush(): Promise<void>;
   trim(offset: bigint, length: number): Promise<void>;
-  writeZeroes(offset: bigint, length: number, opts?: { mayTrim?: boolean }): Promise<void>;
+  /**
+   * Zero a range. `mayTrim`: the device may deallocate it, provided it
+   * still reads back as zeros. `fast` (NBD_CMD_FLAG_FAST_ZERO): zero only if
+   * that is faster than writing zeros; a device that would have to write
+   * them as data rejects at once with an error whose `errno` is
+   * "EOPNOTSUPP" and leaves the range as it was.
+   *
+   * @example
+   * ```ts
+   * await dev.writeZeroes(0n, 1 << 20, { mayTrim: true, fast: true }); // or EOPNOTSUPP
+   * ```
+   */
+  writeZeroes(
+    offset: bigint,
+    length: number,
+    opts?: { mayTrim?: boolean; fast?: boolean },
+  ): Promise<void>;
   close(): Promise<void>;
 }

@@ -169,7 +169,11 @@ export class MemoryDevice implements BlockDevice {
     return Promise.resolve();
   }
 
-  writeZeroes(offset: bigint, length: number, _opts?: { mayTrim?: boolean }): Promise<void> {
+  writeZeroes(
+    offset: bigint,
+    length: number,
+    _opts?: { mayTrim?: boolean; fast?: boolean },
+  ): Promise<void> {
     const off = this.#check(offset, length, "write zeroes", true);
     this.stats.zeroes++;
     this.#zero(off, length);

@@ -198,11 +198,14 @@ async function readSkippingPings(
     const h = pdu.header;
     if (h.opcode === OP_NOP_IN && h.itt === RESERVED_TAG) {
       if (h.ttt !== RESERVED_TAG) {
+        // §11.18: a NOP-Out answering a NOP-In MUST copy its Target
+        // Transfer Tag and LUN, in a discovery session as in any other.
         encodeNopOut(bhs, {
           itt: RESERVED_TAG,
           ttt: h.ttt,
           cmdSN: st.cmdSN,
           expStatSN: st.expStatSN,
+          lunBytes: h.lunBytes,
           dataSegmentLength: 0,
         });
         await conn.send(bhs);

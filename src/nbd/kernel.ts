@@ -23,6 +23,7 @@ import type { BlockDevice } from "../blockdev.ts";
 import { OperationalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { FdStream } from "../sys/reactor.ts";
+import { pageSize } from "../sys/process.ts";
 import { closeFd, socketPair } from "../sys/socket.ts";
 import {
   IoBudget,
@@ -233,16 +234,17 @@ export function readNbdSysfs(index: number, sysRoot = "/sys"): NbdSysfsInfo {
 
 /**
  * The attributes of NBD_CMD_CONNECT, checked: sockets present, block size a
- * power of two from 512, size a positive multiple of it.
+ * power of two from 512 to `page` (the machine's page size unless given),
+ * size a positive multiple of it.
  *
  * @example
  * ```ts
  * const attrs = connectAttributes({ sockets: [5], sizeBytes: 1n << 26n, blockSize: 512, serverFlags: 1 });
  * ```
  */
-export function connectAttributes(o: ConnectOptions): AttrWriter {
+export function connectAttributes(o: ConnectOptions, page: number = pageSize()): AttrWriter {
   if (o.sockets.length === 0) throw new UsageError("NBD connect needs at least one socket");
-  checkBlockSize(o.blockSize);
+  checkBlockSize(o.blockSize, page);
   if (o.sizeBytes <= 0n || o.sizeBytes % BigInt(o.blockSize) !== 0n) {
     throw new UsageError(
       `NBD size ${o.sizeBytes} is not a positive multiple of the block size ${o.blockSize}`,
@@ -270,10 +272,38 @@ function sockets(w: AttrWriter, fds: number[]): void {
   });
 }
 
-function checkBlockSize(n: number): void {
+function checkBlockSize(n: number, page: number): void {
   if (!Number.isInteger(n) || n < 512 || n > 65536 || (n & (n - 1)) !== 0) {
     throw new UsageError(`NBD block size ${n} is not a power of two from 512`);
   }
+  // Linux 6.1 nbd_set_size() answers EINVAL past blk_validate_block_size()'s
+  // PAGE_SIZE bound; say why here rather than pass on a bare EINVAL.
+  if (n > page) {
+    throw new UsageError(
+      `NBD block size ${n} is larger than the page size (${page}), which Linux refuses`,
+    );
+  }
+}
+
+/**
+ * The block size to give the kernel for a device of `logical`-byte blocks:
+ * at most the page size, because Linux 6.1 refuses an NBD block size above
+ * PAGE_SIZE (nbd_set_size() → blk_validate_block_size()). A LUN with larger
+ * blocks (8 KiB, 64 KiB on a 4 KiB-page machine) is still served: the kernel
+ * then sends requests that cover part of a LUN block, and the NBD server
+ * turns those into read-modify-writes of whole blocks, serialised per
+ * export (docs/nbd.md), so the device is correct, only slower for small
+ * writes. Clamping for every kernel, rather than asking which one refuses,
+ * keeps the device the same wherever it boots.
+ *
+ * @example
+ * ```ts
+ * kernelBlockSize(8192, 4096); // 4096
+ * kernelBlockSize(512, 4096); // 512
+ * ```
+ */
+export function kernelBlockSize(logical: number, page: number): number {
+  return Math.min(logical, page);
 }
 
 /**
@@ -549,12 +579,21 @@ export function attachDevice(
   device: BlockDevice,
   o: AttachOptions,
 ): Promise<KernelAttachment> {
+  const page = pageSize();
+  const blockSize = kernelBlockSize(device.blockSize, page);
+  if (blockSize !== device.blockSize) {
+    o.log.warn(
+      `block size ${device.blockSize} is larger than the page size (${page}), which Linux refuses` +
+        ` for NBD: /dev/nbd uses ${blockSize}-byte blocks, and writes of less than` +
+        ` ${device.blockSize} bytes become read-modify-writes`,
+    );
+  }
   return hookUp(nbd, device, o, (theirs, flags) =>
     nbd.connect({
       index: o.index,
       sockets: theirs,
       sizeBytes: device.size,
-      blockSize: device.blockSize,
+      blockSize,
       serverFlags: flags,
       timeoutSec: o.timeoutSec,
       deadConnTimeoutSec: o.deadConnTimeoutSec,

@@ -191,9 +191,19 @@ export function encodeOptionError(option: number, type: number, message: string)
   return encodeOptionReply(option, type, encodeLimitedString(message));
 }
 
-function encodeLimitedString(s: string, limit = NBD_MAX_STRING): Uint8Array {
+/**
+ * proto.md "Conventions": a string is UTF-8 and MUST be no longer than 4096
+ * bytes, error messages included. A longer one is cut back to the last whole
+ * character, so that a client with a strict decoder can still show it.
+ */
+function encodeLimitedString(s: string): Uint8Array {
   const b = encoder.encode(s);
-  return b.length <= limit ? b : b.subarray(0, limit);
+  if (b.length <= NBD_MAX_STRING) return b;
+  let end = NBD_MAX_STRING;
+  // b[end] is the first byte dropped; while it continues a character
+  // (10xxxxxx), that character's lead byte is before `end`: drop it too.
+  while (end > 0 && (b[end] & 0xc0) === 0x80) end--;
+  return b.subarray(0, end);
 }
 
 /**
@@ -388,7 +398,9 @@ export function writeStructuredReadHeader(
 }
 
 /**
- * A final NBD_REPLY_TYPE_ERROR chunk: error, u16 message length, message.
+ * A final NBD_REPLY_TYPE_ERROR chunk: error, u16 message length, message
+ * (cut to 4096 bytes of whole UTF-8 characters: the u16 could say more, but
+ * proto.md's rule for strings applies).
  *
  * @example
  * ```ts
@@ -401,7 +413,7 @@ export function encodeStructuredError(
   error: number,
   message: string,
 ): Uint8Array {
-  const m = encodeLimitedString(message, 0xffff);
+  const m = encodeLimitedString(message);
   const b = new Uint8Array(NBD_STRUCTURED_REPLY_SIZE + 6 + m.length);
   const v = view(b);
   v.setUint32(0, NBD_STRUCTURED_REPLY_MAGIC);

@@ -1384,7 +1384,9 @@ class Transmission {
         }
         if (end > start) {
           if (dev.limits.canWriteZeroes) {
-            await dev.writeZeroes(BigInt(start), end - start, { mayTrim });
+            // `fast` goes down too: a device may learn only now that it
+            // cannot zero natively, and must then fail instead of writing.
+            await dev.writeZeroes(BigInt(start), end - start, { mayTrim, fast });
             if (fua) await dev.flush();
           } else {
             await this.#emulateZeroes(start, end - start, fua);

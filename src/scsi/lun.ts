@@ -100,7 +100,10 @@ export interface LunInventory {
   thinProvisioning: {
     /** LBPME from READ CAPACITY(16). */
     lbpme: boolean;
-    /** LBPRZ: unmapped blocks read as zeros. */
+    /**
+     * Unmapped blocks read as zeros: every report agrees (READ CAPACITY(16)'s
+     * LBPRZ bit, the VPD LBPRZ field xx1b). Only then does writeZeroes unmap.
+     */
     lbprz: boolean;
     /** UNMAP supported. */
     lbpu: boolean;
@@ -363,6 +366,15 @@ export class Lun implements BlockDevice {
     if (gran > 1 && cmdBlocks >= gran) cmdBlocks -= cmdBlocks % gran;
 
     const lbpme = cap.lbpme || (lbp !== null && lbp.provisioningType === "thin");
+    // Zeroing by UNMAP is only right when unmapped blocks read as zeros
+    // (NBD: a zeroed range MUST read back as zeros). Both READ CAPACITY(16)'s
+    // LBPRZ bit and the VPD page's LBPRZ field say so; a target that
+    // contradicts itself is taken at its word that does not promise zeros,
+    // because the cost of that reading is only a WRITE SAME that writes.
+    const zeroReports: boolean[] = [];
+    if (commandSize === 16) zeroReports.push(cap.lbprz);
+    if (lbp) zeroReports.push(lbp.lbprz);
+    const lbprz = zeroReports.length > 0 && zeroReports.every((z) => z);
     const writeProtect = mode?.writeProtect ?? false;
     const inv: LunInventory = {
       lun,
@@ -389,7 +401,7 @@ export class Lun implements BlockDevice {
       vpdPages: pages,
       thinProvisioning: {
         lbpme,
-        lbprz: cap.lbprz || (lbp?.lbprz ?? false),
+        lbprz,
         lbpu: lbp?.lbpu ?? false,
         lbpws: lbp?.lbpws ?? false,
         lbpws10: lbp?.lbpws10 ?? false,
@@ -589,17 +601,20 @@ export class Lun implements BlockDevice {
   /**
    * Zero a range. WRITE SAME(16) with one zero block (with UNMAP when
    * `mayTrim` and the device both unmaps by WRITE SAME and reads unmapped
-   * blocks as zeros); plain zero WRITEs if the device refuses WRITE SAME.
+   * blocks as zeros); plain zero WRITEs if the device refuses WRITE SAME,
+   * from then on with `limits.canWriteZeroes` false. With `fast`, no zero
+   * WRITEs: UnsupportedError (EOPNOTSUPP) instead.
    */
   async writeZeroes(
     offset: bigint,
     length: number,
-    opts: { mayTrim?: boolean } = {},
+    opts: { mayTrim?: boolean; fast?: boolean } = {},
   ): Promise<void> {
     const { lba, blocks } = this.#range("writeZeroes", offset, length);
     this.#checkWritable("writeZeroes");
     if (blocks === 0) return;
     const bs = this.blockSize;
+    if (!this.#writeSame && opts.fast) throw this.#noFastZero();
     if (this.#writeSame) {
       const zero = this.#zeroBlock ??= new Uint8Array(bs);
       const unmapBit = (opts.mayTrim ?? false) && this.#unmapViaWriteSame;
@@ -614,12 +629,20 @@ export class Lun implements BlockDevice {
         // write zeros instead (the partial WRITE SAME is harmless: zeros).
         this.#writeSame = false;
         this.inventory.io.writeSame = false;
+        this.limits.canWriteZeroes = false;
+        if (opts.fast) throw this.#noFastZero();
       }
     }
     const zeros = new Uint8Array(Math.min(blocks, this.#cmdBlocks) * bs);
     await this.#split(lba, blocks, this.#cmdBlocks, async (l, n) => {
       await this.#run({ cdb: this.#rwCdb(true, l, n, false), dataOut: zeros.subarray(0, n * bs) });
     });
+  }
+
+  #noFastZero(): UnsupportedError {
+    return new UnsupportedError(
+      `LUN ${this.#lun}: fast zeroing not possible: the LUN refuses WRITE SAME(16)`,
+    );
   }
 
   /** Stop accepting requests; with closeTransport, close the transport (log out) too. */

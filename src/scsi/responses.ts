@@ -220,7 +220,14 @@ export function parseBlockDeviceCharacteristics(body: Uint8Array): BlockDeviceCh
   return { mediumRotationRate: u16(body, 0), nominalFormFactor: body[3] & 0x0f };
 }
 
-/** Logical Block Provisioning (SBC-3 §6.6.4). */
+/**
+ * Logical Block Provisioning (SBC-3 §6.6.4; SBC-4 "Logical Block
+ * Provisioning VPD page"). SBC-4 widened LBPRZ from one bit to a 3-bit field
+ * in byte 1 bits 4..2 (the "LBPRZ field" table): 000b vendor specific,
+ * xx1b unmapped blocks read as zeros, 010b they read as the provisioning
+ * initialization pattern (not necessarily zeros), others reserved. Only the
+ * low bit of the field promises zeros; SBC-3's one bit is that same bit.
+ */
 export interface LogicalBlockProvisioning {
   thresholdExponent: number;
   /** LBPU: UNMAP is supported. */
@@ -229,7 +236,9 @@ export interface LogicalBlockProvisioning {
   lbpws: boolean;
   /** LBPWS10: WRITE SAME(10) with UNMAP is supported. */
   lbpws10: boolean;
-  /** LBPRZ: unmapped blocks read as zeros (SBC-4 widens it to 3 bits; nonzero means so). */
+  /** The raw 3-bit LBPRZ field (SBC-4), 0..7. */
+  lbprzField: number;
+  /** LBPRZ field xx1b: unmapped blocks read as zeros (010b does not mean so). */
   lbprz: boolean;
   /** ANC_SUP: anchored blocks supported. */
   ancSup: boolean;
@@ -242,12 +251,14 @@ export interface LogicalBlockProvisioning {
 export function parseLogicalBlockProvisioning(body: Uint8Array): LogicalBlockProvisioning {
   need(body, 2, "Logical Block Provisioning VPD page");
   const pt = body.length > 2 ? body[2] & 0x07 : -1;
+  const lbprzField = (body[1] >> 2) & 0x07;
   return {
     thresholdExponent: body[0],
     lbpu: (body[1] & 0x80) !== 0,
     lbpws: (body[1] & 0x40) !== 0,
     lbpws10: (body[1] & 0x20) !== 0,
-    lbprz: (body[1] & 0x1c) !== 0,
+    lbprzField,
+    lbprz: (lbprzField & 0x01) !== 0,
     ancSup: (body[1] & 0x02) !== 0,
     dp: (body[1] & 0x01) !== 0,
     provisioningType: PROVISIONING_TYPE_NAMES[pt] ?? "unknown",
@@ -266,7 +277,11 @@ export interface Capacity {
   lowestAlignedLba: number;
   /** LBPME: logical block provisioning management enabled (thin). */
   lbpme: boolean;
-  /** LBPRZ: unmapped blocks read as zeros. */
+  /**
+   * LBPRZ (byte 14 bit 6 of the (16) data; SBC-4 keeps it one bit): unmapped
+   * blocks read as zeros. Always false from READ CAPACITY(10), which has no
+   * such field.
+   */
   lbprz: boolean;
   /** PROT_EN and P_TYPE (protection information). */
   protectionEnabled: boolean;

@@ -63,6 +63,8 @@ const SYMBOLS = {
   mlock: { parameters: ["u64", "usize"], result: "i32" },
   // int mallopt(int param, int value): malloc tuning (src/sys/process.ts).
   mallopt: { parameters: ["i32", "i32"], result: "i32" },
+  // long sysconf(int name): the page size (src/sys/process.ts).
+  sysconf: { parameters: ["i32"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The typed symbol table of libc. */

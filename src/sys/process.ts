@@ -19,6 +19,24 @@ import { errno, libc } from "./libc.ts";
 export const PR_SET_IO_FLUSHER = 57;
 export const PR_GET_IO_FLUSHER = 58;
 
+/** sysconf(3) name of the page size (glibc bits/confname.h). */
+const _SC_PAGESIZE = 30;
+
+/**
+ * The page size of this machine: 4096 on x86-64, 4096 to 65536 on arm64 and
+ * ppc64 (a kernel build choice), so it is asked, not assumed.
+ *
+ * @example
+ * ```ts
+ * const page = pageSize(); // 4096
+ * ```
+ */
+export function pageSize(): number {
+  const n = Number(libc().sysconf(_SC_PAGESIZE));
+  if (n <= 0) throw new SysError("sysconf(_SC_PAGESIZE)", errno());
+  return n;
+}
+
 /** A step that may be refused: ok, or the refusal as text ("EPERM (operation not permitted)"). */
 export type StepResult = { ok: true; detail?: string } | { ok: false; error: string };
 

@@ -41,5 +41,6 @@ console.log(JSON.stringify({
   locked,
   bufLocked,
   oom,
+  oomNow: Deno.readTextFileSync("/proc/self/oom_score_adj").trim(),
   vmLck: /VmLck:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"))?.[1],
 }));

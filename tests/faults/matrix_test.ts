@@ -22,6 +22,8 @@ import {
 const enabled = Deno.env.get("ISBOOT_FAULTS") !== "0";
 const server = (Deno.env.get("ISBOOT_FAULTS_SERVER") ?? "isboot") as ServerKind;
 const rows: RowResult[] = [];
+/** Rows whose test started (a --filter may leave some out), as "fault × workload". */
+const started: string[] = [];
 
 for (const fault of FAULTS) {
   for (const workload of WORKLOADS) {
@@ -33,6 +35,7 @@ for (const fault of FAULTS) {
       sanitizeOps: false,
       sanitizeResources: false,
       fn: async () => {
+        started.push(`${fault.name} × ${workload}`);
         const row = await runRow(fault, workload, server);
         rows.push(row);
         assert.ok(row.pass, `${fault.name} × ${workload} (${server}): ${row.notes.join("; ")}`);
@@ -41,10 +44,27 @@ for (const fault of FAULTS) {
   }
 }
 
+// Runs after the rows (tests in a file run in order): every row that started
+// must have produced one result (runRow threw for none), every result must
+// pass, and the printed table must show each of them as passed.
 Deno.test({
   name: "fault matrix: table",
   ignore: !enabled,
   fn: () => {
-    console.log(`\nfault matrix, server ${server}:\n${formatTable(rows)}\n`);
+    const table = formatTable(rows);
+    console.log(`\nfault matrix, server ${server}:\n${table}\n`);
+    assert.deepEqual(
+      rows.map((r) => `${r.fault} × ${r.workload}`),
+      started,
+      "a row that started left no result",
+    );
+    const failed = rows.filter((r) => !r.pass).map((r) => `${r.fault} × ${r.workload}`);
+    assert.deepEqual(failed, [], "rows failed");
+    const lines = table.split("\n").slice(2);
+    assert.deepEqual(
+      lines.map((l) => l.split(" | ").slice(0, 3).join(" | ")),
+      rows.map((r) => `| ${r.fault} | ${r.workload} | pass`),
+    );
+    assert.ok(rows.every((r) => r.server === server));
   },
 });

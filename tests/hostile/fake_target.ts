@@ -76,6 +76,14 @@ export interface FakeTargetOptions {
   lun?: number;
   /** Disk size in 512-byte blocks (default 8192 = 4 MiB). */
   blocks?: number;
+  /** StatSN of the first response on each connection (default 0x1000). */
+  firstStatSN?: number;
+  /**
+   * ExpCmdSN of the Login Responses, where the session's first command then
+   * starts (default: the Login Request's CmdSN, as a real target answers).
+   * Near 2^32 it lets a test cross the CmdSN wrap without 2^32 commands.
+   */
+  firstCmdSN?: number;
 }
 
 // Target opcodes (RFC 7143 §11.2.1.2).
@@ -215,12 +223,45 @@ class Conn {
     while (off < out.length) off += await this.tcp.write(out.subarray(off));
   }
 
+  /** StatSNs used up, in order, and the CmdSNs of non-immediate commands received. */
+  readonly statSNs: number[] = [];
+  readonly cmdSNs: number[] = [];
+  /**
+   * Received CmdSNs past the MaxCmdSN the initiator knew when it sent them
+   * (outside the window, §4.2.2.1), by {@link knownMaxCmdSN}.
+   */
+  readonly outOfWindow: number[] = [];
+  /** [StatSN, MaxCmdSN] stamped on each PDU sent, oldest first. */
+  #windows: [number, number][] = [];
+
   /** Stamps StatSN / ExpCmdSN / MaxCmdSN into a response BHS. */
   seq(b: Uint8Array, advanceStatSN = true): void {
-    u32(b, 24, this.statSN);
-    if (advanceStatSN) this.statSN = (this.statSN + 1) >>> 0;
+    const statSN = this.statSN;
+    u32(b, 24, statSN);
+    if (advanceStatSN) {
+      this.statSNs.push(statSN);
+      this.statSN = (statSN + 1) >>> 0;
+    }
     u32(b, 28, this.expCmdSN);
-    u32(b, 32, this.expCmdSN + 31);
+    const maxCmdSN = (this.expCmdSN + 31) >>> 0;
+    u32(b, 32, maxCmdSN);
+    this.#windows.push([statSN, maxCmdSN]);
+  }
+
+  /**
+   * The largest MaxCmdSN the initiator can have seen when it sent a PDU
+   * carrying `expStatSN`: that of the newest PDU stamped with a StatSN up to
+   * it (serial arithmetic), one response more than it surely saw, so the
+   * check errs towards allowing. Older entries are dropped (ExpStatSN never
+   * goes back).
+   */
+  knownMaxCmdSN(expStatSN: number): number | undefined {
+    let k = -1;
+    while (k + 1 < this.#windows.length && ((this.#windows[k + 1][0] - expStatSN) | 0) <= 0) k++;
+    if (k < 0) return undefined;
+    const max = this.#windows[k][1];
+    this.#windows.splice(0, k);
+    return max;
   }
 }
 
@@ -235,6 +276,8 @@ export class FakeTarget {
   accepted = 0;
   /** Connections on which the misbehaviour was actually sent. */
   misbehaved = 0;
+  /** Per connection accepted: the StatSNs it used up and the CmdSNs it received, in order. */
+  readonly sequence: { statSNs: number[]; cmdSNs: number[]; outOfWindow: number[] }[] = [];
   /** Milliseconds from the misbehaviour to the initiator closing that connection. */
   readonly closedAfterMs: number[] = [];
   readonly #listener: Deno.Listener;
@@ -299,6 +342,8 @@ export class FakeTarget {
         const id = ++this.accepted;
         const misbehave = (this.#opts.misbehaveOn ?? "first") === "all" || id === 1;
         const c = new Conn(tcp, id, misbehave, this.#crc);
+        if (this.#opts.firstStatSN !== undefined) c.statSN = this.#opts.firstStatSN >>> 0;
+        this.sequence.push({ statSNs: c.statSNs, cmdSNs: c.cmdSNs, outOfWindow: c.outOfWindow });
         this.#conns.add(tcp);
         const t = this.#serve(c).finally(() => {
           this.#conns.delete(tcp);
@@ -389,7 +434,14 @@ export class FakeTarget {
       }
       case OP_SCSI_CMD: {
         const cmdSN = new DataView(h.bytes.buffer, h.bytes.byteOffset).getUint32(24);
-        if (!h.immediate) c.expCmdSN = (cmdSN + 1) >>> 0;
+        if (!h.immediate) {
+          c.cmdSNs.push(cmdSN);
+          const expStatSN = new DataView(h.bytes.buffer, h.bytes.byteOffset).getUint32(28);
+          const known = c.knownMaxCmdSN(expStatSN);
+          // Serial arithmetic (RFC 1982): past MaxCmdSN even across the wrap.
+          if (known !== undefined && ((cmdSN - known) | 0) > 0) c.outOfWindow.push(cmdSN);
+          c.expCmdSN = (cmdSN + 1) >>> 0;
+        }
         if (this.scenario === "chap-reflection" && c.id === 1) {
           // Force a relogin: the next login is where the reflection comes.
           this.#log(`conn ${c.id}: dropping the connection to force a relogin`);
@@ -444,7 +496,8 @@ export class FakeTarget {
     const cont = (h.flags & 0x40) !== 0;
     const csg = (h.flags >> 2) & 3;
     const nsg = h.flags & 3;
-    c.expCmdSN = new DataView(h.bytes.buffer, h.bytes.byteOffset).getUint32(24) >>> 0;
+    c.expCmdSN = this.#opts.firstCmdSN ??
+      new DataView(h.bytes.buffer, h.bytes.byteOffset).getUint32(24) >>> 0;
     c.stage = csg;
     if (cont) {
       // The initiator continues its text: acknowledge with an empty response (§6.1).

@@ -173,6 +173,60 @@ Deno.test("fake target: login and SendTargets answers split over several PDUs (C
   }
 });
 
+Deno.test("fake target: a NOP-In ping during discovery is answered with its TTT and LUN (RFC 7143 §11.18)", async () => {
+  const lun = [0x40, 0x05, 0, 0, 0, 0, 0, 0x2a]; // any 8 bytes: they must come back as they are
+  const answers: FakePdu[] = [];
+  const fake = new FakeTarget(async (c) => {
+    await c.acceptLogin();
+    let req = (await c.read()) as FakePdu;
+    assert.equal(req.opcode, 0x04);
+    const ping = new Uint8Array(48);
+    const pv = new DataView(ping.buffer);
+    ping[0] = 0x20;
+    ping[1] = 0x80;
+    ping.set(lun, 8);
+    pv.setUint32(16, 0xffffffff);
+    pv.setUint32(20, 0x1234);
+    pv.setUint32(24, c.statSN); // a ping does not advance StatSN (§11.19)
+    pv.setUint32(28, req.cmdSN + 1);
+    pv.setUint32(32, req.cmdSN + 10);
+    await c.send(ping);
+    answers.push((await c.read()) as FakePdu);
+    const b = new Uint8Array(48);
+    const v = new DataView(b.buffer);
+    b[0] = 0x24;
+    b[1] = 0x80;
+    v.setUint32(16, req.itt);
+    v.setUint32(20, 0xffffffff);
+    v.setUint32(24, c.statSN++);
+    v.setUint32(28, req.cmdSN + 1);
+    v.setUint32(32, req.cmdSN + 10);
+    await c.send(b, encodeText([["TargetName", "iqn.2026-11.test:one"]]));
+    req = (await c.read()) as FakePdu;
+    assert.equal(req.opcode, 0x06);
+    const lo = new Uint8Array(48);
+    lo[0] = 0x26;
+    lo[1] = 0x80;
+    new DataView(lo.buffer).setUint32(16, req.itt);
+    await c.send(lo);
+  });
+  try {
+    const found = await discoverTargets({ ...cfg(fake.port) }, quiet);
+    assert.deepEqual(found.map((t) => t.name), ["iqn.2026-11.test:one"]);
+    assert.deepEqual(fake.errors, []);
+    assert.equal(answers.length, 1);
+    const a = answers[0];
+    const av = new DataView(a.bhs.buffer);
+    assert.deepEqual(
+      [a.opcode, a.itt, av.getUint32(20), a.bhs[0] & 0x40],
+      [0x00, 0xffffffff, 0x1234, 0x40],
+    );
+    assert.deepEqual([...a.bhs.subarray(8, 16)], lun, "NOP-Out LUN copied from the NOP-In");
+  } finally {
+    await fake.close();
+  }
+});
+
 Deno.test("fake target: mutual CHAP verified, wrong target response and reflected or empty challenges refused", async () => {
   const crc = await defaultCrc32c();
   const chap = { user: "alice", secret: enc.encode("alice-secret-12") };

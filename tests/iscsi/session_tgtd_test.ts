@@ -197,7 +197,13 @@ Deno.test("tgtd: login without auth, 32+ random READ(16)/WRITE(16) in flight ver
           seed: 11,
         });
         assert.ok(maxInFlight >= 32, `only ${maxInFlight} commands in flight`);
-        assert.ok((await s.ping()) >= 0);
+        // A ping is an immediate NOP-Out: answered, and no CmdSN taken (§11.18).
+        const before = s.window;
+        const rtt = await s.ping();
+        assert.ok(Number.isFinite(rtt) && rtt >= 0 && rtt < 5000, `ping round trip ${rtt} ms`);
+        assert.deepEqual(s.window.cmdSN, before.cmdSN, "a ping took a CmdSN");
+        assert.equal(s.reconnects, 0, "the session reconnected under the workload");
+        assert.equal(s.state, "open");
       } finally {
         await s.close();
       }
@@ -416,8 +422,19 @@ Deno.test("tgtd on ::1: IPv6 portal, discovery of several targets, target NOP-In
       assert.match(s.info.portal, /^\[::1\]:\d+$/);
       await ready(s);
       const statBefore = s.window.expStatSN;
+      const connBefore = await tgt.connections(1);
+      assert.equal(connBefore.length, 1);
       await new Promise((r) => setTimeout(r, 3500));
-      assert.equal((await tgt.connections(1)).length, 1, "target dropped us: NOP-In not answered");
+      // Had a ping gone unanswered, the target would have dropped the
+      // connection and the session would have logged in again (recovery is
+      // on): the same single connection and no reconnect say it did not.
+      assert.deepEqual(
+        await tgt.connections(1),
+        connBefore,
+        "target dropped us: NOP-In not answered",
+      );
+      assert.equal(s.reconnects, 0, "the session reconnected: a NOP-In went unanswered");
+      assert.equal(s.state, "open");
       await ready(s);
       assert.ok(s.window.expStatSN !== statBefore);
       assert.equal(await s.taskManagement(TMF_LOGICAL_UNIT_RESET, 1), 0);

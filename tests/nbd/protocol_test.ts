@@ -92,6 +92,29 @@ Deno.test("nbd codec: option replies and info blocks", () => {
   assertEquals(dv(long).getUint32(16), 4096); // messages are capped at 4096 bytes
 });
 
+Deno.test("nbd codec: error messages are at most 4096 bytes of whole UTF-8 characters", () => {
+  const strict = new TextDecoder("utf-8", { fatal: true });
+  // "a" then 2-, 3- and 4-byte characters: the 4096th byte falls inside one.
+  for (const ch of ["é", "€", "😀"]) {
+    const msg = "a" + ch.repeat(5000);
+    const e = encodeStructuredError(1, 2, C.NBD_EIO, msg);
+    const len = dv(e).getUint16(24);
+    assertEquals(dv(e).getUint32(16), 6 + len, ch); // chunk length covers error + message
+    assertEquals(e.length, 26 + len, ch);
+    const text = strict.decode(e.subarray(26)); // throws on a split character
+    assertEquals(msg.startsWith(text), true, ch);
+    const chBytes = new TextEncoder().encode(ch).length;
+    assertEquals(len <= 4096 && len > 4096 - chBytes, true, `${ch}: ${len} bytes`);
+    const o = encodeOptionError(1, C.NBD_REP_ERR_INVALID, msg);
+    const olen = dv(o).getUint32(16);
+    assertEquals(olen <= 4096 && olen > 4096 - chBytes, true, `${ch}: option ${olen} bytes`);
+    strict.decode(o.subarray(20));
+  }
+  // Short messages pass whole.
+  const e = encodeStructuredError(1, 2, C.NBD_EIO, "€".repeat(10));
+  assertEquals(dv(e).getUint16(24), 30);
+});
+
 Deno.test("nbd codec: NBD_OPT_EXPORT_NAME reply with and without zeroes", () => {
   assertEquals(encodeExportNameReply(1024n, 1, false).length, 134);
   const r = encodeExportNameReply(1024n, 3, true);

@@ -19,6 +19,8 @@ import { memoryStreamPair } from "../../src/nbd/stream.ts";
 import { Logger } from "../../src/log.ts";
 import type { BlockDevice } from "../../src/blockdev.ts";
 import { WireClient } from "./wire_client.ts";
+import { Lun } from "../../src/scsi/lun.ts";
+import { ScriptedTransport } from "../scsi/scripted.ts";
 
 const log = new Logger({ quiet: true });
 const MiB = 1024 * 1024;
@@ -369,6 +371,34 @@ Deno.test("nbd server: WRITE_ZEROES without device support is emulated; FAST_ZER
   await client.request({ type: C.NBD_CMD_READ, handleLo: 4, offset: 0, length: 1024 });
   const r = (await client.reply(() => 1024))!;
   assertEquals([r.structured, r.data![0], r.data![600]], [true, 9, 0]);
+  await client.request({ type: C.NBD_CMD_DISC });
+  await done;
+});
+
+Deno.test("nbd server: FAST_ZERO on a LUN without WRITE SAME is ENOTSUP at once, nothing written", async () => {
+  const t = new ScriptedTransport({ blockSize: 512, blocks: 8192, noWriteSame: true });
+  t.media.fill(0x55);
+  const lun = await Lun.open(t, 1);
+  const { client, done } = await transmissionPair(lun, { structured: true });
+  const zeroes = (handleLo: number, flags: number) =>
+    client.request({ type: C.NBD_CMD_WRITE_ZEROES, handleLo, flags, offset: 4096, length: MiB });
+  const written = () => t.ops(0x8a).length + t.ops(0x2a).length;
+  // The LUN's refusal of WRITE SAME is the first news of it.
+  await zeroes(1, C.NBD_CMD_FLAG_FAST_ZERO);
+  assertEquals((await client.reply(() => 0))!.error, C.NBD_ENOTSUP);
+  assertEquals([t.ops(0x93).length, written()], [1, 0]);
+  assert_(t.media.every((x) => x === 0x55), "FAST_ZERO must not alter the export");
+  assertEquals(lun.limits.canWriteZeroes, false);
+  // Then without sending anything.
+  await zeroes(2, C.NBD_CMD_FLAG_FAST_ZERO);
+  assertEquals((await client.reply(() => 0))!.error, C.NBD_ENOTSUP);
+  assertEquals([t.ops(0x93).length, written()], [1, 0]);
+  // A plain WRITE_ZEROES still zeroes, by WRITE.
+  await zeroes(3, 0);
+  assertEquals((await client.reply(() => 0))!.error, 0);
+  assert_(written() > 0);
+  assert_(t.media.subarray(4096, 4096 + MiB).every((x) => x === 0));
+  assertEquals([t.media[4095], t.media[4096 + MiB]], [0x55, 0x55]);
   await client.request({ type: C.NBD_CMD_DISC });
   await done;
 });

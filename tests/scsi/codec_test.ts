@@ -194,6 +194,26 @@ Deno.test("responses: Block Limits (full and SPC-3 short page), LBP, capacity, R
     true,
     "thin",
   ]);
+  // SBC-4 LBPRZ field (byte 1 bits 4..2): only xx1b means unmapped blocks
+  // read as zeros; 010b is the provisioning initialization pattern.
+  const rz = (field: number) =>
+    R.parseLogicalBlockProvisioning(new Uint8Array([0, 0x40 | (field << 2), 0x02, 0]));
+  assert.deepEqual(
+    [0, 1, 2, 3, 5, 7].map((f) => [rz(f).lbprzField, rz(f).lbprz, rz(f).ancSup, rz(f).lbpws10]),
+    [
+      [0, false, false, false],
+      [1, true, false, false],
+      [2, false, false, false],
+      [
+        3,
+        true,
+        false,
+        false,
+      ],
+      [5, true, false, false],
+      [7, true, false, false],
+    ],
+  );
 
   const rc16 = new Uint8Array(32);
   const c = new DataView(rc16.buffer);

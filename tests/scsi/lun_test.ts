@@ -327,14 +327,67 @@ Deno.test("lun: writeZeroes is WRITE SAME(16), UNMAP bit only with mayTrim+LBPWS
   const t2 = disk({ noWriteSame: true });
   t2.media.fill(0x55);
   const lun2 = await Lun.open(t2, 1);
+  // Nothing says WRITE SAME is missing until it is refused.
+  assert.equal(lun2.limits.canWriteZeroes, true);
   await lun2.writeZeroes(512n, 3000 * 512, { mayTrim: true });
   assert.equal(lun2.inventory.io.writeSame, false);
+  assert.equal(lun2.limits.canWriteZeroes, false, "limits follow what the LUN accepted");
   assert.ok(t2.media.subarray(512, 3001 * 512).every((x) => x === 0));
   assert.equal(t2.media[0], 0x55);
   assert.equal(t2.media[3001 * 512], 0x55);
   const n = t2.ops(0x93).length;
   await lun2.writeZeroes(0n, 512);
   assert.equal(t2.ops(0x93).length, n, "WRITE SAME not tried again");
+});
+
+Deno.test("lun: a fast writeZeroes on a LUN that refuses WRITE SAME fails with EOPNOTSUPP and writes nothing", async () => {
+  const t = disk({ noWriteSame: true });
+  t.media.fill(0x55);
+  const lun = await Lun.open(t, 1);
+  const fastRefused = (e: unknown) => e instanceof UnsupportedError && e.errno === "EOPNOTSUPP";
+  await assert.rejects(lun.writeZeroes(0n, 64 * 512, { fast: true }), fastRefused);
+  assert.equal(t.ops(0x93).length, 1, "WRITE SAME tried once");
+  assert.equal(t.ops(0x8a).length + t.ops(0x2a).length, 0, "no zeros written as data");
+  assert.ok(t.media.every((x) => x === 0x55));
+  assert.equal(lun.limits.canWriteZeroes, false);
+  // Known now: refused before anything is sent.
+  const before = t.commands.length;
+  await assert.rejects(lun.writeZeroes(0n, 512, { fast: true }), fastRefused);
+  assert.equal(t.commands.length, before);
+  // Without `fast` the range is still zeroed, by WRITE.
+  await lun.writeZeroes(0n, 512);
+  assert.ok(t.media.subarray(0, 512).every((x) => x === 0));
+  assert.equal(t.media[512], 0x55);
+  // A LUN with WRITE SAME zeroes fast requests natively.
+  const t2 = disk();
+  const lun2 = await Lun.open(t2, 1);
+  await lun2.writeZeroes(0n, 64 * 512, { fast: true });
+  assert.equal(t2.ops(0x93).length, 1);
+  assert.equal(lun2.limits.canWriteZeroes, true);
+});
+
+Deno.test("lun: no UNMAP bit on WRITE SAME unless every report says unmapped blocks read zero (LBPRZ xx1b)", async () => {
+  // LBPRZ field 010b: unmapped blocks read the provisioning initialization
+  // pattern, not zeros; an UNMAP'd range would not read back as zeros.
+  const cases: [string, { lbprz: boolean | number; rc16Lbprz?: boolean }, boolean][] = [
+    ["VPD 001b, RC16 1", { lbprz: 1 }, true],
+    ["VPD 011b, RC16 1", { lbprz: 3 }, true],
+    ["VPD 010b, RC16 0", { lbprz: 2 }, false],
+    ["VPD 010b, RC16 1 (contradiction)", { lbprz: 2, rc16Lbprz: true }, false],
+    ["VPD 001b, RC16 0 (contradiction)", { lbprz: 1, rc16Lbprz: false }, false],
+    ["VPD 000b", { lbprz: 0 }, false],
+  ];
+  for (const [what, rz, zero] of cases) {
+    const t = disk({ lbpme: true, lbp: { lbpu: true, lbpws: true, ...rz } });
+    const lun = await Lun.open(t, 1);
+    assert.equal(lun.inventory.thinProvisioning.lbprz, zero, what);
+    await lun.writeZeroes(0n, 8 * 512, { mayTrim: true });
+    assert.deepEqual(t.ops(0x93).map((c) => c.cdb[1]), [zero ? 0x08 : 0], what);
+  }
+  // Only READ CAPACITY(10) and no VPD page: nothing says zeros.
+  const t = disk({ no16: true, lbp: null });
+  const lun = await Lun.open(t, 1);
+  assert.equal(lun.inventory.thinProvisioning.lbprz, false);
 });
 
 Deno.test("lun: a read with residual underflow is an error, not short data", async () => {

@@ -27,7 +27,13 @@ export interface DiskModel {
     maxUnmapDescriptors?: number;
     maxWriteSame?: number;
   } | null;
-  lbp?: { lbpu: boolean; lbpws: boolean; lbprz: boolean } | null;
+  /**
+   * Logical Block Provisioning VPD page. `lbprz` true/false is the LBPRZ
+   * field 001b/000b; a number is the raw 3-bit field (SBC-4 §6.6.6), e.g.
+   * 010b. READ CAPACITY(16) reports its low bit as the LBPRZ bit unless
+   * `rc16Lbprz` says otherwise (a target that contradicts itself).
+   */
+  lbp?: { lbpu: boolean; lbpws: boolean; lbprz: boolean | number; rc16Lbprz?: boolean } | null;
   lbpme?: boolean;
   writeProtect?: boolean;
   dpoFua?: boolean;
@@ -38,6 +44,11 @@ export interface DiskModel {
   /** SYNCHRONIZE CACHE(10) refused. */
   noSync10?: boolean;
 }
+
+type LbpModel = NonNullable<DiskModel["lbp"]>;
+const lbprzField = (l: LbpModel) => typeof l.lbprz === "number" ? l.lbprz & 7 : l.lbprz ? 1 : 0;
+const rc16Lbprz = (m: DiskModel) =>
+  m.lbp ? m.lbp.rc16Lbprz ?? (lbprzField(m.lbp) & 1) === 1 : false;
 
 export function good(data: Uint8Array = new Uint8Array(0), underflow = 0): ScsiResponse {
   return { status: 0, data, residualUnderflow: underflow, residualOverflow: 0 };
@@ -169,7 +180,7 @@ export class ScriptedTransport implements ScsiTransport {
         v.setBigUint64(0, BigInt(m.blocks - 1));
         v.setUint32(8, bs);
         b[13] = m.physicalExponent ?? 0;
-        b[14] = (m.lbpme ? 0x80 : 0) | (m.lbp?.lbprz ? 0x40 : 0);
+        b[14] = (m.lbpme ? 0x80 : 0) | (rc16Lbprz(m) ? 0x40 : 0);
         return this.#data(cmd, b);
       }
       case 0x25: {
@@ -288,7 +299,7 @@ export class ScriptedTransport implements ScsiTransport {
         return wrap([0, 1, 0, 3, ...new Array(56).fill(0)]);
       case 0xb2: {
         const l = m.lbp!;
-        return wrap([0, (l.lbpu ? 0x80 : 0) | (l.lbpws ? 0x40 : 0) | (l.lbprz ? 0x04 : 0), 2, 0]);
+        return wrap([0, (l.lbpu ? 0x80 : 0) | (l.lbpws ? 0x40 : 0) | (lbprzField(l) << 2), 2, 0]);
       }
     }
     return null;

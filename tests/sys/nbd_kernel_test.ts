@@ -7,7 +7,10 @@
 import assert from "node:assert/strict";
 import { OperationalError, UsageError } from "../../src/errors.ts";
 import {
+  attachDevice,
   connectAttributes,
+  type ConnectOptions,
+  kernelBlockSize,
   linkDeadIndexes,
   NBD_ATTR_BACKEND_IDENTIFIER,
   NBD_ATTR_BLOCK_SIZE_BYTES,
@@ -29,6 +32,9 @@ import {
 } from "../../src/nbd/kernel.ts";
 import { Attrs, AttrWriter, NLA_F_NESTED, type NlMessage } from "../../src/sys/netlink.ts";
 import { encodeGenl } from "../../src/sys/genetlink.ts";
+import { pageSize } from "../../src/sys/process.ts";
+import { MemoryDevice } from "../../src/memory_device.ts";
+import { Logger } from "../../src/log.ts";
 
 const haveNbd = (() => {
   try {
@@ -97,6 +103,62 @@ Deno.test("connectAttributes: refuses what the kernel would refuse, as UsageErro
       JSON.stringify(bad, (_k, v) => typeof v === "bigint" ? String(v) : v),
     );
   }
+});
+
+Deno.test("kernel block size: never above the page size (Linux 6.1 blk_validate_block_size)", () => {
+  const page = pageSize();
+  assert.ok(page >= 4096 && (page & (page - 1)) === 0, `page size ${page}`);
+  assert.deepEqual(
+    [512, 4096, 8192, 65536].map((b) => kernelBlockSize(b, 4096)),
+    [512, 4096, 4096, 4096],
+  );
+  assert.equal(kernelBlockSize(65536, 65536), 65536); // arm64/ppc64 64 KiB pages
+  const base = { sockets: [1], sizeBytes: 1n << 20n, serverFlags: 1 };
+  assert.throws(
+    () => connectAttributes({ ...base, blockSize: 8192 }, 4096),
+    (e: unknown) =>
+      e instanceof UsageError &&
+      e.message === "NBD block size 8192 is larger than the page size (4096), which Linux refuses",
+  );
+  const w = connectAttributes({ ...base, blockSize: 8192 }, 65536);
+  const a = Attrs.parse(w.bytes());
+  assert.equal(a.u64(NBD_ATTR_BLOCK_SIZE_BYTES), 8192n);
+});
+
+Deno.test("attachDevice: a LUN with blocks above the page size gets page-sized kernel blocks, and a warning", async () => {
+  const seen: ConnectOptions[] = [];
+  // Only connect() is reached before serving: the sockets are real, the kernel is not.
+  const nbd = {
+    connect(o: ConnectOptions) {
+      seen.push(o);
+      return 5;
+    },
+    disconnect() {},
+  } as unknown as NbdKernel;
+  const lines: string[] = [];
+  const log = new Logger({ sink: (_l, line) => lines.push(line) });
+  const big = pageSize() * 2;
+  const device = new MemoryDevice({ size: BigInt(big) * 64n, blockSize: big });
+  const a = await attachDevice(nbd, device, { log, backendIdentifier: "memory:test" });
+  // hookUp closed the kernel's ends after connect: our ends see EOF and the server stops.
+  await a.done;
+  assert.equal(a.device, "/dev/nbd5");
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0].blockSize, pageSize());
+  assert.equal(seen[0].sizeBytes, BigInt(big) * 64n);
+  assert.ok(
+    lines.some((l) =>
+      l.includes(`block size ${big} is larger than the page size (${pageSize()})`) &&
+      l.includes(`/dev/nbd uses ${pageSize()}-byte blocks`)
+    ),
+    lines.join("\n"),
+  );
+  // A LUN within the page size is passed as it is, silently.
+  const small = new MemoryDevice({ size: 1n << 20n, blockSize: 512 });
+  lines.length = 0;
+  await (await attachDevice(nbd, small, { log, backendIdentifier: "memory:small" })).done;
+  assert.equal(seen[1].blockSize, 512);
+  assert.deepEqual(lines.filter((l) => l.includes("page size")), []);
 });
 
 Deno.test("parseNbdDevice: /dev/nbdN, nbdN and N; anything else is a usage error", () => {
