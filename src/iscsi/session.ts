@@ -58,13 +58,13 @@ import type { ChapAlgorithmName } from "./chap.ts";
 import type { Connection } from "./connection.ts";
 import { type Crc32c, defaultCrc32c } from "./digest.ts";
 import { IscsiProtocolError } from "./errors.ts";
+import { claimIsid, type IsidClaim } from "./isid.ts";
 import {
   type ChapCredentials,
   login,
   type LoginConfig,
   type LoginResult,
   randomIsid,
-  stableIsid,
 } from "./login.ts";
 import type { DigestChoice, SessionParams } from "./negotiate.ts";
 import {
@@ -125,10 +125,14 @@ export interface SessionConfig {
   headerDigest: DigestChoice;
   dataDigest: DigestChoice;
   /**
-   * Makes the ISID stable (stableIsid(initiatorName, purpose)) so a later
-   * login reinstates this session; omit for one-off sessions (random ISID).
+   * Makes the ISID stable (claimIsid(initiatorName, purpose), isid.ts): a
+   * later login for the same purpose reinstates this session, while another
+   * live session of this host with the same purpose gets its own ISID; omit
+   * for one-off sessions (random ISID).
    */
   isidPurpose?: string;
+  /** Where ISID slot locks live (default ISBOOT_RUN_DIR or /run/isboot). */
+  runDir?: string;
   /** Abort a command not done after this long (ABORT TASK, then LUN RESET). 0 = never. */
   commandTimeoutMs?: number;
   /** Send a NOP-Out ping after this long without a PDU from the target (default 5 s); 0 = never. */
@@ -274,12 +278,22 @@ export class Session implements ScsiTransport {
   /** Log in and start the full feature phase. Prefer {@link loginSession}. */
   static async open(cfg: SessionConfig, log: Logger): Promise<Session> {
     const crc = cfg.crc ?? (await defaultCrc32c());
-    const isid = cfg.isidPurpose ? stableIsid(cfg.initiatorName, cfg.isidPurpose) : randomIsid();
+    const claim: IsidClaim = cfg.isidPurpose
+      ? claimIsid(cfg.initiatorName, cfg.isidPurpose, { runDir: cfg.runDir, log })
+      : { isid: randomIsid(), slot: -1, release: () => {} };
     // Kept for the session's relogins: a target that sends back one of our
     // challenges is refused (reflection, §12.1.3).
     const sentChallenges = new Set<string>();
-    const r = await login(loginConfig(cfg, cfg.portal, isid, sentChallenges), crc, log);
+    let r: LoginResult;
+    try {
+      r = await login(loginConfig(cfg, cfg.portal, claim.isid, sentChallenges), crc, log);
+    } catch (e) {
+      claim.release();
+      throw e;
+    }
     const s = new Session(cfg, log, r, crc, sentChallenges);
+    // The ISID is ours until the session ends (closed or failed for good).
+    void s.ended.then(() => claim.release());
     s.#progressTimer = setInterval(
       () => s.#progress(),
       cfg.progressIntervalMs ?? RECOVERY_DEFAULTS.progressIntervalMs,

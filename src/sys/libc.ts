@@ -56,6 +56,9 @@ const SYMBOLS = {
   },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   getpid: { parameters: [], result: "i32" },
+  // Lock files (src/sys/lockfile.ts): int open(const char *, int, mode_t), flock.
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  flock: { parameters: ["i32", "i32"], result: "i32" },
   // Root-storage daemon (src/sys/process.ts): int prctl(int option, unsigned long arg2, ...)
   prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
   execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
