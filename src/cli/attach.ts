@@ -32,6 +32,7 @@ import { redactUri } from "../iscsi/uri.ts";
 import { openTarget } from "../target.ts";
 import { parseCommand } from "./args.ts";
 import {
+  parseRecoveryTimeout,
   sessionConfigFromUri,
   TARGET_OPTIONS,
   TARGET_OPTIONS_HELP,
@@ -58,7 +59,10 @@ options:
                             backend must be TARGET): the old one lets go, the
                             kernel gets our socket (NBD_CMD_RECONFIGURE), the
                             device and its mounts stay
-  --connections N           NBD sockets (kernel queues), 1..16 (default 1)
+  --connections N           NBD sockets (kernel queues), 1..16 (default 1);
+                            above 1 for an iSCSI target only with a finite
+                            --recovery-timeout (Linux fails I/O after ~30 s
+                            of outage with several sockets)
   --timeout SEC             kernel per-request timeout; 0 = none (default ${DEFAULT_TIMEOUT_SEC}:
                             isboot recovers lost connections itself; the
                             kernel sees a slow request). With N > 0 a late
@@ -354,6 +358,21 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   const timeoutSec = intOption("timeout", v.timeout, 0, 1 << 30);
   const deadConnTimeoutSec = intOption("dead-conn-timeout", v["dead-conn-timeout"], 0, 1 << 30);
   const blockSize = intOption("block-size", v["block-size"], 512, 65536);
+  const recovery = parseRecoveryTimeout(v["recovery-timeout"]);
+  if (
+    (connections ?? 1) > 1 && p.positionals[0].startsWith("iscsi:") &&
+    (recovery === undefined || recovery === Infinity)
+  ) {
+    // With several sockets Linux (6.1 nbd_xmit_timeout) marks a socket dead
+    // after the block layer's 30 s timer whatever --timeout says, and fails
+    // held I/O once every socket is dead for dead_conn_timeout: a long target
+    // outage would become I/O errors, which a recovery "forever" promises
+    // never to give (docs/kernel.md, "Several connections").
+    throw new UsageError(
+      `--connections ${connections} cannot hold I/O through a target outage longer than about 30 s; ` +
+        "use --connections 1, or a finite --recovery-timeout to accept I/O errors after an outage",
+    );
+  }
   if (v.takeover && index === undefined) {
     throw new UsageError("--takeover needs --device /dev/nbdN (the device to take over)");
   }

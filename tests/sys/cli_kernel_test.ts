@@ -32,6 +32,28 @@ Deno.test("cli: attach/detach/status --help and usage errors exit 2 with one lin
     assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
     assert.match(r.stderr, /^isboot: .+\n$/, args.join(" "));
   }
+  // Several kernel sockets cannot hold I/O through a long outage (Linux
+  // times each out after 30 s): refused unless I/O errors are accepted.
+  const multi = await runCli([
+    "attach",
+    "iscsi://127.0.0.1:9/iqn.2026-11.test:x/1",
+    "--connections",
+    "4",
+  ]);
+  assert.equal(multi.code, 2, multi.stderr);
+  assert.match(
+    multi.stderr,
+    /^isboot: --connections 4 cannot hold I\/O through a target outage.*\n$/,
+  );
+  const bounded = await runCli([
+    "attach",
+    "iscsi://127.0.0.1:9/iqn.2026-11.test:x/1",
+    "--connections",
+    "4",
+    "--recovery-timeout",
+    "20",
+  ]);
+  assert.notEqual(bounded.code, 2, `a finite recovery timeout is accepted: ${bounded.stderr}`);
   const bad = await runCli(["attach", "nbd://x"]);
   assert.equal(bad.code, 3);
   assert.match(bad.stderr, /^isboot: target 'nbd:\/\/x': expected/);
