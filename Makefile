@@ -6,6 +6,7 @@ DENO         := $(TOOLS)/node_modules/@deno/linux-x64-glibc/deno
 PREFIX       ?= /usr/local
 DESTDIR      ?=
 FUZZ_RUNS    ?= 100000
+FUZZ_SEED    ?= random
 
 export DENO
 export DENO_NO_UPDATE_CHECK := 1
@@ -49,9 +50,12 @@ test-deps:
 test: test-deps check dist/isboot
 	ISBOOT_BIN=$(CURDIR)/dist/isboot scripts/run-tests.sh tests/
 
-# Property and fuzz tests at full strength.
+# Property and fuzz tests at full strength, exploring from a fresh seed (printed;
+# `make test` uses a fixed one). A failure prints the ISBOOT_FUZZ_SEED and
+# ISBOOT_FUZZ_PATH that rerun it; FUZZ_SEED=N reruns a whole fuzz run.
 fuzz: deps
-	ISBOOT_FUZZ_RUNS=$(FUZZ_RUNS) scripts/run-tests.sh --filter '/fuzz|property/' tests/
+	ISBOOT_FUZZ_RUNS=$(FUZZ_RUNS) ISBOOT_FUZZ_SEED=$(FUZZ_SEED) \
+	  scripts/run-tests.sh --filter '/fuzz|property/' tests/
 
 # A real boot: iPXE + tgtd + qemu in a private network namespace, isboot in the
 # initramfs, systemd on /dev/nbd0p1; the VM console on this terminal (needs root).

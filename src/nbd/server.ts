@@ -795,6 +795,7 @@ class ReplyWriter {
 
   constructor(private stream: ByteStream, private onFail: (e: unknown) => void) {}
 
+  /** Bytes queued or copied into the batch and not yet written to the stream. */
   get queuedBytes(): number {
     return this.#queued;
   }
@@ -845,27 +846,24 @@ class ReplyWriter {
         const releases = this.#release;
         this.#queue = [];
         this.#release = [];
+        // Bytes copied into the batch stay counted in #queued until the batch
+        // is written: drain() must not resolve (and the stream be closed)
+        // while the last batch still waits for room in the stream.
         let fill = 0;
         for (let i = 0; i < items.length; i++) {
           const item = items[i];
           if (item.length < COALESCE_LIMIT) {
-            if (fill + item.length > this.#batch.length) {
-              await this.stream.write(this.#batch.subarray(0, fill));
-              fill = 0;
-            }
+            if (fill + item.length > this.#batch.length) fill = await this.#flush(fill);
             this.#batch.set(item, fill);
             fill += item.length;
           } else {
-            if (fill > 0) {
-              await this.stream.write(this.#batch.subarray(0, fill));
-              fill = 0;
-            }
+            if (fill > 0) fill = await this.#flush(fill);
             await this.stream.write(item);
+            this.#queued -= item.length;
           }
-          this.#queued -= item.length;
           releases[i]?.();
         }
-        if (fill > 0) await this.stream.write(this.#batch.subarray(0, fill));
+        if (fill > 0) await this.#flush(fill);
         this.#wake();
       }
     } catch (e) {
@@ -878,6 +876,13 @@ class ReplyWriter {
       this.#running = false;
       this.#wake();
     }
+  }
+
+  /** Write the first `fill` bytes of the batch; returns the new fill, 0. */
+  async #flush(fill: number): Promise<number> {
+    await this.stream.write(this.#batch.subarray(0, fill));
+    this.#queued -= fill;
+    return 0;
   }
 
   #wake(): void {

@@ -1,6 +1,6 @@
 import { assertEquals, assertThrows } from "./assert.ts";
 import fc from "fast-check";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 import {
   BOOT_DEFAULTS,
   parseBootCmdline,
@@ -188,7 +188,7 @@ Deno.test("cmdline property: join then split returns the arguments", () => {
         assertEquals(splitKernelCmdline(line), names);
       },
     ),
-    { numRuns: fuzzRuns(300) },
+    fuzzOptions(300),
   );
 });
 
@@ -214,7 +214,7 @@ Deno.test("cmdline property: arbitrary text never throws anything but InvalidInp
         if (e.message.includes("\n")) throw new Error("multi-line message");
       }
     }),
-    { numRuns: fuzzRuns(500) },
+    fuzzOptions(500),
   );
 });
 
@@ -232,6 +232,6 @@ Deno.test("cmdline property: netroot format/parse round trip", () => {
         assertEquals(n, { server: ip, port, lun, targetName: name });
       },
     ),
-    { numRuns: fuzzRuns(300) },
+    fuzzOptions(300),
   );
 });

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 import { BHS_LENGTH, FaultProxy, OPCODE_LOGIN_RESPONSE, PduFramer } from "./proxy.ts";
 
 interface Echo {
@@ -416,6 +416,6 @@ Deno.test("proxy: iSCSI framing property: any chunking yields the same PDUs and 
         assert.deepEqual(seen, specs.map((s) => s.opcode));
       },
     ),
-    { numRuns: fuzzRuns(200) },
+    fuzzOptions(200),
   );
 });

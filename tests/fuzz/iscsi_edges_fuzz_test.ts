@@ -24,7 +24,7 @@ import { OperationalError } from "../../src/errors.ts";
 import { Logger } from "../../src/log.ts";
 import { parseSize } from "../../src/memory_device.ts";
 import { parseListenAddress } from "../../src/nbd/listen.ts";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 
 /** Values a target might send for a key: the RFC's tokens, edge numbers, junk. */
 const valueArb = fc.oneof(
@@ -108,7 +108,7 @@ Deno.test("iscsi fuzz: negotiation of arbitrary target keys returns sane paramet
         }
       },
     ),
-    { numRuns: fuzzRuns(2000) },
+    fuzzOptions(2000),
   );
 });
 
@@ -140,7 +140,7 @@ Deno.test("iscsi fuzz: TargetAddress and SendTargets records from a target raise
         if (!(e instanceof IscsiProtocolError)) throw e;
       }
     }),
-    { numRuns: fuzzRuns(3000) },
+    fuzzOptions(3000),
   );
   fc.assert(
     fc.property(
@@ -159,7 +159,7 @@ Deno.test("iscsi fuzz: TargetAddress and SendTargets records from a target raise
         }
       },
     ),
-    { numRuns: fuzzRuns(1000) },
+    fuzzOptions(1000),
   );
 });
 
@@ -184,7 +184,7 @@ Deno.test("iscsi fuzz: CHAP binary values from a target decode within bounds or 
         }
       },
     ),
-    { numRuns: fuzzRuns(3000) },
+    fuzzOptions(3000),
   );
 });
 
@@ -231,7 +231,7 @@ Deno.test("cli fuzz: portal, --listen and size parsers raise only their typed er
         if (!(e instanceof InvalidInputError)) throw e;
       }
     }),
-    { numRuns: fuzzRuns(3000) },
+    fuzzOptions(3000),
   );
 });
 
@@ -337,7 +337,7 @@ Deno.test({
             await writer;
           }
         }),
-        { numRuns: fuzzRuns(150) },
+        fuzzOptions(150),
       );
     } finally {
       listener.close();

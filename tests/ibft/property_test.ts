@@ -14,7 +14,7 @@ import {
 } from "../../src/ibft/fields.ts";
 import { ibftFromJson, ibftToJson } from "../../src/ibft/json.ts";
 import type { IbftNic, IbftTable, IbftTarget, Origin } from "../../src/ibft/model.ts";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 import { FIXTURES } from "./expected.ts";
 
 const bytes = (n: number) => fc.uint8Array({ minLength: n, maxLength: n });
@@ -118,7 +118,7 @@ Deno.test("ibft property: encode -> decode is the identity on every model", () =
       want.header.length = b.length;
       assert.deepStrictEqual(back, want);
     }),
-    { numRuns: fuzzRuns(2000) },
+    fuzzOptions(2000),
   );
 });
 
@@ -129,7 +129,7 @@ Deno.test("ibft property: --json --show-secrets -> encode gives the same table b
       const again = ibftFromJson(JSON.parse(JSON.stringify(doc)));
       assert.deepStrictEqual(encodeIbft(again), encodeIbft(m));
     }),
-    { numRuns: fuzzRuns(1000) },
+    fuzzOptions(1000),
   );
 });
 
@@ -172,7 +172,7 @@ Deno.test("ibft fuzz: byte mutations of valid tables raise only InvalidInputErro
         decodeOrTypedError(b, ignoreChecksum);
       },
     ),
-    { numRuns: fuzzRuns(2000) },
+    fuzzOptions(2000),
   );
 });
 
@@ -190,7 +190,7 @@ Deno.test("ibft fuzz: truncations and extensions of valid tables raise only Inva
         } else decodeOrTypedError(b, ignoreChecksum);
       },
     ),
-    { numRuns: fuzzRuns(2000) },
+    fuzzOptions(2000),
   );
 });
 
@@ -200,7 +200,7 @@ Deno.test("ibft fuzz: arbitrary bytes raise only InvalidInputError", () => {
       if (b.length >= 4) b.set([0x69, 0x42, 0x46, 0x54], 0); // "iBFT", to get past the signature
       decodeOrTypedError(b, ignoreChecksum);
     }),
-    { numRuns: fuzzRuns(2000) },
+    fuzzOptions(2000),
   );
 });
 
@@ -212,7 +212,7 @@ Deno.test("ibft property: address text round trips through the 16-byte form", ()
       assert.deepStrictEqual(parseAddress(s), b);
       assert.deepStrictEqual(parseAddress(s.toUpperCase()), b);
     }),
-    { numRuns: fuzzRuns(2000) },
+    fuzzOptions(2000),
   );
 });
 
@@ -234,6 +234,6 @@ Deno.test("ibft property: sysfs lun text reads back exactly for every plain LUN,
         }
       },
     ),
-    { numRuns: fuzzRuns(2000) },
+    fuzzOptions(2000),
   );
 });

@@ -15,7 +15,7 @@ import {
   parseChapAlgorithms,
 } from "../../src/iscsi/chap.ts";
 import { AuthError } from "../../src/errors.ts";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 const secret = new TextEncoder().encode("alice-secret-12");
@@ -50,7 +50,7 @@ Deno.test("property: CHAP responses equal node:crypto for any id, secret and cha
         assert.equal(hex(await chapResponse(alg, id, sec, ch)), h.digest("hex"));
       },
     ),
-    { numRuns: fuzzRuns(200) },
+    fuzzOptions(200),
   );
 });
 

@@ -15,7 +15,7 @@ import {
 } from "../../src/iscsi/pdu.ts";
 import { decodeText, encodeText, splitText, TextAccumulator } from "../../src/iscsi/text.ts";
 import { IscsiProtocolError } from "../../src/iscsi/errors.ts";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 
@@ -212,7 +212,7 @@ Deno.test("property: PDU decoder fed arbitrary bytes raises only IscsiProtocolEr
         }
       },
     ),
-    { numRuns: fuzzRuns(2000) },
+    fuzzOptions(2000),
   );
 });
 
@@ -234,6 +234,6 @@ Deno.test("property: text decoder fed arbitrary bytes raises only IscsiProtocolE
         }
       },
     ),
-    { numRuns: fuzzRuns(2000) },
+    fuzzOptions(2000),
   );
 });

@@ -6,7 +6,7 @@ import { formatTargetUri, parsePortal, parseTargetUri, redactUri } from "../../s
 import { parseTargetAddress } from "../../src/iscsi/login.ts";
 import { sendTargetsRecords } from "../../src/iscsi/discovery.ts";
 import { IscsiProtocolError } from "../../src/iscsi/errors.ts";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 
 Deno.test("iscsi:// URIs", () => {
   assert.deepEqual(parseTargetUri("iscsi://192.0.2.1/iqn.2026-11.test:disk1/1"), {
@@ -156,6 +156,6 @@ Deno.test("property: URI parser fed arbitrary text raises only InvalidInputError
         }
       },
     ),
-    { numRuns: fuzzRuns(3000) },
+    fuzzOptions(3000),
   );
 });

@@ -132,8 +132,16 @@ export class WireClient {
     }
   }
 
+  /** The `n` bytes that follow a reply header; the server closing first is its fault. */
+  async #payload(n: number, handleLo: number): Promise<Uint8Array> {
+    const data = await this.read(n);
+    if (!data) throw new Error(`EOF inside the reply to handle ${handleLo} (${n} bytes due)`);
+    return data;
+  }
+
   /**
-   * Read one reply. `readLength(handle)` says how many data bytes a
+   * Read one reply: null at EOF before it begins; throws when the stream
+   * ends inside it. `readLength(handle)` says how many data bytes a
    * successful simple reply to that handle carries (0 for non-reads).
    */
   async reply(
@@ -151,7 +159,7 @@ export class WireClient {
       const error = v.getUint32(0);
       const handleLo = v.getUint32(8);
       const n = error === 0 ? readLength(handleLo) : 0;
-      const data = n > 0 ? await this.read(n) : null;
+      const data = n > 0 ? await this.#payload(n, handleLo) : null;
       return { handleLo, error, data, structured: false };
     }
     if (magic === C.NBD_STRUCTURED_REPLY_MAGIC) {
@@ -162,7 +170,7 @@ export class WireClient {
       const type = v.getUint16(2);
       const handleLo = v.getUint32(8);
       const len = v.getUint32(12);
-      const payload = (await this.read(len)) ?? new Uint8Array(0);
+      const payload = await this.#payload(len, handleLo);
       if (!(flags & C.NBD_REPLY_FLAG_DONE)) throw new Error("multi-chunk replies not expected");
       const pv = new DataView(payload.buffer);
       if (type === C.NBD_REPLY_TYPE_OFFSET_DATA) {

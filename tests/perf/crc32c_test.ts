@@ -9,7 +9,7 @@ import fc from "fast-check";
 import { type Crc32c, defaultCrc32c, hashWasmCrc32c } from "../../src/iscsi/digest.ts";
 import { isalCrc32c } from "../../src/sys/crc32c.ts";
 import { decodePdu } from "../../src/iscsi/pdu.ts";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 
 /** The digest as it goes on the wire (least significant byte first), in hex. */
 function wire(n: number): string {
@@ -81,7 +81,7 @@ Deno.test("crc32c property: ISA-L equals hash-wasm on random split buffers and s
         assert.equal(wasm.digest(a, b), want);
       },
     ),
-    { numRuns: fuzzRuns(300) },
+    fuzzOptions(300),
   );
   // Large buffers (one call per part, the data-digest path of a 1 MiB burst).
   const big = new Uint8Array(3 << 20);

@@ -20,7 +20,7 @@ import { BlockRequestError } from "../../src/scsi/errors.ts";
 import { WireClient } from "../nbd/wire_client.ts";
 import { startServe, tool } from "../nbd/serve_helper.ts";
 import { withTgtd } from "../helpers/tgtd.ts";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 
 const MiB = 1024 * 1024;
 const quiet = new Logger({ quiet: true });
@@ -140,7 +140,7 @@ for (const structured of [false, true]) {
               }
             },
           ),
-          { numRuns: fuzzRuns(60) },
+          fuzzOptions(60),
         );
         await client.request({ type: C.NBD_CMD_DISC });
         await done;

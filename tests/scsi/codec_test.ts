@@ -9,7 +9,7 @@ import * as cdb from "../../src/scsi/cdb.ts";
 import { ScsiDataError } from "../../src/scsi/errors.ts";
 import * as R from "../../src/scsi/responses.ts";
 import { ascName, describeSense, parseSense, SenseError } from "../../src/scsi/sense.ts";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 import { descriptorSense, fixedSense } from "./scripted.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(" ");
@@ -303,6 +303,6 @@ Deno.test("responses: property: every parser on arbitrary bytes returns or throw
         if (!(e instanceof ScsiDataError)) throw e;
       }
     }),
-    { numRuns: fuzzRuns(3000) },
+    fuzzOptions(3000),
   );
 });

@@ -17,7 +17,7 @@ import { Lun, reportLuns } from "../../src/scsi/lun.ts";
 import { executeWithRetry, type RetryPolicy } from "../../src/scsi/retry.ts";
 import { SenseError } from "../../src/scsi/sense.ts";
 import { pattern as random } from "../helpers/bytes.ts";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 import {
   checkCondition,
   descriptorSense,
@@ -581,7 +581,7 @@ Deno.test("lun: property: random aligned writes and reads match a model, many in
         }
       },
     ),
-    { numRuns: fuzzRuns(100) },
+    fuzzOptions(100),
   );
 });
 
@@ -611,6 +611,6 @@ Deno.test("lun: property: arbitrary offsets and lengths either succeed or raise 
       },
     ),
     // -0 once reported by make fuzz: always tried first.
-    { numRuns: fuzzRuns(500), examples: [[0n, -0], [0n, 0]] },
+    { ...fuzzOptions(500), examples: [[0n, -0], [0n, 0]] },
   );
 });

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { fuzzRuns } from "../helpers/fuzz.ts";
+import { fuzzOptions } from "../helpers/fuzz.ts";
 import { OperationalError } from "../../src/errors.ts";
 import { errnoName, SysError } from "../../src/sys/errno.ts";
 import { libc } from "../../src/sys/libc.ts";
@@ -247,7 +247,7 @@ Deno.test("property: nested attributes round-trip through AttrWriter and Attrs.p
     fc.property(treeArb, (tree) => {
       checkTree(Attrs.parse(writeTree(new AttrWriter(), tree).bytes()), tree);
     }),
-    { numRuns: fuzzRuns(300) },
+    fuzzOptions(300),
   );
 });
 
@@ -277,7 +277,7 @@ Deno.test("property: typed attribute getters read back what the writer put", () 
         assert.equal(attrs.u32(99), undefined);
       },
     ),
-    { numRuns: fuzzRuns(300) },
+    fuzzOptions(300),
   );
 });
 
@@ -303,7 +303,7 @@ Deno.test("fuzz: arbitrary bytes make the netlink decoders return or throw Netli
         }
       }
     }),
-    { numRuns: fuzzRuns(1000) },
+    fuzzOptions(1000),
   );
 });
 
@@ -337,6 +337,6 @@ Deno.test("property: encoded messages parse back, several per datagram", () => {
         });
       },
     ),
-    { numRuns: fuzzRuns(300) },
+    fuzzOptions(300),
   );
 });
