@@ -1,5 +1,5 @@
 /**
- * CRC32C study for iSCSI digests (issue 6): hash-wasm (src/iscsi/digest.ts)
+ * CRC32C study for iSCSI digests: hash-wasm (src/iscsi/digest.ts)
  * against Intel ISA-L's `crc32_iscsi` through Deno.dlopen (Debian libisal2)
  * and the kernel's crc32c through an AF_ALG hash socket, on 48-byte headers
  * and 8 KiB / 256 KiB / 1 MiB data segments. Every implementation is first

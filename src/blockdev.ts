@@ -1,6 +1,6 @@
 /**
  * The interface between the storage layers (iSCSI/SCSI, in-memory, ...) and
- * the NBD server (design.md §2). Many requests may be in flight at once.
+ * the NBD server (docs/architecture.md). Many requests may be in flight at once.
  * Connection loss is handled below this interface: callers see a slower
  * request, not an error, until the configured recovery timeout ends.
  */

@@ -1,6 +1,6 @@
 /**
  * Typed errors. Every failure the CLI reports is one of these; the CLI maps
- * `exitCode` to the process exit status (design.md §3) and prints `message`
+ * `exitCode` to the process exit status (README, "Exit codes") and prints `message`
  * as one line. Messages never contain secrets.
  *
  * @example

@@ -1,5 +1,5 @@
 /**
- * An in-memory BlockDevice (design.md §2) for tests and `isboot serve
+ * An in-memory BlockDevice for tests and `isboot serve
  * memory:SIZE`. Storage is sparse: 1 MiB pages are allocated on first
  * write, so a large device costs only what is written. Reads of pages never
  * written (or trimmed, or zeroed) return zeroes. It checks every range the

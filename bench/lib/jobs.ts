@@ -21,7 +21,7 @@ export interface JobSpec {
   iodepth?: number;
 }
 
-/** The job list of issue 6, in table order. */
+/** The benchmark's jobs, in table order. */
 export const JOBS: readonly JobSpec[] = [
   { id: "seqread", unit: "MB/s", rw: "read", bs: 1 << 20, iodepth: 8 },
   { id: "seqwrite", unit: "MB/s", rw: "write", bs: 1 << 20, iodepth: 8 },

@@ -1,5 +1,5 @@
 /**
- * The process layout of `isboot boot` (design.md §5, docs/boot.md):
+ * The process layout of `isboot boot` (docs/boot.md):
  *
  * 1. The command the hook runs (stage "launch") decides the plan, prints it,
  *    sets PR_SET_IO_FLUSHER on its main thread, and spawns itself

@@ -28,7 +28,7 @@ export interface LoginOptions {
   readonly recoveryTimeoutMs: number;
   /**
    * Every target of the plan: the session fails over to the others that
-   * name the same IQN and LUN when its portal is unreachable (issue 5).
+   * name the same IQN and LUN when its portal is unreachable (docs/iscsi.md, "Recovery").
    */
   readonly targets?: readonly BootTarget[];
   readonly log: Logger;

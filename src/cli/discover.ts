@@ -1,5 +1,5 @@
 /**
- * `isboot discover PORTAL [--json]`: SendTargets discovery (design.md §3).
+ * `isboot discover PORTAL [--json]`: SendTargets discovery (docs/iscsi.md).
  */
 import { discoverTargets } from "../iscsi/discovery.ts";
 import { formatPortal, parsePortal } from "../iscsi/uri.ts";

@@ -31,7 +31,7 @@ sources (--source, default auto):
           /sys/firmware/ibft
 
 options:
-  --json             one JSON document (field names: README, design.md section 3)
+  --json             one JSON document (field names: README, "isboot ibft")
   --show-secrets     print CHAP secrets instead of "${REDACTED}"
   --ignore-checksum  decode a table whose checksum is wrong (warns); for broken firmware
   --sys-root DIR     sysfs root for acpi/sysfs (default /sys)

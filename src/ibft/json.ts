@@ -1,6 +1,6 @@
 /**
- * The `isboot ibft --json` document (design.md §3) and its inverse for
- * `isboot ibft encode`. Field order follows design.md §3; the documented
+ * The `isboot ibft --json` document (README, "isboot ibft") and its inverse for
+ * `isboot ibft encode`. Field order follows README; the documented
  * extras (`control`, `nics[].global`, `targets[].radiusChap`,
  * `targets[].radiusReverseChap`) come after the §3 fields of their object.
  *

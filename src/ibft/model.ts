@@ -1,11 +1,11 @@
 /**
  * The decoded iBFT: typed values that the boot, network and iSCSI layers
  * consume. Every source (ACPI table, sysfs, /dev/mem, a file) yields this
- * model; `isboot ibft --json` prints it (design.md §3 field names, plus a few
+ * model; `isboot ibft --json` prints it (README's field names, plus a few
  * documented extras: `control`, `nics[].global`, `targets[].radiusChap`,
  * `targets[].radiusReverseChap`).
  *
- * Conventions (design.md §3):
+ * Conventions (README, "isboot ibft"):
  * - addresses are strings: dotted quad for IPv4 (stored IPv4-mapped in the
  *   table), RFC 5952 text for IPv6, `null` when the field is zero;
  * - strings the table does not carry (length 0) are `null`;

@@ -2,7 +2,7 @@
  * One iSCSI connection: a TCP socket and PDU framing (RFC 7143 §11.2:
  * BHS, AHS, header digest, data segment, padding, data digest). It knows
  * nothing of commands or sequence numbers; the Session (session.ts) owns
- * those, so that recovery (issue 5) can throw a Connection away, open a new
+ * those, so that recovery can throw a Connection away, open a new
  * one and carry on with the same Session state.
  *
  * Receive path: headers are read through a 64 KiB buffer; a data segment is

@@ -218,13 +218,13 @@ export const KEY = {
 
 /**
  * What we declare as our MaxRecvDataSegmentLength (256 KiB): large segments
- * mean fewer PDUs per read and fewer headers to digest (issue 6).
+ * mean fewer PDUs per read and fewer headers to digest (docs/performance.md).
  */
 export const OUR_MAX_RECV_DATA_SEGMENT_LENGTH = 262144;
 /**
  * Before full feature phase the peer's limit is the default 8192 (§13.12),
  * and login text we accept is bounded so endless continuation cannot grow
- * memory (issue 5).
+ * memory (docs/iscsi.md, "Recovery").
  */
 export const DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH = 8192;
 /** Upper bound on one login or negotiation text exchange we accept, all PDUs together. */

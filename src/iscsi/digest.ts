@@ -5,7 +5,7 @@
  * The implementation is pluggable: {@link Crc32c} is all the connection
  * needs. {@link defaultCrc32c} picks Intel ISA-L's `crc32_iscsi` through FFI
  * (src/sys/crc32c.ts) when the library is there and correct; hash-wasm is
- * the fallback that always works (issue 6, docs/performance.md).
+ * the fallback that always works (docs/performance.md).
  *
  * Byte order: the digest is the CRC value sent least significant byte first
  * (RFC 3720 B.4 lists 32 zero bytes -> `aa 36 91 8a`), while hash-wasm's

@@ -15,7 +15,7 @@
  *
  * The ISID (§10.12.5, §11.12.5) is the caller's: a stable one (see
  * {@link stableIsid}) makes a later login with the same names reinstate the
- * session, which is how recovery (issue 5) clears the target's old state.
+ * session, which is how recovery clears the target's old state.
  */
 import { AuthError, OperationalError } from "../errors.ts";
 import type { Logger } from "../log.ts";

@@ -241,7 +241,7 @@ export class Negotiation {
       // more (max rule, §13.15) and recovery honours that.
       o.set(KEY.DefaultTime2Wait, "0");
       // ERL 0 and Time2Retain 0: on connection loss the target may drop
-      // tasks at once; we reinstate the session and replay (issue 5).
+      // tasks at once; we reinstate the session and replay (docs/iscsi.md, "Recovery").
       o.set(KEY.DefaultTime2Retain, "0");
       o.set(KEY.MaxOutstandingR2T, "16");
       o.set(KEY.DataPDUInOrder, "Yes");

@@ -2,7 +2,7 @@
  * The iSCSI session in full feature phase (RFC 7143 §3.2, §4.2): it
  * implements {@link ScsiTransport} for the SCSI layer.
  *
- * Split of concerns (so that recovery, issue 5, can plug in):
+ * Split of concerns (so that recovery can replace a connection):
  * - Session (this file): the commands and their state (ITT, CmdSN, transfer
  *   progress), the ISID/TSIH, negotiated parameters, CmdSN window and
  *   ExpStatSN. It outlives connections in the design.
@@ -14,7 +14,7 @@
  * re-issues every unfinished task in its original CmdSN order with a fresh
  * ITT and CmdSN (docs/iscsi.md, "Recovery").
  *
- * Data path (issue 6): Data-In is read by the connection straight into the
+ * Data path (docs/performance.md): Data-In is read by the connection straight into the
  * caller's buffer (the DataPlacer below), Data-Out is sent as views of the
  * caller's buffer, sequence numbers are plain 32-bit serial arithmetic
  * (RFC 1982) on numbers, and the window is refilled on every PDU that moves

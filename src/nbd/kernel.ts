@@ -551,7 +551,7 @@ export interface KernelAttachment {
   disconnect(): void;
   /**
    * Let go of the device without disconnecting it (the takeover hand-over,
-   * issue 5): drain — stop reading at a request boundary, answer every
+   * docs/kernel.md): drain — stop reading at a request boundary, answer every
    * request read — then shut our socket ends down; the kernel marks them
    * dead and holds requests for DEAD_CONN_TIMEOUT, waiting for a new
    * daemon's RECONFIGURE. `done` resolves after. Requests still unanswered

@@ -1,5 +1,5 @@
 /**
- * NBD server, generic over BlockDevice (design.md §1-2).
+ * NBD server, generic over BlockDevice (src/blockdev.ts).
  *
  * - `NbdServer.serve(stream)` runs the fixed newstyle handshake
  *   (proto.md "Fixed newstyle negotiation") and then the transmission
@@ -287,7 +287,7 @@ export async function serveTransmission(
  * Payload bytes in flight allowed by default, over all connections of a
  * server: 8 x 1 MiB or 64 x 256 KiB, enough to keep an iSCSI session's
  * command window busy (more only waits in the target's queue) while steady
- * RSS stays small (issue 6: <= 64 MiB under load).
+ * RSS stays small (at most 64 MiB under load: docs/performance.md).
  */
 export const DEFAULT_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
 

@@ -1,6 +1,6 @@
 /**
  * Lun: one SCSI direct-access logical unit behind a ScsiTransport, as a
- * BlockDevice (design.md §2). open() learns the device (INQUIRY, VPD pages,
+ * BlockDevice (src/blockdev.ts). open() learns the device (INQUIRY, VPD pages,
  * READ CAPACITY, MODE SENSE); the I/O methods check each request once
  * (alignment, range, write protect), split it into commands that respect the
  * Block Limits VPD page and the transport's hint, and issue them all at once:

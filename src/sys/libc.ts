@@ -2,7 +2,7 @@
  * The single `Deno.dlopen` of libc. Every FFI call isboot makes goes through
  * here; the rest of the tree calls the typed wrappers in src/sys/.
  *
- * Rules this module keeps (see /work/shared/deno-notes.md and docs/kernel.md):
+ * Rules this module keeps (measured facts about Deno's FFI; docs/kernel.md, "The sys layer"):
  * - Variadic functions (fcntl, ioctl, prctl, open) are declared with fixed
  *   integer/pointer parameters, which is how the x86-64 ABI passes them anyway.
  * - One symbol only is `nonblocking` (it runs on a pool thread, where errno is

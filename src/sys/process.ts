@@ -1,5 +1,5 @@
 /**
- * Process-level steps of the root-storage daemon (design.md §5): the
+ * Process-level steps of the root-storage daemon (docs/boot.md): the
  * IO_FLUSHER mark, re-exec under a new argv[0], the OOM score, and memory
  * locking without mlockall (which crashes V8: its madvise on locked pages
  * fails; deno-notes.md). Each step returns what happened instead of throwing

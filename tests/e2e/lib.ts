@@ -1,5 +1,5 @@
 /**
- * The real boot (issue 7 "The proof"): a minimal Debian with systemd on a
+ * The real boot: a minimal Debian with systemd on a
  * partitioned disk image exported by tgtd as LUN 1; qemu (TCG) with its
  * iPXE option ROM does dhcp, sanhook (writing the iBFT: low memory under
  * BIOS, an ACPI table under UEFI), loads kernel and initramfs, and boots.

@@ -46,7 +46,7 @@ Deno.test("ibft cli: --json --show-secrets on every fixture prints the pinned de
   );
 });
 
-Deno.test("ibft cli: --json has design.md §3's field names, in order, secrets redacted", async () => {
+Deno.test("ibft cli: --json has the documented field names, in order, secrets redacted", async () => {
   const path = `${FIXTURES}ibft/ipxe-bios-mutual-chap.bin`;
   const r = await runCli(["ibft", "--source", path, "--json"]);
   assert.equal(r.code, 0, r.stderr);

@@ -15,7 +15,7 @@ function v6(text: string): Uint8Array {
   return b;
 }
 
-Deno.test("ibft fields: addresses print as design.md says (IPv4-mapped dotted, RFC 5952, null)", () => {
+Deno.test("ibft fields: addresses print as documented (IPv4-mapped dotted, RFC 5952, null)", () => {
   const cases: [string, string | null][] = [
     ["::ffff:10.0.2.15", "10.0.2.15"],
     ["0:0:0:0:0:ffff:0:0", null], // ::ffff:0.0.0.0 means none, as in the kernel

@@ -1,5 +1,5 @@
 /**
- * The kernel path for real (issue 4): Debian's kernel in qemu (TCG) boots a
+ * The kernel path for real: Debian's kernel in qemu (TCG) boots a
  * busybox initramfs holding isboot and nbd.ko; the guest runs
  * `isboot attach`, checks /dev/nbd0's size and sysfs backend, writes and
  * reads a pattern through it, reads `isboot status --json`, runs

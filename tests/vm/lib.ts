@@ -3,7 +3,7 @@
  * qemu-system-x86_64 (TCG) with a busybox initramfs that holds isboot in its
  * built form, inside a private network namespace with its own tgtd.
  *
- * Isolation (issue 4): qemu's user network forwards guest traffic to real
+ * Isolation: qemu's user network forwards guest traffic to real
  * networks, so every VM runs in a fresh netns (loopback only) and gets
  * `restrict=on` plus `guestfwd` forwards: the guest reaches nothing but the
  * ports the test names. tgtd runs in the same netns; tgtadm talks to it over

@@ -1,5 +1,5 @@
 /**
- * `isboot attach --takeover` in Debian's kernel (issue 5): a second isboot
+ * `isboot attach --takeover` in Debian's kernel: a second isboot
  * replaces the one serving /dev/nbd0 while an ext2 file system on it stays
  * mounted AND a write loop (64 KiB files with fsync, a log line + sync per
  * round) runs on it. The old daemon drains (answers every request it read)
