@@ -169,7 +169,31 @@ export const BOOT_DEFAULTS = {
   recoveryTimeoutMs: Infinity,
 } as const;
 
-const ISBOOT_OPTIONS = [
+/**
+ * The names `isboot boot` acts on outside its own `isboot.` namespace: dracut's,
+ * open-iscsi's and the kernel's, with their meaning. parseBootCmdline's switch
+ * over them is exhaustive, so a name handled there is listed here and back
+ * (the man page's KERNEL COMMAND LINE section is checked against this list).
+ */
+export const GENERAL_OPTIONS = [
+  "rd.iscsi.firmware",
+  "rd.iscsi.ibft",
+  "iscsi_firmware",
+  "ip",
+  "nameserver",
+  "rd.iscsi.initiator",
+  "netroot",
+  "rd.iscsi.username",
+  "rd.iscsi.password",
+  "rd.iscsi.in.username",
+  "rd.iscsi.in.password",
+  "root",
+  "isboot",
+] as const;
+type GeneralOption = typeof GENERAL_OPTIONS[number];
+
+/** isboot's own options, `isboot.NAME` (`-` and `_` alike in NAME); exhaustive like the above. */
+export const ISBOOT_OPTIONS = [
   "device",
   "timeout",
   "link_timeout",
@@ -181,6 +205,17 @@ const ISBOOT_OPTIONS = [
   "handoff",
   "poll_us",
 ] as const;
+type IsbootOption = typeof ISBOOT_OPTIONS[number];
+
+/** Every option name parseBootCmdline recognises, as written on the command line. */
+export const KERNEL_CMDLINE_OPTIONS: readonly string[] = [
+  ...GENERAL_OPTIONS,
+  ...ISBOOT_OPTIONS.map((o) => `isboot.${o}`),
+];
+
+function unhandled(name: never): never {
+  throw new Error(`kernel command line option ${name} has no case`);
+}
 
 /**
  * Parse an RFC 4173 root path `iscsi:SERVER:PROTO:PORT:LUN:TARGETNAME`, with
@@ -363,54 +398,59 @@ export function parseBootCmdline(line: string): BootCmdline {
 
   for (const { name, value } of splitKernelCmdline(line)) {
     const v = value ?? "";
-    switch (name) {
-      case "rd.iscsi.firmware":
-      case "rd.iscsi.ibft":
-      case "iscsi_firmware":
-        if (truthy(value)) firmware = requested = true;
-        continue;
-      case "ip":
-        if (v === "ibft") {
-          ipFromIbft = firmware = requested = true;
-        } else if (/^(dhcp6?|on|any|auto6|either6|link6|off|none)$/.test(v)) {
-          // A bare ip=dhcp etc. is for other tools; isboot only acts on ibft or static.
-        } else ip.push(parseIpArg(v) as IpSpec);
-        continue;
-      case "nameserver":
-        nameservers.push(requireIp(v, "nameserver="));
-        continue;
-      case "rd.iscsi.initiator":
-        if (!/^(iqn|eui|naa)\.\S{1,219}$/.test(v)) {
-          throw new InvalidInputError(
-            `rd.iscsi.initiator=${v}: not an iSCSI name (iqn./eui./naa.)`,
-          );
-        }
-        initiator = v;
-        continue;
-      case "netroot":
-        if (v.startsWith("iscsi:")) {
-          netrootTexts.push(v);
-          requested = true;
-        }
-        continue;
-      case "rd.iscsi.username":
-        chap.user = v;
-        continue;
-      case "rd.iscsi.password":
-        chap.secret = v;
-        continue;
-      case "rd.iscsi.in.username":
-        chap.mutualUser = v;
-        continue;
-      case "rd.iscsi.in.password":
-        chap.mutualSecret = v;
-        continue;
-      case "root":
-        root = v;
-        continue;
-      case "isboot":
-        disabled = ["off", "0", "no", "false"].includes(v);
-        continue;
+    if ((GENERAL_OPTIONS as readonly string[]).includes(name)) {
+      const general = name as GeneralOption;
+      switch (general) {
+        case "rd.iscsi.firmware":
+        case "rd.iscsi.ibft":
+        case "iscsi_firmware":
+          if (truthy(value)) firmware = requested = true;
+          continue;
+        case "ip":
+          if (v === "ibft") {
+            ipFromIbft = firmware = requested = true;
+          } else if (/^(dhcp6?|on|any|auto6|either6|link6|off|none)$/.test(v)) {
+            // A bare ip=dhcp etc. is for other tools; isboot only acts on ibft or static.
+          } else ip.push(parseIpArg(v) as IpSpec);
+          continue;
+        case "nameserver":
+          nameservers.push(requireIp(v, "nameserver="));
+          continue;
+        case "rd.iscsi.initiator":
+          if (!/^(iqn|eui|naa)\.\S{1,219}$/.test(v)) {
+            throw new InvalidInputError(
+              `rd.iscsi.initiator=${v}: not an iSCSI name (iqn./eui./naa.)`,
+            );
+          }
+          initiator = v;
+          continue;
+        case "netroot":
+          if (v.startsWith("iscsi:")) {
+            netrootTexts.push(v);
+            requested = true;
+          }
+          continue;
+        case "rd.iscsi.username":
+          chap.user = v;
+          continue;
+        case "rd.iscsi.password":
+          chap.secret = v;
+          continue;
+        case "rd.iscsi.in.username":
+          chap.mutualUser = v;
+          continue;
+        case "rd.iscsi.in.password":
+          chap.mutualSecret = v;
+          continue;
+        case "root":
+          root = v;
+          continue;
+        case "isboot":
+          disabled = ["off", "0", "no", "false"].includes(v);
+          continue;
+        default:
+          unhandled(general);
+      }
     }
     if (!name.startsWith("isboot.")) continue;
     const opt = name.slice("isboot.".length).replaceAll("-", "_");
@@ -419,7 +459,8 @@ export function parseBootCmdline(line: string): BootCmdline {
       continue;
     }
     requested = true;
-    switch (opt as typeof ISBOOT_OPTIONS[number]) {
+    const own = opt as IsbootOption;
+    switch (own) {
       case "device": {
         const m = /^(?:\/dev\/)?nbd(\d{1,4})$/.exec(v) ?? /^(\d{1,4})$/.exec(v);
         if (!m) throw new InvalidInputError(`isboot.device=${v}: expected /dev/nbdN`);
@@ -479,6 +520,8 @@ export function parseBootCmdline(line: string): BootCmdline {
         }
         break;
       }
+      default:
+        unhandled(own);
     }
   }
   const netroots = netrootTexts.map(parseNetRoot).map((n) =>

@@ -507,5 +507,6 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
 
 export const attachCommand: Command = {
   summary: "serve a LUN (or memory:SIZE) as a kernel /dev/nbdN device",
+  options: OPTIONS,
   run,
 };

@@ -219,5 +219,6 @@ async function listenControl(b: Booted, log: Logger): Promise<void> {
 export const bootCommand: Command = {
   summary:
     "initramfs: iBFT -> NIC -> iSCSI login -> /dev/nbdN, then stay as the root-storage daemon",
+  options: OPTIONS,
   run,
 };

@@ -1,3 +1,4 @@
+import type { ParseArgsConfig } from "node:util";
 import type { Logger } from "../log.ts";
 
 /** What every subcommand receives from the dispatcher. */
@@ -13,6 +14,12 @@ export interface CommandContext {
 /** One subcommand: a summary for `isboot --help` and its entry point. */
 export interface Command {
   summary: string;
+  /**
+   * The parseArgs table `run` parses, without the COMMON_OPTIONS every
+   * command has (src/cli/args.ts); `ibft` includes its `encode` table. The
+   * man page is checked against it.
+   */
+  readonly options: NonNullable<ParseArgsConfig["options"]>;
   /** Returns the exit status; throws IsbootError subclasses for failures. */
   run(args: string[], ctx: CommandContext): Promise<number>;
 }

@@ -50,5 +50,6 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
 
 export const detachCommand: Command = {
   summary: "disconnect a kernel NBD device made by attach or boot",
+  options: OPTIONS,
   run,
 };

@@ -21,6 +21,7 @@ ${TARGET_OPTIONS_HELP}`;
 /** The `discover` subcommand. */
 export const discoverCommand: Command = {
   summary: "list the targets of a portal (SendTargets discovery)",
+  options: TARGET_OPTIONS,
   async run(args, ctx) {
     const p = parseCommand(args, TARGET_OPTIONS, USAGE, ctx);
     if (!p) return 0;

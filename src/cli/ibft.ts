@@ -42,6 +42,17 @@ table (checksum included) to TABLE, e.g. for 'qemu -acpitable file=TABLE'.
 
 exit codes: 0 ok, 1 no table found or unreadable, 2 usage, 3 malformed table or JSON`;
 
+const OPTIONS = {
+  source: { type: "string", short: "s" },
+  "show-secrets": { type: "boolean" },
+  "ignore-checksum": { type: "boolean" },
+  "sys-root": { type: "string" },
+  "mem-path": { type: "string" },
+} as const;
+
+/** `isboot ibft encode`'s options. */
+const ENCODE_OPTIONS = { output: { type: "string", short: "o" } } as const;
+
 /**
  * The readable summary. Secrets are redacted unless `showSecrets`.
  *
@@ -128,7 +139,7 @@ export function formatIbft(loaded: LoadedIbft, showSecrets: boolean): string {
 }
 
 async function runEncode(args: string[], ctx: CommandContext): Promise<number> {
-  const p = parseCommand(args, { output: { type: "string", short: "o" } }, USAGE, ctx);
+  const p = parseCommand(args, ENCODE_OPTIONS, USAGE, ctx);
   if (!p) return 0;
   const [input, ...rest] = p.positionals;
   if (input === undefined || rest.length) throw new UsageError("encode needs one FILE.json");
@@ -160,19 +171,7 @@ async function runEncode(args: string[], ctx: CommandContext): Promise<number> {
 
 async function run(args: string[], ctx: CommandContext): Promise<number> {
   if (args[0] === "encode") return await runEncode(args.slice(1), ctx);
-  const p = parseCommand(
-    args,
-    {
-      source: { type: "string", short: "s" },
-      "show-secrets": { type: "boolean" },
-      "ignore-checksum": { type: "boolean" },
-      "sys-root": { type: "string" },
-      "mem-path": { type: "string" },
-    },
-    USAGE,
-    ctx,
-    false,
-  );
+  const p = parseCommand(args, OPTIONS, USAGE, ctx, false);
   if (!p) return 0;
   const v = p.values;
   const source = v.source ?? "auto";
@@ -192,5 +191,6 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
 /** The `ibft` command for src/cli/commands.ts. */
 export const ibftCommand: Command = {
   summary: "locate, verify and print the iBFT (ibft encode: JSON model -> table)",
+  options: { ...OPTIONS, ...ENCODE_OPTIONS },
   run,
 };

@@ -53,6 +53,7 @@ export function probeJson(r: ProbeReport): Record<string, unknown> {
 /** The `probe` subcommand. */
 export const probeCommand: Command = {
   summary: "log in and print a LUN's inventory and the negotiated session",
+  options: TARGET_OPTIONS,
   async run(args, ctx) {
     const p = parseCommand(args, TARGET_OPTIONS, USAGE, ctx);
     if (!p) return 0;

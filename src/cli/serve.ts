@@ -184,5 +184,6 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
 
 export const serveCommand: Command = {
   summary: "export a LUN (or memory:SIZE) over NBD on a unix socket or TCP",
+  options: OPTIONS,
   run,
 };

@@ -20,6 +20,8 @@ A device whose "daemon" is false has no isboot serving it (crashed or killed):
 its I/O waits for a takeover until the dead-connection timeout.
 `;
 
+const OPTIONS = {} as const;
+
 /** One kernel device in status output. */
 export interface DeviceStatus {
   device: string;
@@ -33,7 +35,7 @@ export interface DeviceStatus {
 }
 
 async function run(args: string[], ctx: CommandContext): Promise<number> {
-  const p = parseCommand(args, {}, USAGE, ctx, false);
+  const p = parseCommand(args, OPTIONS, USAGE, ctx, false);
   if (!p) return 0;
   const sessions: SessionStatus[] = [];
   for (const s of await listControlSockets()) {
@@ -95,5 +97,6 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
 
 export const statusCommand: Command = {
   summary: "show isboot sessions and kernel NBD devices",
+  options: OPTIONS,
   run,
 };
