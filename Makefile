@@ -79,6 +79,7 @@ install: dist/isboot
 	fi
 	install -d $(DESTDIR)$(DRACUT_MODULES_DIR)/95isboot
 	install -m 0755 initramfs-hook/dracut/95isboot/*.sh $(DESTDIR)$(DRACUT_MODULES_DIR)/95isboot/
+	install -D -m 0644 man/isboot.8 $(DESTDIR)$(PREFIX)/share/man/man8/isboot.8
 	install -D -m 0755 initramfs-hook/initramfs-tools/hooks/isboot $(DESTDIR)$(INITRAMFS_TOOLS_DIR)/hooks/isboot
 	install -D -m 0755 initramfs-hook/initramfs-tools/scripts/local-top/isboot \
 	  $(DESTDIR)$(INITRAMFS_TOOLS_DIR)/scripts/local-top/isboot
