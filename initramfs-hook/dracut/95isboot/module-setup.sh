@@ -4,11 +4,17 @@
 # Build with:  dracut -a isboot [--kver KVER] initrd.img
 # Installed to /usr/lib/dracut/modules.d/95isboot by `make install`.
 
-# Where isboot lives: a single executable, or (bundle form) a launcher with
-# isboot.js and deno beside it. ISBOOT_BIN overrides the lookup.
+# Which isboot: the one `make install` installed. It writes that path (without
+# DESTDIR) over the @ISBOOT_BIN@ placeholder below, because dracut runs with
+# PATH=/sbin:/bin:/usr/sbin:/usr/bin, where PREFIX=/usr/local/bin is not.
+# ISBOOT_BIN=/path/to/isboot overrides it (developers running the module from
+# a source tree, where the placeholder is left as it is). It is a single
+# executable, or (bundle form) a launcher with isboot.js and deno beside it.
+isboot_installed=@ISBOOT_BIN@
+
 isboot_bin() {
-    local b="${ISBOOT_BIN:-$(command -v isboot)}"
-    [[ -n $b ]] && readlink -f "$b"
+    local b="${ISBOOT_BIN:-$isboot_installed}"
+    [[ $b != @*@ ]] && readlink -f "$b"
 }
 
 check() {
