@@ -16,11 +16,11 @@
 #
 # An image without isboot cannot mount an iSCSI root. When the module is
 # wanted (-a isboot, or host-only with / on NBD) and isboot cannot be put in,
-# dracut stops with exit status 1 and one line (dfatal: "dracut[F]: " on a
-# terminal, "dracut: " otherwise) "isboot: cannot add isboot to the
-# initramfs: REASON". The module exits dracut itself: dracut 059 silently
-# drops a module whose check() fails unless it was named with -a/-m, and it
-# ignores what install() returns (dfatal alone only prints).
+# dracut stops with exit status 1 and one line on stderr (dfatal), "dracut:
+# isboot: cannot add isboot to the initramfs: REASON". The module exits
+# dracut itself: dracut 059 silently drops a module whose check() fails
+# unless it was named with -a/-m, and it ignores what install() returns
+# (dfatal alone only prints).
 
 isboot_installed=@ISBOOT_BIN@
 
