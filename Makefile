@@ -32,7 +32,9 @@ node_modules/.deno/.setup-cache.bin: $(DENO) deno.json deno.lock
 
 deps: $(DENO) node_modules/.deno/.setup-cache.bin
 
-dist/isboot: deps $(SOURCES)
+# Rebuilt only when an input changed, so `make install` (often as root) after
+# `make` installs what was built.
+dist/isboot: $(DENO) node_modules/.deno/.setup-cache.bin $(SOURCES) scripts/build.sh
 	scripts/build.sh
 
 fmt: deps
@@ -65,10 +67,17 @@ demo: dist/isboot test-deps
 
 # Install the executable in the form it was built (single file, or launcher +
 # isboot.js + deno kept together under $(PREFIX)/lib/isboot with a bin symlink)
-# and both initramfs hooks where dracut and initramfs-tools look for them.
+# and both initramfs hooks where dracut and initramfs-tools look for them. The
+# hooks get the executable's installed path (without DESTDIR) written in:
+# mkinitramfs and dracut run them with a PATH that has no /usr/local/bin.
 DRACUT_MODULES_DIR    ?= /usr/lib/dracut/modules.d
 INITRAMFS_TOOLS_DIR   ?= /usr/share/initramfs-tools
+ISBOOT_INSTALLED      := $(PREFIX)/bin/isboot
+HOOK_FILES := dracut/95isboot/module-setup.sh dracut/95isboot/isboot-parse.sh \
+  dracut/95isboot/isboot-run.sh initramfs-tools/hooks/isboot \
+  initramfs-tools/scripts/local-top/isboot
 install: dist/isboot
+	@case '$(ISBOOT_INSTALLED)' in /*) ;; *) echo "make install: PREFIX must be an absolute path" >&2; exit 2;; esac
 	@if [ -f dist/isboot.js ]; then \
 	  install -d $(DESTDIR)$(PREFIX)/lib/isboot $(DESTDIR)$(PREFIX)/bin && \
 	  install -m 0755 dist/deno dist/isboot $(DESTDIR)$(PREFIX)/lib/isboot/ && \
@@ -77,12 +86,20 @@ install: dist/isboot
 	else \
 	  install -D -m 0755 dist/isboot $(DESTDIR)$(PREFIX)/bin/isboot; \
 	fi
-	install -d $(DESTDIR)$(DRACUT_MODULES_DIR)/95isboot
-	install -m 0755 initramfs-hook/dracut/95isboot/*.sh $(DESTDIR)$(DRACUT_MODULES_DIR)/95isboot/
 	install -D -m 0644 man/isboot.8 $(DESTDIR)$(PREFIX)/share/man/man8/isboot.8
-	install -D -m 0755 initramfs-hook/initramfs-tools/hooks/isboot $(DESTDIR)$(INITRAMFS_TOOLS_DIR)/hooks/isboot
-	install -D -m 0755 initramfs-hook/initramfs-tools/scripts/local-top/isboot \
-	  $(DESTDIR)$(INITRAMFS_TOOLS_DIR)/scripts/local-top/isboot
+	install -d $(DESTDIR)$(DRACUT_MODULES_DIR)/95isboot \
+	  $(DESTDIR)$(INITRAMFS_TOOLS_DIR)/hooks $(DESTDIR)$(INITRAMFS_TOOLS_DIR)/scripts/local-top
+	@set -e; for f in $(HOOK_FILES); do \
+	  case $$f in \
+	  dracut/*) to=$(DESTDIR)$(DRACUT_MODULES_DIR)/$${f#dracut/} ;; \
+	  *) to=$(DESTDIR)$(INITRAMFS_TOOLS_DIR)/$${f#initramfs-tools/} ;; \
+	  esac; \
+	  echo "install initramfs-hook/$$f -> $$to (isboot: $(ISBOOT_INSTALLED))"; \
+	  sed "s|^isboot_installed=@ISBOOT_BIN@\$$|isboot_installed='$(ISBOOT_INSTALLED)'|" \
+	    initramfs-hook/$$f > $$to.tmp; \
+	  ! grep -q '@ISBOOT_BIN@$$' $$to.tmp || { echo "make install: $$to: placeholder left" >&2; exit 1; }; \
+	  chmod 0755 $$to.tmp && mv -f $$to.tmp $$to; \
+	done
 
 # Performance (never part of `make test`): installs bench/deps.apt, then runs the
 # CRC32C study and isboot serve against qemu-nbd (libiscsi) and the ceilings;

@@ -242,12 +242,161 @@ async function inputsKey(isbootDir: string, kind: InitramfsKind, kernel: Kernel)
   return await sha256(parts);
 }
 
+/** How a real initramfs builder ended: exit status and what it printed. */
+export interface BuilderResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Environment and extra mounts for {@link runMkinitramfs} and {@link runDracut}. */
+export interface BuilderOptions {
+  /** Variables for the builder; with `clearEnv` the only ones it gets. */
+  env?: Record<string, string>;
+  clearEnv?: boolean;
+  /** `[from, to]` bind mounts made first in the private mount namespace (`to` must exist). */
+  binds?: [string, string][];
+}
+
 /**
- * Build an initramfs with real dracut or real mkinitramfs and our hooks,
- * for the unpacked Debian kernel. Neither touches the host's /usr/lib/dracut
- * or /etc/initramfs-tools: dracut gets a private dracutbasedir with our
- * module linked in; mkinitramfs a private CONFDIR, and the kernel's modules
- * bind-mounted over /usr/lib/modules in a private mount namespace.
+ * Run `cmd args` in a private mount namespace after the bind mounts `binds`,
+ * so the host sees none of them.
+ */
+async function inPrivateMounts(
+  binds: [string, string][],
+  cmd: string,
+  args: string[],
+  opts: BuilderOptions,
+): Promise<BuilderResult> {
+  const script =
+    binds.map((_, i) => `mount --bind "\${${2 * i + 1}}" "\${${2 * i + 2}}" && `).join("") +
+    `shift ${2 * binds.length} && exec "$@"`;
+  const o = await new Deno.Command("unshare", {
+    args: [
+      "--mount",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      script,
+      "sh",
+      ...binds.flat(),
+      cmd,
+      ...args,
+    ],
+    env: opts.env,
+    clearEnv: opts.clearEnv,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
+}
+
+/**
+ * Write a private initramfs-tools CONFDIR at `conf`: initramfs.conf with
+ * `MODULES=modules` and zstd, an empty conf.d. The caller adds hooks/ and
+ * scripts/ (mkinitramfs runs CONFDIR/hooks after the system's hooks and
+ * copies CONFDIR/scripts into the image).
+ */
+export async function initramfsToolsConf(conf: string, modules = "most"): Promise<void> {
+  await Deno.mkdir(`${conf}/conf.d`, { recursive: true });
+  await Deno.writeTextFile(
+    `${conf}/initramfs.conf`,
+    `MODULES=${modules}\nBUSYBOX=auto\nCOMPRESS=zstd\nCOMPRESSLEVEL=3\n`,
+  );
+}
+
+/**
+ * Real `mkinitramfs -d CONF -o OUT KVER` for the unpacked kernel, touching
+ * neither /etc/initramfs-tools nor the host's kernels: mkinitramfs reads
+ * /usr/lib/modules/KVER and /boot/config-KVER, so the kernel's are
+ * bind-mounted over those in a private mount namespace (with `opts.binds`).
+ */
+export async function runMkinitramfs(
+  kernel: Kernel,
+  conf: string,
+  out: string,
+  opts: BuilderOptions = {},
+): Promise<BuilderResult> {
+  // The mount points must exist.
+  let made = false;
+  if (!(await exists("/usr/lib/modules"))) {
+    await Deno.mkdir("/usr/lib/modules");
+    made = true;
+  }
+  try {
+    return await inPrivateMounts(
+      [
+        [`${kernel.root}/lib/modules`, "/usr/lib/modules"],
+        [`${kernel.root}/boot`, "/boot"],
+        ...(opts.binds ?? []),
+      ],
+      "mkinitramfs",
+      ["-d", conf, "-o", out, kernel.kver],
+      opts,
+    );
+  } finally {
+    if (made) await Deno.remove("/usr/lib/modules").catch(() => {});
+  }
+}
+
+/**
+ * A private dracutbasedir under `work`: a copy of /usr/lib/dracut with the
+ * 95isboot module from `moduleDir` linked in (the host's stays untouched).
+ */
+export async function dracutBaseDir(work: string, moduleDir: string): Promise<string> {
+  const base = `${work}/dracut`;
+  await run("cp", ["-a", "/usr/lib/dracut", base]);
+  await Deno.symlink(moduleDir, `${base}/modules.d/95isboot`);
+  return base;
+}
+
+/**
+ * Real `dracut -a isboot` (no host-only) for the unpacked kernel with the
+ * private `basedir` and an empty confdir under `work`, in a private mount
+ * namespace (with `opts.binds`). Modules this boot has no use for are left
+ * out; dracut's own iSCSI module is not installed here.
+ */
+export async function runDracut(
+  kernel: Kernel,
+  basedir: string,
+  work: string,
+  out: string,
+  opts: BuilderOptions = {},
+): Promise<BuilderResult> {
+  await Deno.mkdir(`${work}/conf.d`, { recursive: true });
+  return await inPrivateMounts(opts.binds ?? [], "dracut", [
+    "--force",
+    "--no-hostonly",
+    "--kver",
+    kernel.kver,
+    "--kmoddir",
+    `${kernel.root}/lib/modules/${kernel.kver}`,
+    "--conf",
+    "/dev/null",
+    "--confdir",
+    `${work}/conf.d`,
+    "-a",
+    "isboot",
+    "-o",
+    "crypt dm nvdimm lunmask resume virtiofs",
+    "--compress",
+    "zstd -3 -T0",
+    out,
+  ], { ...opts, env: { ...opts.env, dracutbasedir: basedir } });
+}
+
+function check(what: string, r: BuilderResult): void {
+  if (r.code !== 0) {
+    throw new Error(`${what}: exit ${r.code}: ${(r.stdout + r.stderr).trim().slice(-3000)}`);
+  }
+}
+
+/**
+ * Build an initramfs with real dracut or real mkinitramfs and our hooks from
+ * the source tree, for the unpacked Debian kernel; ISBOOT_BIN names the
+ * isboot in `isbootDir` (see {@link runMkinitramfs}, {@link runDracut}).
  */
 export async function buildInitrd(
   kind: InitramfsKind,
@@ -257,78 +406,21 @@ export async function buildInitrd(
   const key = await inputsKey(isbootDir, kind, kernel);
   const out = `${E2E_DIR}/initrd-${kind}-${key}.img`;
   if (await exists(out)) return out;
-  const bin = `${isbootDir}/isboot`;
-  const moddir = `${kernel.root}/lib/modules/${kernel.kver}`;
+  const env = { ...Deno.env.toObject(), ISBOOT_BIN: `${isbootDir}/isboot` };
   const work = await Deno.makeTempDir({ dir: E2E_DIR, prefix: `${kind}-` });
   try {
     if (kind === "dracut") {
-      const base = `${work}/dracut`;
-      await run("cp", ["-a", "/usr/lib/dracut", base]);
-      await Deno.symlink(`${ROOT}initramfs-hook/dracut/95isboot`, `${base}/modules.d/95isboot`);
-      await Deno.mkdir(`${work}/conf.d`);
-      await run("dracut", [
-        "--force",
-        "--no-hostonly",
-        "--kver",
-        kernel.kver,
-        "--kmoddir",
-        moddir,
-        "--conf",
-        "/dev/null",
-        "--confdir",
-        `${work}/conf.d`,
-        "-a",
-        "isboot",
-        "-o",
-        "crypt dm nvdimm lunmask resume virtiofs",
-        "--compress",
-        "zstd -3 -T0",
-        `${out}.tmp`,
-      ], { env: { ...Deno.env.toObject(), dracutbasedir: base, ISBOOT_BIN: bin } });
+      const base = await dracutBaseDir(work, `${ROOT}initramfs-hook/dracut/95isboot`);
+      check("dracut", await runDracut(kernel, base, work, `${out}.tmp`, { env }));
     } else {
       const conf = `${work}/conf`;
-      await Deno.mkdir(`${conf}/hooks`, { recursive: true });
-      await Deno.mkdir(`${conf}/scripts/local-top`, { recursive: true });
-      await Deno.mkdir(`${conf}/conf.d`, { recursive: true });
-      await Deno.writeTextFile(
-        `${conf}/initramfs.conf`,
-        "MODULES=most\nBUSYBOX=auto\nCOMPRESS=zstd\nCOMPRESSLEVEL=3\n",
-      );
-      await Deno.copyFile(
-        `${ROOT}initramfs-hook/initramfs-tools/hooks/isboot`,
-        `${conf}/hooks/isboot`,
-      );
-      await Deno.copyFile(
-        `${ROOT}initramfs-hook/initramfs-tools/scripts/local-top/isboot`,
-        `${conf}/scripts/local-top/isboot`,
-      );
-      await Deno.chmod(`${conf}/hooks/isboot`, 0o755);
-      await Deno.chmod(`${conf}/scripts/local-top/isboot`, 0o755);
-      // mkinitramfs reads /usr/lib/modules/KVER and /boot/config-KVER: give it the
-      // unpacked kernel's in a private mount namespace (the mount points must exist).
-      let made = false;
-      if (!(await exists("/usr/lib/modules"))) {
-        await Deno.mkdir("/usr/lib/modules");
-        made = true;
+      await initramfsToolsConf(conf);
+      for (const f of ["hooks/isboot", "scripts/local-top/isboot"]) {
+        await Deno.mkdir(`${conf}/${f.replace(/\/[^/]*$/, "")}`, { recursive: true });
+        await Deno.copyFile(`${ROOT}initramfs-hook/initramfs-tools/${f}`, `${conf}/${f}`);
+        await Deno.chmod(`${conf}/${f}`, 0o755);
       }
-      try {
-        await run("unshare", [
-          "--mount",
-          "--propagation",
-          "private",
-          "sh",
-          "-c",
-          'mount --bind "$1" /usr/lib/modules && mount --bind "$2" /boot && exec mkinitramfs -d "$3" -o "$4" "$5"',
-          "sh",
-          `${kernel.root}/lib/modules`,
-          `${kernel.root}/boot`,
-          conf,
-          `${out}.tmp`,
-          kernel.kver,
-        ], { env: { ...Deno.env.toObject(), ISBOOT_BIN: bin } });
-      } finally {
-        if (made) await Deno.remove("/usr/lib/modules").catch(() => {});
-      }
+      check("mkinitramfs", await runMkinitramfs(kernel, conf, `${out}.tmp`, { env }));
     }
     await Deno.rename(`${out}.tmp`, out);
     await pruneCache(`initrd-${kind}-`, ".img", out);

@@ -3,30 +3,95 @@
 # netroot=iscsi:...) through isboot, which serves it to the kernel as /dev/nbdN.
 # Build with:  dracut -a isboot [--kver KVER] initrd.img
 # Installed to /usr/lib/dracut/modules.d/95isboot by `make install`.
+#
+# Which isboot: the one `make install` installed. It writes that path (without
+# DESTDIR) over the @ISBOOT_BIN@ placeholder below, because dracut runs with
+# PATH=/sbin:/bin:/usr/sbin:/usr/bin, where PREFIX=/usr/local/bin is not.
+# ISBOOT_BIN=/path/to/isboot overrides it (developers running the module from
+# a source tree, where the placeholder is left as it is). It is a single
+# executable, or (bundle form) a launcher with isboot.js and deno beside it.
+#
+# In the image isboot is /usr/bin/isboot (bundle: a link to the launcher
+# /usr/lib/isboot/isboot, beside isboot.js and deno); isboot-run.sh calls it.
+#
+# An image without isboot cannot mount an iSCSI root. When the module is
+# wanted (-a isboot, or host-only with / on NBD) and isboot cannot be put in,
+# dracut stops with exit status 1 and one line on stderr (dfatal), "dracut:
+# isboot: cannot add isboot to the initramfs: REASON". The module exits
+# dracut itself: dracut 059 silently drops a module whose check() fails
+# unless it was named with -a/-m, and it ignores what install() returns
+# (dfatal alone only prints).
 
-# Where isboot lives: a single executable, or (bundle form) a launcher with
-# isboot.js and deno beside it. ISBOOT_BIN overrides the lookup.
+isboot_installed=@ISBOOT_BIN@
+
+# The path isboot is taken from (ISBOOT_BIN, else the recorded one).
 isboot_bin() {
-    local b="${ISBOOT_BIN:-$(command -v isboot)}"
-    [[ -n $b ]] && readlink -f "$b"
+    echo "${ISBOOT_BIN:-$isboot_installed}"
+}
+
+# Print why isboot at $1 cannot go into the image; nothing when it can.
+isboot_problem() {
+    local bin=$1 real dir
+    if [[ $bin == @*@ ]]; then
+        echo "this module was not installed by \`make install\` and ISBOOT_BIN is not set"
+        return
+    fi
+    real=$(readlink -f "$bin")
+    if [[ ! -f $real || ! -x $real ]]; then
+        echo "$bin is missing or not executable (reinstall with \`make install\`, or set ISBOOT_BIN)"
+        return
+    fi
+    dir=${real%/*}
+    if isboot_is_launcher "$real" && [[ ! -f $dir/isboot.js || ! -x $dir/deno ]]; then
+        echo "$real is the bundle launcher, but $dir/isboot.js or $dir/deno is missing"
+    fi
+}
+
+# The bundle form's launcher is a shell script; a single executable is not.
+isboot_is_launcher() {
+    [[ $(head -c 2 "$1") == "#!" ]]
+}
+
+# Stop dracut: the image it would build cannot boot.
+isboot_fatal() {
+    dfatal "isboot: cannot add isboot to the initramfs: $*"
+    exit 1
+}
+
+# / is on an NBD device (host-only images of a machine isboot booted).
+isboot_root_on_nbd() {
+    local src
+    src=$(findmnt -no SOURCE / 2> /dev/null)
+    [[ $src == /dev/nbd* ]]
+}
+
+# Wanted: asked for by name (-a, --add, -m, --force-add), or the host-only
+# image of a machine whose root is on NBD.
+isboot_wanted() {
+    [[ " $dracutmodules $add_dracutmodules $force_add_dracutmodules " == *" isboot "* ]] \
+        || { [[ $hostonly ]] && isboot_root_on_nbd; }
 }
 
 check() {
-    local bin
-    bin=$(isboot_bin) || return 1
-    [[ -x $bin ]] || return 1
-    # Only on request (-a isboot), or in host-only mode when the root is on NBD.
-    if [[ $hostonly ]]; then
-        local src
-        src=$(findmnt -no SOURCE / 2> /dev/null)
-        [[ $src == /dev/nbd* ]] && return 0
+    local bin problem
+    bin=$(isboot_bin)
+    problem=$(isboot_problem "$bin")
+    [[ $problem ]] || require_binaries "$bin" || problem="$bin is missing or not executable"
+    if [[ $problem ]]; then
+        isboot_wanted && isboot_fatal "$problem"
+        dinfo "dracut module 'isboot' will not be installed: $problem"
+        return 1
     fi
+    # Only on request (-a isboot), or in host-only mode when the root is on NBD.
+    [[ $hostonly ]] && isboot_root_on_nbd && return 0
     return 255
 }
 
 depends() {
-    # udev loads the NIC driver; isboot configures the NIC itself (no network module).
-    echo udev-rules
+    # udev-rules: udev loads the NIC driver (isboot configures the NIC itself:
+    # no network module). rootfs-block: waits for root=UUID=... on /dev/nbdNpM
+    # and mounts it.
+    echo udev-rules rootfs-block
     return 0
 }
 
@@ -54,26 +119,32 @@ installkernel() {
 }
 
 install() {
-    local bin dir
+    local bin real dir problem
     bin=$(isboot_bin)
-    dir=${bin%/*}
-    if [[ -f $dir/isboot.js && -x $dir/deno ]]; then
+    problem=$(isboot_problem "$bin")
+    [[ $problem ]] && isboot_fatal "$problem"
+    real=$(readlink -f "$bin")
+    dir=${real%/*}
+    if isboot_is_launcher "$real"; then
         # Bundle form: deno (with its libraries), the bundle, and a launcher
         # with fixed paths (no readlink/dirname needed at boot).
-        inst_binary "$dir/deno" /usr/lib/isboot/deno
-        inst_simple "$dir/isboot.js" /usr/lib/isboot/isboot.js
-        sed 's|^here=.*|here=/usr/lib/isboot|' "$bin" > "$initdir/usr/lib/isboot/isboot"
-        chmod 0755 "$initdir/usr/lib/isboot/isboot"
-        ln_r /usr/lib/isboot/isboot /usr/bin/isboot
+        inst_binary "$dir/deno" /usr/lib/isboot/deno || isboot_fatal "copying $dir/deno failed"
+        inst_simple "$dir/isboot.js" /usr/lib/isboot/isboot.js \
+            || isboot_fatal "copying $dir/isboot.js failed"
+        sed 's|^here=.*|here=/usr/lib/isboot|' "$real" > "$initdir/usr/lib/isboot/isboot" \
+            && chmod 0755 "$initdir/usr/lib/isboot/isboot" \
+            && ln_r /usr/lib/isboot/isboot /usr/bin/isboot \
+            || isboot_fatal "writing the launcher /usr/lib/isboot/isboot failed"
     else
-        inst_binary "$bin" /usr/bin/isboot
+        inst_binary "$real" /usr/bin/isboot || isboot_fatal "copying $real failed"
     fi
+    [[ -x $initdir/usr/bin/isboot ]] || isboot_fatal "/usr/bin/isboot is not in the image after copying"
     inst_multiple modprobe
     # ISA-L's CRC32C for iSCSI digests; optional (isboot falls back to hash-wasm).
     inst_libdir_file "libisal.so.2*" || :
-    inst_hook cmdline 90 "$moddir/isboot-parse.sh"
-    inst_simple "$moddir/isboot-run.sh" /sbin/isboot-run
-    chmod 0755 "$initdir/sbin/isboot-run"
+    inst_hook cmdline 90 "$moddir/isboot-parse.sh" \
+        && inst_script "$moddir/isboot-run.sh" /sbin/isboot-run \
+        || isboot_fatal "installing the scripts that start isboot at boot failed"
     # /dev/kmsg and /proc must exist when the daemon starts; dracut's base has them.
     dracut_need_initqueue
 }
