@@ -25,6 +25,7 @@ import {
   runDracut,
   runMkinitramfs,
 } from "../e2e/lib.ts";
+import { exists } from "../helpers/fs.ts";
 
 const dec = new TextDecoder();
 /** Where isboot goes with the default PREFIX, as the hooks record it. */
@@ -42,15 +43,6 @@ async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
     );
   }
   return dec.decode(o.stdout);
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** A fresh `make install DESTDIR=...` (default PREFIX); `removeExecutable` then deletes isboot. */

@@ -28,6 +28,7 @@ import {
   type VmResult,
 } from "../vm/lib.ts";
 import type { Tgtd } from "../helpers/tgtd.ts";
+import { exists } from "../helpers/fs.ts";
 
 export const E2E_DIR = `${ROOT}build/e2e`;
 export const TARGET_IQN = "iqn.2026-11.test:root";
@@ -60,15 +61,6 @@ async function run(
     );
   }
   return dec.decode(o.stdout) + dec.decode(o.stderr);
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Remove older cached builds `PREFIX*SUFFIX` in E2E_DIR other than `keep`. */

@@ -36,6 +36,7 @@
  */
 import { ROOT } from "../helpers/cli.ts";
 import { Tgtd } from "../helpers/tgtd.ts";
+import { exists } from "../helpers/fs.ts";
 
 /** Where downloaded kernels and per-run files live (git-ignored). */
 export const VM_DIR = `${ROOT}build/vm`;
@@ -66,15 +67,6 @@ async function run(
     );
   }
   return decoder.decode(o.stdout);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** An unpacked Debian kernel. */
