@@ -148,6 +148,10 @@ function isZero(a: IpAddress | null): boolean {
   return a === null || a.bytes.every((x) => x === 0);
 }
 
+function isLoopback(a: IpAddress): boolean {
+  return a.family === 4 ? a.bytes[0] === 127 : a.bytes.every((x, i) => x === (i === 15 ? 1 : 0));
+}
+
 function cidr(a: IpAddress, prefix: number): string {
   return `${formatIp(a)}/${prefix}`;
 }
@@ -209,6 +213,8 @@ export function assignTargets(
 ): Map<ConfiguredNic, IpAddress[]> {
   const out = new Map<ConfiguredNic, IpAddress[]>(nics.map((n) => [n, []]));
   for (const t of targets) {
+    // A target on this host (a test, a local proxy) is reached over lo, never over a NIC.
+    if (isLoopback(t)) continue;
     const local = nics.find((n) =>
       n.config.address && samePrefix(n.config.address, t, n.config.prefixLength)
     );

@@ -9,6 +9,7 @@
 import { parseIp } from "../../src/net/addr.ts";
 import { configureNic, type NicConfig } from "../../src/net/configure.ts";
 import { NicGuard } from "../../src/net/guard.ts";
+import { startBootGuard } from "../../src/boot/guard.ts";
 import { Rtnetlink, RTPROT_STATIC } from "../../src/net/rtnetlink.ts";
 import { Logger } from "../../src/log.ts";
 
@@ -20,6 +21,8 @@ interface Input {
   gateway: string | null;
   targets: string[];
   recvBufferBytes?: number;
+  /** Start it the way the boot daemon does (src/boot/guard.ts), writing under this root. */
+  root?: string;
 }
 
 const input = JSON.parse(Deno.args[0]) as Input;
@@ -55,10 +58,22 @@ if (off) {
   );
 }
 rt.close();
-const guard = off ? null : NicGuard.start([nic], input.targets.map((t) => parseIp(t)!), {
-  log,
-  ...(input.recvBufferBytes !== undefined ? { recvBufferBytes: input.recvBufferBytes } : {}),
-});
+const guard = off ? null : input.root
+  ? await startBootGuard(
+    [nic],
+    input.targets.map((host, i) => ({
+      label: `target ${i}`,
+      host,
+      port: 3260,
+      lun: 0,
+      targetName: "iqn.2026-11.test:guard",
+    })),
+    { log, root: input.root },
+  )
+  : NicGuard.start([nic], input.targets.map((t) => parseIp(t)!), {
+    log,
+    ...(input.recvBufferBytes !== undefined ? { recvBufferBytes: input.recvBufferBytes } : {}),
+  });
 log.info("helper ready");
 const enc = new TextEncoder();
 let buf = "";
@@ -73,4 +88,4 @@ for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream(
     }
   }
 }
-guard?.stop();
+await guard?.stop();

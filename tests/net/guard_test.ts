@@ -7,6 +7,7 @@
  * and every test here fails.
  */
 import assert from "node:assert/strict";
+import { formatGuard } from "../../src/cli/status.ts";
 import { Collected, ipj, type Json, sh, withNetns } from "./netns.ts";
 
 const HELPER = new URL("./guard_helper.ts", import.meta.url).pathname;
@@ -259,4 +260,33 @@ Deno.test("guard: after a netlink overrun (ENOBUFS) it reads the state again and
     assert.ok(await hasHostRoute(ns));
     assert.ok((await h.status())[0].overruns >= 1);
   });
+});
+
+Deno.test("guard: started as the boot daemon does, it publishes boot-nics while it runs and shows in status", async () => {
+  const root = await Deno.makeTempDir({ prefix: "isboot-guard-" });
+  try {
+    await withGuard({ root }, async (ns, h) => {
+      await h.err.until(/for the target/);
+      assert.equal(await Deno.readTextFile(`${root}/run/isboot/boot-nics`), "boot0\n");
+      await sh("ip", ["-n", ns, "addr", "flush", "dev", "boot0"]);
+      await h.err.until(/address 192\.0\.2\.10\/24 was removed, added it back/);
+      const [st] = await h.status();
+      assert.equal(st.nic, "boot0");
+      assert.equal(st.parent, null);
+      assert.deepEqual(st.routes, [
+        "192.0.2.0/24 dev boot0",
+        "203.0.113.5/32 via 192.0.2.1 dev boot0",
+      ]);
+      assert.equal(st.restores, 1);
+      const text = formatGuard(st);
+      assert.match(text, /^ {2}boot NIC guard: boot0 192\.0\.2\.10\/24 {2}restores 1\n/);
+      assert.match(text, /routes guarded: 192\.0\.2\.0\/24 dev boot0, 203\.0\.113\.5\/32 via/);
+      assert.match(text, /last event: .*removed/);
+      assert.match(text, /last restore: .*address 192\.0\.2\.10\/24 was removed/);
+    });
+    // The daemon is gone: nothing tells ifupdown to keep the link any more.
+    await assert.rejects(Deno.stat(`${root}/run/isboot/boot-nics`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
