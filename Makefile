@@ -65,9 +65,11 @@ demo: dist/isboot test-deps
 
 # Install the executable in the form it was built (single file, or launcher +
 # isboot.js + deno kept together under $(PREFIX)/lib/isboot with a bin symlink)
-# and both initramfs hooks where dracut and initramfs-tools look for them.
+# and both initramfs hooks where dracut and initramfs-tools look for them, and
+# the ifupdown hook that keeps the boot NIC up in the booted system.
 DRACUT_MODULES_DIR    ?= /usr/lib/dracut/modules.d
 INITRAMFS_TOOLS_DIR   ?= /usr/share/initramfs-tools
+IFUPDOWN_DIR          ?= /etc/network
 install: dist/isboot
 	@if [ -f dist/isboot.js ]; then \
 	  install -d $(DESTDIR)$(PREFIX)/lib/isboot $(DESTDIR)$(PREFIX)/bin && \
@@ -83,6 +85,11 @@ install: dist/isboot
 	install -D -m 0755 initramfs-hook/initramfs-tools/hooks/isboot $(DESTDIR)$(INITRAMFS_TOOLS_DIR)/hooks/isboot
 	install -D -m 0755 initramfs-hook/initramfs-tools/scripts/local-top/isboot \
 	  $(DESTDIR)$(INITRAMFS_TOOLS_DIR)/scripts/local-top/isboot
+# The booted system's network stacks: ifupdown must not take down the links
+# that carry the root disk (networkd and NetworkManager get their hand-off
+# files under /run from the daemon at boot; nothing to install for them).
+	install -D -m 0755 initramfs-hook/ifupdown/if-pre-down.d/isboot \
+	  $(DESTDIR)$(IFUPDOWN_DIR)/if-pre-down.d/isboot
 
 # Performance (never part of `make test`): installs bench/deps.apt, then runs the
 # CRC32C study and isboot serve against qemu-nbd (libiscsi) and the ceilings;
