@@ -47,8 +47,13 @@ export async function startBootGuard(
   o: { log: Logger; root: string },
 ): Promise<BootGuard> {
   const path = `${o.root.replace(/\/$/, "")}${BOOT_NICS_FILE}`;
-  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
-  await Deno.writeTextFile(path, bootNicsText(nics));
+  try {
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+    await Deno.writeTextFile(path, bootNicsText(nics));
+  } catch (e) {
+    // The hooks then cannot tell the boot NIC; the guard still keeps it.
+    o.log.warn(`cannot write ${path}: ${e instanceof Error ? e.message : e}`);
+  }
   const addresses = targets.map((t) => parseIp(t.host)).filter((a) => a !== null);
   let guard: NicGuard | null = null;
   try {
