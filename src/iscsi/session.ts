@@ -1135,8 +1135,12 @@ export class Session implements ScsiTransport {
   /** A command ran past its timeout: queue its escalation behind any running one. */
   #timedOut(t: Task, sends: number): void {
     t.timer = undefined;
-    const run = () => this.#escalate(t, sends);
-    this.#escalation = this.#escalation.then(run, run);
+    // Never rejects: a failed escalation must not stop the next one, nor end the process.
+    const run = () =>
+      this.#escalate(t, sends).catch((e) =>
+        this.#failConn(this.#conn, e instanceof Error ? e : new Error(String(e)))
+      );
+    this.#escalation = this.#escalation.then(run);
   }
 
   /**
