@@ -39,7 +39,8 @@ stay as the root-storage daemon '@isboot'. Exits 0 once the device is ready.
 
 Kernel command line (see the README for all): rd.iscsi.firmware, ip=ibft,
 rd.iscsi.initiator=IQN, netroot=iscsi:..., isboot.device=, isboot.timeout=,
-isboot.link_timeout=, isboot.recovery_timeout=, isboot.header_digest=,
+isboot.link_timeout=, isboot.recovery_timeout=, isboot.command_timeout=,
+isboot.header_digest=,
 isboot.data_digest=, isboot.source=, isboot.handoff=, isboot.poll_us=, isboot.debug,
 isboot=off.
 
