@@ -70,8 +70,10 @@ demo: dist/isboot test-deps
 # and both initramfs hooks where dracut and initramfs-tools look for them. The
 # hooks get the executable's installed path (without DESTDIR) written in:
 # mkinitramfs and dracut run them with a PATH that has no /usr/local/bin.
+# Also the ifupdown hook that keeps the boot NIC up in the booted system.
 DRACUT_MODULES_DIR    ?= /usr/lib/dracut/modules.d
 INITRAMFS_TOOLS_DIR   ?= /usr/share/initramfs-tools
+IFUPDOWN_DIR          ?= /etc/network
 ISBOOT_INSTALLED      := $(PREFIX)/bin/isboot
 HOOK_FILES := dracut/95isboot/module-setup.sh dracut/95isboot/isboot-parse.sh \
   dracut/95isboot/isboot-run.sh initramfs-tools/hooks/isboot \
@@ -100,6 +102,11 @@ install: dist/isboot
 	  ! grep -q '@ISBOOT_BIN@$$' $$to.tmp || { echo "make install: $$to: placeholder left" >&2; exit 1; }; \
 	  chmod 0755 $$to.tmp && mv -f $$to.tmp $$to; \
 	done
+# The booted system's network stacks: ifupdown must not take down the links
+# that carry the root disk (networkd and NetworkManager get their hand-off
+# files under /run from the daemon at boot; nothing to install for them).
+	install -D -m 0755 initramfs-hook/ifupdown/if-pre-down.d/isboot \
+	  $(DESTDIR)$(IFUPDOWN_DIR)/if-pre-down.d/isboot
 
 # Performance (never part of `make test`): installs bench/deps.apt, then runs the
 # CRC32C study and isboot serve against qemu-nbd (libiscsi) and the ceilings;

@@ -21,6 +21,7 @@
  * - `isboot=off`: do nothing (rescue).
  * - `isboot.device=/dev/nbdN`, `isboot.timeout=S`, `isboot.link_timeout=S`,
  *   `isboot.recovery_timeout=S|forever` (default forever; 0: no recovery),
+ *   `isboot.command_timeout=S|none` (default 30; abort, reset, reconnect, re-issue),
  *   `isboot.header_digest=crc32c|none`,
  *   `isboot.data_digest=crc32c|none`, `isboot.debug`, `isboot.source=auto|acpi|sysfs|mem`,
  *   `isboot.handoff=all|none|LIST` (ifupdown,networkd,nm), `isboot.poll_us=N` (busy-poll
@@ -149,6 +150,8 @@ export interface BootCmdline {
   readonly timeoutMs: number;
   readonly linkTimeoutMs: number;
   readonly recoveryTimeoutMs: number;
+  /** A command without status after this long is escalated and re-issued; 0: never. */
+  readonly commandTimeoutMs: number;
   readonly headerDigest?: Digest;
   readonly dataDigest?: Digest;
   readonly debug: boolean;
@@ -167,6 +170,12 @@ export const BOOT_DEFAULTS = {
   linkTimeoutMs: 30_000,
   /** The root disk waits for the target as long as it takes: an I/O error would cost the root filesystem. */
   recoveryTimeoutMs: Infinity,
+  /**
+   * A hung command is aborted (then its LU reset, then the connection
+   * dropped) and issued again after 30 s, Linux's SCSI disk default; with
+   * recovery forever this never turns into an I/O error.
+   */
+  commandTimeoutMs: 30_000,
 } as const;
 
 /**
@@ -198,6 +207,7 @@ export const ISBOOT_OPTIONS = [
   "timeout",
   "link_timeout",
   "recovery_timeout",
+  "command_timeout",
   "header_digest",
   "data_digest",
   "debug",
@@ -386,6 +396,7 @@ export function parseBootCmdline(line: string): BootCmdline {
   let timeoutMs: number = BOOT_DEFAULTS.timeoutMs;
   let linkTimeoutMs: number = BOOT_DEFAULTS.linkTimeoutMs;
   let recoveryTimeoutMs: number = BOOT_DEFAULTS.recoveryTimeoutMs;
+  let commandTimeoutMs: number = BOOT_DEFAULTS.commandTimeoutMs;
   let headerDigest: Digest | undefined, dataDigest: Digest | undefined;
   let pollUs: number | undefined;
   let source: IbftSource = "auto";
@@ -486,6 +497,9 @@ export function parseBootCmdline(line: string): BootCmdline {
           ? Infinity
           : seconds(name, value);
         break;
+      case "command_timeout":
+        commandTimeoutMs = value === "none" ? 0 : seconds(name, value);
+        break;
       case "header_digest":
       case "data_digest": {
         const d = v.toLowerCase();
@@ -549,6 +563,7 @@ export function parseBootCmdline(line: string): BootCmdline {
     timeoutMs,
     linkTimeoutMs,
     recoveryTimeoutMs,
+    commandTimeoutMs,
     ...(headerDigest ? { headerDigest } : {}),
     ...(dataDigest ? { dataDigest } : {}),
     debug,

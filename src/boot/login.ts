@@ -38,6 +38,8 @@ export async function loginTarget(t: BootTarget, o: LoginOptions): Promise<Block
     loginTimeoutMs: 15_000,
     // isboot.recovery_timeout= (src/boot/cmdline.ts): how long I/O waits for a lost connection.
     recoveryTimeoutMs: o.recoveryTimeoutMs,
+    // isboot.command_timeout=: a hung command is aborted and re-issued, never failed by this.
+    ...(o.commandTimeoutMs ? { commandTimeoutMs: o.commandTimeoutMs } : {}),
     portals: failoverPortals(t, o.targets ?? []),
   }, { log: o.log });
   return opened.device;

@@ -26,6 +26,8 @@ export interface LoginOptions {
   readonly headerDigest?: "crc32c" | "none";
   readonly dataDigest?: "crc32c" | "none";
   readonly recoveryTimeoutMs: number;
+  /** isboot.command_timeout= (0: never); absent: none. */
+  readonly commandTimeoutMs?: number;
   /**
    * Every target of the plan: the session fails over to the others that
    * name the same IQN and LUN when its portal is unreachable (docs/iscsi.md, "Recovery").
@@ -206,6 +208,7 @@ export async function runBoot(
       ...(cmd.headerDigest ? { headerDigest: cmd.headerDigest } : {}),
       ...(cmd.dataDigest ? { dataDigest: cmd.dataDigest } : {}),
       recoveryTimeoutMs: cmd.recoveryTimeoutMs,
+      commandTimeoutMs: cmd.commandTimeoutMs,
       targets: spec.targets,
       log,
     },

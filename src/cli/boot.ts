@@ -23,6 +23,7 @@ import {
   T0_ENV,
   tellLauncher,
 } from "../boot/daemon.ts";
+import { type BootGuard, startBootGuard } from "../boot/guard.ts";
 import { type Booted, runBoot } from "../boot/sequence.ts";
 import { portal, resolveBoot } from "../boot/spec.ts";
 import { controlPath, ControlServer, type SessionStatus } from "../control/control.ts";
@@ -38,7 +39,8 @@ stay as the root-storage daemon '@isboot'. Exits 0 once the device is ready.
 
 Kernel command line (see the README for all): rd.iscsi.firmware, ip=ibft,
 rd.iscsi.initiator=IQN, netroot=iscsi:..., isboot.device=, isboot.timeout=,
-isboot.link_timeout=, isboot.recovery_timeout=, isboot.header_digest=,
+isboot.link_timeout=, isboot.recovery_timeout=, isboot.command_timeout=,
+isboot.header_digest=,
 isboot.data_digest=, isboot.source=, isboot.handoff=, isboot.poll_us=, isboot.debug,
 isboot=off.
 
@@ -159,13 +161,16 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         timing: booted.timing,
       }) + "\n",
     );
-    await listenControl(booted, log);
+    // From here on the root's network stack may touch the boot NIC; the guard keeps it.
+    const guard = await startBootGuard(booted.nics, spec.targets, { log, root: v.root ?? "/" });
+    await listenControl(booted, guard, log);
     becomeRootStorageDaemon(log);
     const kmsg = kmsgSink();
     if (inDaemon) tellLauncher(`READY ${booted.device} ${ms}`);
     if (kmsg) log.setSink(kmsg);
     log.info(`serving ${booted.device} as the root-storage daemon (pid ${Deno.pid})`);
     await booted.attached.done;
+    await guard.stop();
     log.info(`${booted.device} was disconnected; exiting`);
     return 0;
   } catch (e) {
@@ -179,7 +184,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
  * Answer `isboot status` (and a takeover's `release`) on /run/isboot/nbdN.ctl,
  * like `isboot attach` does. `detach` is refused: this device is the root disk.
  */
-async function listenControl(b: Booted, log: Logger): Promise<void> {
+async function listenControl(b: Booted, guard: BootGuard, log: Logger): Promise<void> {
   const started = new Date();
   const a = b.attached;
   const status = (): SessionStatus => ({
@@ -199,6 +204,7 @@ async function listenControl(b: Booted, log: Logger): Promise<void> {
     errors: a.counters.errors,
     reconnects: 0,
     session: { role: "root-storage daemon (isboot boot)", interfaces: b.nics.map((n) => n.ifname) },
+    guard: guard.status(),
   });
   try {
     await ControlServer.listen(controlPath(a.index), (req) => {

@@ -3,6 +3,7 @@
  * under /run/isboot/) and every connected kernel NBD device.
  */
 import { controlRequest, listControlSockets, type SessionStatus } from "../control/control.ts";
+import type { GuardStatus } from "../net/guard.ts";
 import { nbdDevicePath, NbdKernel, readNbdSysfs } from "../nbd/kernel.ts";
 import { NetlinkError } from "../sys/netlink.ts";
 import { parseCommand, printJson } from "./args.ts";
@@ -14,8 +15,13 @@ Show isboot sessions (target, device, requests, bytes, errors, reconnects)
 and the kernel's NBD devices. --json prints one document:
   { "sessions": [ { "pid", "device", "target", "backend", "startedAt", "uptimeSec",
                     "sizeBytes", "blockSize", "readOnly", "connections", "requests",
-                    "bytesRead", "bytesWritten", "errors", "reconnects", "session"? } ],
+                    "bytesRead", "bytesWritten", "errors", "reconnects", "session"?,
+                    "guard"?: [ { "nic", "parent", "address", "routes", "restores", "overruns",
+                                  "lastEvent", "lastEventAt", "lastRestore" } ] } ],
     "devices":  [ { "device", "index", "connected", "sizeBytes", "backend", "pid", "daemon" } ] }
+"guard" is the boot NIC guard of the root-storage daemon (isboot boot): the
+link, address and routes it keeps in place, how often it put them back, and
+the last change another program made to them.
 A device whose "daemon" is false has no isboot serving it (crashed or killed):
 its I/O waits for a takeover until the dead-connection timeout.
 `;
@@ -32,6 +38,23 @@ export interface DeviceStatus {
   pid: number | null;
   /** An isboot control socket answered for this device. */
   daemon: boolean;
+}
+
+/**
+ * The text lines for one guarded NIC.
+ *
+ * @example
+ * ```ts
+ * formatGuard(status.guard[0]); // "  boot NIC guard: eno1 192.0.2.10/24 ..."
+ * ```
+ */
+export function formatGuard(g: GuardStatus): string {
+  const nic = g.parent ? `${g.nic} (VLAN on ${g.parent})` : g.nic;
+  return `  boot NIC guard: ${nic} ${g.address ?? "no address"}  restores ${g.restores}` +
+    (g.overruns ? `  overruns ${g.overruns}` : "") + "\n" +
+    (g.routes.length ? `    routes guarded: ${g.routes.join(", ")}\n` : "") +
+    `    last event: ${g.lastEvent ? `${g.lastEvent} (${g.lastEventAt})` : "none"}\n` +
+    (g.lastRestore ? `    last restore: ${g.lastRestore}\n` : "");
 }
 
 async function run(args: string[], ctx: CommandContext): Promise<number> {
@@ -88,6 +111,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         `  requests ${s.requests}  read ${s.bytesRead} B  written ${s.bytesWritten} B  errors ${s.errors}` +
         `  reconnects ${s.reconnects}  connections ${s.connections}\n`,
     );
+    for (const g of s.guard ?? []) ctx.out(formatGuard(g));
   }
   for (const d of devices.filter((d) => !d.daemon)) {
     ctx.out(`${d.device}  connected, no isboot daemon answering  backend ${d.backend ?? "-"}\n`);

@@ -1,7 +1,7 @@
 /**
  * Options shared by every command that logs in to a target (`discover`,
  * `probe`, `serve`, `attach`): initiator name, CHAP and mutual CHAP, CHAP
- * algorithms, digests, failover portals, recovery timeout. The parsing
+ * algorithms, digests, failover portals, recovery and command timeouts. The parsing
  * lives in src/iscsi/config.ts (re-exported here); this file holds the
  * parseArgs table and the help text.
  *
@@ -17,6 +17,7 @@ import type { ParseArgsConfig } from "node:util";
 export {
   checkIscsiName,
   defaultInitiatorName,
+  parseCommandTimeout,
   parsePortalOptions,
   parseRecoveryTimeout,
   parseTargetOptions,
@@ -39,6 +40,7 @@ export const TARGET_OPTIONS = {
   "data-digest": { type: "string" },
   portal: { type: "string", multiple: true },
   "recovery-timeout": { type: "string" },
+  "command-timeout": { type: "string" },
 } as const satisfies Options;
 
 /** Help text for the shared options, to append to a command's usage. */
@@ -56,4 +58,7 @@ export const TARGET_OPTIONS_HELP = `target options:
                              first cannot be reached (repeatable; failover)
   --recovery-timeout SECONDS how long I/O waits for a lost connection to come back
                              before failing (default none: wait forever; 0: no recovery)
+  --command-timeout SECONDS  a command without status after this long gets ABORT TASK,
+                             then LOGICAL UNIT RESET, then a reconnect, and is issued
+                             again (default none: wait for the target)
 `;

@@ -22,6 +22,7 @@
  * ```
  */
 import { OperationalError } from "../errors.ts";
+import type { GuardStatus } from "../net/guard.ts";
 
 /** Where control sockets live. */
 export const CONTROL_DIR = "/run/isboot";
@@ -57,6 +58,8 @@ export interface SessionStatus {
   reconnects: number;
   /** Extra facts of the backend (iSCSI session parameters...), no secrets. */
   session?: Record<string, unknown>;
+  /** The boot NIC guard of `isboot boot`, one entry per boot NIC (absent for `attach`). */
+  guard?: GuardStatus[];
 }
 
 export type ControlRequest = { cmd: "status" } | { cmd: "detach" } | { cmd: "release" };

@@ -1,7 +1,7 @@
 /**
  * Session configuration from what a user gives: an `iscsi://` URI, the
  * shared target options (initiator name, CHAP and mutual CHAP, CHAP
- * algorithms, digests, extra portals, recovery timeout) and the
+ * algorithms, digests, extra portals, recovery and command timeouts) and the
  * environment. Secrets come from files or the environment
  * (ISBOOT_CHAP_SECRET, ISBOOT_MUTUAL_SECRET), or, discouraged, from the
  * URI's `user%password@` part; they are read here into bytes and never
@@ -47,6 +47,8 @@ export interface TargetOptionValues {
   portal?: string | boolean | (string | boolean)[];
   /** Seconds commands wait for recovery; "none" or absent: forever. */
   "recovery-timeout"?: string | boolean;
+  /** Seconds before a command is aborted and re-issued; "none", 0 or absent: never. */
+  "command-timeout"?: string | boolean;
 }
 
 const NAME_RE =
@@ -218,6 +220,7 @@ export async function sessionConfigFromUri(
   const o = await parseTargetOptions(values, env, uri);
   const portals = parsePortalOptions(values.portal);
   const recovery = parseRecoveryTimeout(values["recovery-timeout"]);
+  const command = parseCommandTimeout(values["command-timeout"]);
   return {
     portal: { host: uri.host, port: uri.port },
     targetName: uri.targetName,
@@ -225,6 +228,7 @@ export async function sessionConfigFromUri(
     ...o,
     ...(portals.length ? { portals } : {}),
     ...(recovery !== undefined ? { recoveryTimeoutMs: recovery } : {}),
+    ...(command !== undefined ? { commandTimeoutMs: command } : {}),
     ...extra,
   };
 }
@@ -269,6 +273,29 @@ export function parseRecoveryTimeout(v: string | boolean | undefined): number | 
   if (!/^\d{1,7}(\.\d{1,3})?$/.test(v)) {
     throw new UsageError(
       `--recovery-timeout must be seconds (0-9999999) or none, not '${v.slice(0, 32)}'`,
+    );
+  }
+  return Math.round(Number(v) * 1000);
+}
+
+/**
+ * `--command-timeout SECONDS`: a command without status after this long is
+ * escalated (ABORT TASK, LOGICAL UNIT RESET, reconnect) and re-issued;
+ * "none" or 0 = never (the default). Returns milliseconds, 0 for never.
+ *
+ * @example
+ * ```ts
+ * parseCommandTimeout("30"); // 30000
+ * parseCommandTimeout("none"); // 0
+ * ```
+ */
+export function parseCommandTimeout(v: string | boolean | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "string") throw new UsageError("--command-timeout needs SECONDS or none");
+  if (v === "none") return 0;
+  if (!/^\d{1,7}(\.\d{1,3})?$/.test(v)) {
+    throw new UsageError(
+      `--command-timeout must be seconds (0-9999999) or none, not '${v.slice(0, 32)}'`,
     );
   }
   return Math.round(Number(v) * 1000);

@@ -184,6 +184,30 @@ export const REJECT_REASON_NAMES: Readonly<Record<number, string>> = {
   0x0c: "waiting for logout",
 };
 
+/** Reject reason: too many immediate commands, resend later (§11.17.1). */
+export const REJECT_IMMEDIATE_COMMAND = 0x06;
+/** Reject reason: the target is out of resources (no Target Transfer Tag), resend later. */
+export const REJECT_LONG_OPERATION = 0x0a;
+/** Reject reason: the target asked for a logout and takes no new commands until it. */
+export const REJECT_WAITING_FOR_LOGOUT = 0x0c;
+
+/**
+ * What the session does with a SCSI command the target rejected, by reason
+ * (§11.17.1; docs/iscsi.md, "Rejects", says why):
+ * - `recover`: the connection is recovered and the command replayed (at
+ *   ErrorRecoveryLevel 0 data cannot be resent alone);
+ * - `retry`: resent after a short delay (the RFC's table says the PDU can
+ *   be resent; the target was only busy);
+ * - `relogin`: held, and replayed after a logout and a new login;
+ * - every other reason fails the command with the reason's name.
+ */
+export const REJECT_ACTIONS: Readonly<Record<number, "recover" | "retry" | "relogin">> = {
+  [REJECT_DATA_DIGEST_ERROR]: "recover",
+  [REJECT_IMMEDIATE_COMMAND]: "retry",
+  [REJECT_LONG_OPERATION]: "retry",
+  [REJECT_WAITING_FOR_LOGOUT]: "relogin",
+};
+
 /** Text key names (§13) that we send or act on. */
 export const KEY = {
   AuthMethod: "AuthMethod",

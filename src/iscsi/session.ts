@@ -40,9 +40,12 @@ import {
   OP_NOP_IN,
   OP_R2T,
   OP_REJECT,
+  OP_SCSI_CMD,
   OP_SCSI_RESP,
   OP_TASK_MGMT_RESP,
-  REJECT_DATA_DIGEST_ERROR,
+  OPCODE_MASK,
+  OPCODE_NAMES,
+  REJECT_ACTIONS,
   REJECT_REASON_NAMES,
   RESERVED_TAG,
   RESP_FLAG_OVERFLOW,
@@ -104,6 +107,31 @@ export const RECOVERY_DEFAULTS = {
    * says why on the console).
    */
   progressIntervalMs: 5_000,
+  /**
+   * The longest the commands in flight get to finish when the target asks
+   * for a logout or a renegotiation, before the Logout goes out; what is
+   * left is replayed after the relogin. Half of the target's Parameter3 when
+   * that is shorter (it drops the connection after Parameter3).
+   */
+  logoutDrainMs: 2_000,
+  /** How long a Logout Response is waited for. */
+  logoutTimeoutMs: 5_000,
+  /** First delay before a command rejected as "not now" is sent again; doubled per retry. */
+  rejectRetryInitialMs: 100,
+  /** Longest delay between resends of a rejected command. */
+  rejectRetryMaxMs: 2_000,
+  /**
+   * Longest wait for the answer to ABORT TASK or LOGICAL UNIT RESET
+   * (open-iscsi's abort_timeout); shorter when the command timeout is.
+   */
+  tmfTimeoutMs: 15_000,
+  /**
+   * A command re-issued after an abort or a reset gets twice its previous
+   * timeout, up to this many times the configured one: a command that is
+   * merely slow (a large UNMAP or SYNCHRONIZE CACHE on a busy target)
+   * completes in the end instead of being aborted for ever.
+   */
+  commandTimeoutGrowth: 16,
 } as const;
 
 /** What a session needs: where, who, how to authenticate, what to negotiate. */
@@ -133,7 +161,12 @@ export interface SessionConfig {
   isidPurpose?: string;
   /** Where ISID slot locks live (default ISBOOT_RUN_DIR or /run/isboot). */
   runDir?: string;
-  /** Abort a command not done after this long (ABORT TASK, then LUN RESET). 0 = never. */
+  /**
+   * A command not done after this long is escalated: ABORT TASK, then
+   * LOGICAL UNIT RESET, then the connection is dropped and recovered; an
+   * aborted or reset command is re-issued, not failed (docs/iscsi.md,
+   * "Command timeout"). 0 or undefined = never.
+   */
   commandTimeoutMs?: number;
   /** Send a NOP-Out ping after this long without a PDU from the target (default 5 s); 0 = never. */
   nopIntervalMs?: number;
@@ -180,8 +213,17 @@ interface Task {
   nextR2TSN: number;
   resolve: (r: ScsiResponse) => void;
   reject: (e: Error) => void;
+  /** The command timeout, or the delay before a rejected command is resent. */
   timer?: ReturnType<typeof setTimeout>;
   aborting: boolean;
+  /** Times the command PDU was sent: tells a stale timer from the current one. */
+  sends: number;
+  /** Current command timeout (grows on re-issue after an abort); 0 = none. */
+  timeoutMs: number;
+  /** Resends after a "not now" Reject, for the backoff. */
+  rejects: number;
+  /** When the command first failed in a way that is retried (ms, performance.now()); 0: never. */
+  firstRetryAt: number;
 }
 
 interface Pending {
@@ -232,6 +274,20 @@ export class Session implements ScsiTransport {
   #progressTimer?: ReturnType<typeof setInterval>;
   /** Since when queued commands wait for the target's CmdSN window (0: they do not). */
   #windowClosedSince = 0;
+  /**
+   * Why new commands are held on an open connection (the target asked for a
+   * logout or a renegotiation, §11.9.1); null: they are not.
+   */
+  #holding: string | null = null;
+  /**
+   * Commands the target rejected that are to be issued again (after a delay
+   * or after the relogin): out of the in-flight map, still unfinished.
+   */
+  #deferred: Task[] = [];
+  /** Called when no command is in flight (the drain before a logout). */
+  #idleWaiters: (() => void)[] = [];
+  /** Command timeout escalations run one at a time, as a SCSI error handler does. */
+  #escalation: Promise<void> = Promise.resolve();
 
   /** CmdSN for the next non-immediate command. */
   #cmdSN: number;
@@ -432,6 +488,10 @@ export class Session implements ScsiTransport {
         resolve,
         reject,
         aborting: false,
+        sends: 0,
+        timeoutMs: this.#cfg.commandTimeoutMs ?? 0,
+        rejects: 0,
+        firstRetryAt: 0,
       };
       this.#queue.push(task);
       this.#pump();
@@ -440,7 +500,10 @@ export class Session implements ScsiTransport {
 
   /** Issue queued commands while the target's window (ExpCmdSN..MaxCmdSN) has room (§4.2.2.1). */
   #pump(): void {
-    while (this.#queue.length && this.#state === "open" && serialLe(this.#cmdSN, this.#maxCmdSN)) {
+    while (
+      this.#queue.length && this.#state === "open" && this.#holding === null &&
+      serialLe(this.#cmdSN, this.#maxCmdSN)
+    ) {
       this.#issue(this.#queue.shift() as Task);
     }
     if (this.#queue.length === 0 || this.#state !== "open") this.#windowClosedSince = 0;
@@ -482,14 +545,21 @@ export class Session implements ScsiTransport {
   }
 
   #issue(t: Task): void {
-    const p = this.#params;
     t.itt = this.#allocItt();
     t.cmdSN = this.#cmdSN;
     this.#cmdSN = (this.#cmdSN + 1) >>> 0;
+    this.#tasks.set(t.itt, t);
+    this.#sendCommand(t);
+  }
+
+  /** Send the command PDU of an issued task (its ITT and CmdSN set) and start its timer. */
+  #sendCommand(t: Task): void {
+    const p = this.#params;
     t.received = 0;
     t.nextDataSN = 0;
     t.nextR2TSN = 0;
-    this.#tasks.set(t.itt, t);
+    t.aborting = false;
+    const sends = ++t.sends;
     const out = t.cmd.dataOut ?? EMPTY;
     const len = t.write ? out.length : 0;
     // Immediate data (§13.11) and unsolicited Data-Out (§13.10) up to FirstBurstLength.
@@ -511,8 +581,14 @@ export class Session implements ScsiTransport {
     });
     this.#send(out.subarray(0, imm));
     if (unsolicitedEnd > imm) this.#sendDataOut(t, RESERVED_TAG, imm, unsolicitedEnd);
-    const ms = this.#cfg.commandTimeoutMs ?? 0;
-    if (ms > 0) t.timer = setTimeout(() => void this.#timedOut(t, ms), ms);
+    if (t.timer !== undefined) clearTimeout(t.timer);
+    t.timer = undefined;
+    if (t.timeoutMs > 0) t.timer = setTimeout(() => this.#timedOut(t, sends), t.timeoutMs);
+  }
+
+  /** The task is in flight and was last sent as `sends` (a timer or a reply is not stale). */
+  #current(t: Task, sends: number): boolean {
+    return this.#tasks.get(t.itt) === t && t.sends === sends;
   }
 
   /** One Data-Out sequence for [from, to) of the task's buffer (§11.8), PDUs within the target's limit. */
@@ -537,11 +613,74 @@ export class Session implements ScsiTransport {
   }
 
   #finish(t: Task): boolean {
+    if (!this.#takeOut(t)) return false;
+    if (this.#drained && this.#tasks.size === 0 && this.#queue.length === 0) this.#drained();
+    return true;
+  }
+
+  /** Remove a task from the in-flight map (finished, or to be issued again). */
+  #takeOut(t: Task): boolean {
     if (this.#tasks.get(t.itt) !== t) return false;
     this.#tasks.delete(t.itt);
     if (t.timer !== undefined) clearTimeout(t.timer);
-    if (this.#drained && this.#tasks.size === 0 && this.#queue.length === 0) this.#drained();
+    t.timer = undefined;
+    if (this.#tasks.size === 0) this.#wakeIdle();
     return true;
+  }
+
+  #wakeIdle(): void {
+    const w = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const f of w) f();
+  }
+
+  /** Resolves when no command is in flight, or after `ms`. */
+  #whenIdle(ms: number): Promise<void> {
+    if (this.#tasks.size === 0 || ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      this.#idleWaiters.push(done);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  /**
+   * A command failed in a way that is retried (aborted, reset, rejected as
+   * "not now"): may it be issued again? Always, unless the recovery timeout
+   * is finite and has passed since its first such failure (0: never), so a
+   * root disk that waits forever never sees an error from this.
+   */
+  #mayRetry(t: Task): boolean {
+    const limit = this.#cfg.recoveryTimeoutMs;
+    if (limit === undefined || !Number.isFinite(limit)) return true;
+    const now = performance.now();
+    if (t.firstRetryAt === 0) t.firstRetryAt = now;
+    return now - t.firstRetryAt < limit;
+  }
+
+  /**
+   * Put in-flight tasks back at the front of the queue, in CmdSN order, to
+   * be issued again with a fresh ITT and CmdSN; those out of retries fail
+   * with `err`.
+   */
+  #reissue(tasks: Task[], err: Error): void {
+    const again: Task[] = [];
+    for (const t of tasks.sort(byCmdSN)) {
+      if (!this.#takeOut(t)) continue;
+      if (!this.#mayRetry(t)) {
+        if (this.#drained && this.#tasks.size === 0 && this.#queue.length === 0) this.#drained();
+        t.reject(err);
+        continue;
+      }
+      const base = this.#cfg.commandTimeoutMs ?? 0;
+      t.timeoutMs = Math.min(t.timeoutMs * 2, base * RECOVERY_DEFAULTS.commandTimeoutGrowth);
+      again.push(t);
+    }
+    this.#queue = [...again, ...this.#queue];
+    this.#pump();
   }
 
   #complete(t: Task, status: number, flags: number, residual: number, sense?: Uint8Array): void {
@@ -753,10 +892,17 @@ export class Session implements ScsiTransport {
       case ASYNC_SCSI_EVENT:
         this.#log.info(`target reports a SCSI asynchronous event (${data.length} bytes of sense)`);
         break;
-      case ASYNC_LOGOUT_REQUEST:
-        this.#log.warn(`target requests logout within ${h.asyncParameter3} s`);
-        void this.#logoutAndFail(new OperationalError("target requested logout"));
+      case ASYNC_LOGOUT_REQUEST: {
+        // §11.9.1: no new commands on this connection, a Logout within
+        // Parameter3 seconds; the relogin and replay are the usual recovery.
+        const within = h.asyncParameter3;
+        this.#log.warn(`target requests logout within ${within} s; holding new commands`);
+        this.#logoutAndRelogin(
+          "target requested logout",
+          Math.min(RECOVERY_DEFAULTS.logoutDrainMs, within * 500),
+        );
         break;
+      }
       case ASYNC_DROP_CONNECTION:
       case ASYNC_DROP_ALL_CONNECTIONS:
         // §11.9.1: Parameter2 is the Time2Wait before reconnecting.
@@ -768,8 +914,14 @@ export class Session implements ScsiTransport {
         );
         break;
       case ASYNC_NEGOTIATION_REQUEST:
-        // We keep the parameters we have; the target may log us out if it insists.
-        this.#log.info("target requests parameter renegotiation; keeping current parameters");
+        // §11.9.1 allows a Text Request or a Logout. Parameters that matter
+        // (digests, burst lengths, ImmediateData) can only change at login,
+        // so we log out and in again, as open-iscsi does (docs/iscsi.md).
+        this.#log.warn("target requests parameter renegotiation; logging out and in again");
+        this.#logoutAndRelogin(
+          "target requested parameter renegotiation",
+          RECOVERY_DEFAULTS.logoutDrainMs,
+        );
         break;
       case ASYNC_TASK_TERMINATION:
         this.#log.warn("target reports that it terminated all tasks");
@@ -784,16 +936,29 @@ export class Session implements ScsiTransport {
     if (data.length < BHS_LENGTH) {
       throw new IscsiProtocolError("Reject without the rejected header");
     }
-    const itt = new DataView(data.buffer, data.byteOffset, BHS_LENGTH).getUint32(16);
-    const err = new OperationalError(`target rejected a PDU: ${reason}`);
-    if (h.byte2 === REJECT_DATA_DIGEST_ERROR) {
+    const rejected = new DataView(data.buffer, data.byteOffset, BHS_LENGTH);
+    const itt = rejected.getUint32(16);
+    const opcode = data[0] & OPCODE_MASK;
+    const what = OPCODE_NAMES[opcode] ?? `opcode 0x${opcode.toString(16)}`;
+    const action = REJECT_ACTIONS[h.byte2];
+    const err = new OperationalError(`target rejected a ${what}: ${reason}`);
+    if (action === "recover") {
       // §7.8 / §6.7: at ERL 0 the data cannot be resent on its own; the
       // connection is recovered and the command replayed whole.
       throw new IscsiProtocolError(`${err.message} (ITT 0x${itt.toString(16)})`);
     }
     const t = this.#tasks.get(itt);
+    if (t && opcode !== OP_SCSI_CMD) {
+      // §11.17.1: a Reject of a PDU of a running task (a Data-Out) does not
+      // end the task; the target ends it with a SCSI Response, and the
+      // command timeout covers a target that never does.
+      this.#log.warn(
+        `${err.message} (ITT 0x${itt.toString(16)}); waiting for the command's status`,
+      );
+      return;
+    }
     if (t) {
-      if (this.#finish(t)) t.reject(err);
+      this.#onCommandRejected(t, action, h.expCmdSN, err);
       return;
     }
     const p = this.#pending.get(itt);
@@ -803,6 +968,71 @@ export class Session implements ScsiTransport {
       return;
     }
     this.#log.warn(`${err.message} (ITT 0x${itt.toString(16)})`);
+  }
+
+  /**
+   * A SCSI Command PDU was rejected (docs/iscsi.md, "Rejects"): resend it
+   * later, hold it for the relogin, or fail it with the reason's name.
+   */
+  #onCommandRejected(
+    t: Task,
+    action: "retry" | "relogin" | undefined,
+    expCmdSN: number,
+    err: OperationalError,
+  ): void {
+    const cdb = `0x${t.cmd.cdb[0].toString(16)}`;
+    const failed = new OperationalError(`SCSI command ${cdb}: ${err.message}`);
+    if (action === undefined || !this.#mayRetry(t)) {
+      if (this.#finish(t)) t.reject(failed);
+      return;
+    }
+    if (action === "relogin") {
+      // The target takes nothing new until we log out: hold the command
+      // for the replay, and log out if the Async Message was missed.
+      this.#takeOut(t);
+      this.#deferred.push(t);
+      this.#logoutAndRelogin(
+        "target rejects commands while waiting for a logout",
+        RECOVERY_DEFAULTS.logoutDrainMs,
+      );
+      return;
+    }
+    const delay = Math.min(
+      RECOVERY_DEFAULTS.rejectRetryInitialMs * 2 ** t.rejects++,
+      RECOVERY_DEFAULTS.rejectRetryMaxMs,
+    );
+    this.#log.info(`${failed.message}; sending it again in ${delay} ms`);
+    const conn = this.#conn;
+    if (serialLt(t.cmdSN, expCmdSN)) {
+      // The target counted the CmdSN (its ExpCmdSN is past it): issue the
+      // command anew, with a fresh ITT and CmdSN.
+      this.#takeOut(t);
+      this.#deferred.push(t);
+      t.timer = setTimeout(() => {
+        t.timer = undefined;
+        const i = this.#deferred.indexOf(t);
+        if (i < 0 || conn !== this.#conn) return;
+        this.#deferred.splice(i, 1);
+        this.#queue.unshift(t);
+        this.#pump();
+      }, delay);
+      return;
+    }
+    // A gap at its CmdSN (§4.2.2.1): the target waits for exactly this
+    // CmdSN, so the same PDU (same ITT and CmdSN) goes again.
+    if (t.timer !== undefined) clearTimeout(t.timer);
+    const sends = t.sends;
+    t.timer = setTimeout(() => {
+      t.timer = undefined;
+      if (!this.#current(t, sends) || conn !== this.#conn || this.#state !== "open") return;
+      if (this.#holding === null) {
+        this.#sendCommand(t);
+        return;
+      }
+      // A logout is coming: the replay after it sends the command.
+      this.#takeOut(t);
+      this.#deferred.push(t);
+    }, delay);
   }
 
   // ---- immediate requests: NOP-Out, task management, logout ----------------
@@ -902,27 +1132,77 @@ export class Session implements ScsiTransport {
     return h.byte2;
   }
 
-  /** A command ran past commandTimeoutMs: ABORT TASK, then LUN RESET, then give up on the connection. */
-  async #timedOut(t: Task, ms: number): Promise<void> {
-    if (this.#tasks.get(t.itt) !== t || this.#state !== "open") return;
+  /** A command ran past its timeout: queue its escalation behind any running one. */
+  #timedOut(t: Task, sends: number): void {
+    t.timer = undefined;
+    // Never rejects: a failed escalation must not stop the next one, nor end the process.
+    const run = () =>
+      this.#escalate(t, sends).catch((e) =>
+        this.#failConn(this.#conn, e instanceof Error ? e : new Error(String(e)))
+      );
+    this.#escalation = this.#escalation.then(run);
+  }
+
+  /**
+   * The escalation of a command that timed out, as open-iscsi's error
+   * handler does it: ABORT TASK; if the target neither aborted it nor says
+   * it has no such task, or does not answer, LOGICAL UNIT RESET (which ends
+   * every task of the LU, §11.5.1); if that fails too, drop the connection
+   * and recover. Commands ended by the abort or the reset are issued again,
+   * never failed (unless out of retries, see #mayRetry).
+   */
+  async #escalate(t: Task, sends: number): Promise<void> {
+    if (!this.#current(t, sends) || this.#state !== "open") return;
     const conn = this.#conn;
+    const ms = t.timeoutMs;
+    const tmfMs = Math.min(ms, RECOVERY_DEFAULTS.tmfTimeoutMs);
+    const cdb = `0x${t.cmd.cdb[0].toString(16)}`;
+    const timedOut = new OperationalError(`SCSI command ${cdb} timed out after ${ms} ms`);
     t.aborting = true;
-    const err = new OperationalError(
-      `SCSI command 0x${t.cmd.cdb[0].toString(16)} timed out after ${ms} ms`,
+    this.#log.warn(
+      `${timedOut.message} (ITT 0x${t.itt.toString(16)}, CmdSN ${t.cmdSN}); sending ABORT TASK`,
     );
-    this.#log.warn(`${err.message}; sending ABORT TASK`);
+    const abort = await this.#tmf(TMF_ABORT_TASK, t.lun, t, tmfMs);
+    if (conn !== this.#conn || this.#state !== "open") return;
+    if (abort === TMF_RESP_COMPLETE || abort === TMF_RESP_NO_TASK) {
+      if (this.#current(t, sends)) this.#reissue([t], timedOut);
+      return;
+    }
+    this.#log.warn(
+      `ABORT TASK: ${tmfOutcome(abort, tmfMs)}; sending LOGICAL UNIT RESET to LUN ${t.lun}`,
+    );
+    const reset = await this.#tmf(TMF_LOGICAL_UNIT_RESET, t.lun, undefined, tmfMs);
+    if (conn !== this.#conn || this.#state !== "open") return;
+    if (reset === TMF_RESP_COMPLETE) {
+      // Every task of the LU still without status was ended by the reset.
+      const ended = [...this.#tasks.values()].filter((x) => x.lun === t.lun);
+      this.#log.warn(`LOGICAL UNIT RESET done; issuing ${ended.length} command(s) again`);
+      this.#reissue(
+        ended,
+        new OperationalError(`${timedOut.message}; ended by LOGICAL UNIT RESET`),
+      );
+      return;
+    }
+    this.#failConn(
+      conn,
+      new OperationalError(
+        `${timedOut.message}; LOGICAL UNIT RESET: ${tmfOutcome(reset, tmfMs)}`,
+      ),
+    );
+  }
+
+  /** A task management function's response code, or null when unanswered or not sent. */
+  async #tmf(
+    func: number,
+    lun: number,
+    ref: { itt: number; cmdSN: number } | undefined,
+    ms: number,
+  ): Promise<number | null> {
     try {
-      const r = await this.taskManagement(TMF_ABORT_TASK, t.lun, t, ms);
-      if (r !== TMF_RESP_COMPLETE && r !== TMF_RESP_NO_TASK) {
-        this.#log.warn(`ABORT TASK: ${TMF_RESP_NAMES[r] ?? r}; sending LOGICAL UNIT RESET`);
-        const r2 = await this.taskManagement(TMF_LOGICAL_UNIT_RESET, t.lun, undefined, ms);
-        if (r2 !== TMF_RESP_COMPLETE) {
-          throw new OperationalError(`LOGICAL UNIT RESET: ${TMF_RESP_NAMES[r2] ?? r2}`);
-        }
-      }
-      if (this.#finish(t)) t.reject(err);
+      return await this.taskManagement(func, lun, ref, ms);
     } catch (e) {
-      this.#failConn(conn, e);
+      this.#log.debug(`task management ${func}: ${e instanceof Error ? e.message : String(e)}`);
+      return null;
     }
   }
 
@@ -946,14 +1226,27 @@ export class Session implements ScsiTransport {
     if (h.time2Wait) this.#time2Wait = h.time2Wait;
   }
 
-  async #logoutAndFail(err: Error): Promise<void> {
+  /**
+   * The target asked for a logout (§11.9.1 event 1), or for a renegotiation
+   * (event 4), or rejects commands while it waits for a logout: hold new
+   * commands, give those in flight up to `drainMs` to finish, log out, then
+   * recover as after any connection loss (relogin after Time2Wait, replay of
+   * what did not complete). The commands see no error.
+   */
+  #logoutAndRelogin(why: string, drainMs: number): void {
+    if (this.#holding !== null || this.#state !== "open") return;
+    this.#holding = why;
     const conn = this.#conn;
-    try {
-      await this.#logout(5000);
-    } catch {
-      // the failure below says enough
-    }
-    this.#failConn(conn, err);
+    void (async () => {
+      await this.#whenIdle(drainMs);
+      if (conn !== this.#conn || this.#state !== "open") return;
+      try {
+        await this.#logout(RECOVERY_DEFAULTS.logoutTimeoutMs);
+      } catch (e) {
+        this.#log.debug(`logout: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      this.#failConn(conn, new OperationalError(why));
+    })();
   }
 
   /**
@@ -1025,8 +1318,11 @@ export class Session implements ScsiTransport {
     // Unfinished tasks go back to the front of the queue in the order they
     // were issued (Map order = CmdSN order): writes keep their order and a
     // SYNCHRONIZE CACHE stays behind the writes it covered.
-    const unfinished = [...this.#tasks.values()];
+    const unfinished = [...this.#tasks.values(), ...this.#deferred].sort(byCmdSN);
     this.#tasks.clear();
+    this.#deferred = [];
+    this.#holding = null;
+    this.#wakeIdle();
     for (const t of unfinished) {
       if (t.timer !== undefined) clearTimeout(t.timer);
       t.timer = undefined;
@@ -1165,6 +1461,7 @@ export class Session implements ScsiTransport {
     this.#reconnects++;
     this.#recoveryExpired = false;
     this.#recoveryCause = null;
+    this.#holding = null;
     this.#state = "open";
     this.#log.warn(
       `iSCSI session recovered on ${formatPortal(r.portal)} after ${
@@ -1176,9 +1473,11 @@ export class Session implements ScsiTransport {
   }
 
   #failAll(err: Error): void {
-    const tasks = [...this.#tasks.values(), ...this.#queue];
+    const tasks = [...this.#tasks.values(), ...this.#deferred, ...this.#queue];
     this.#tasks.clear();
+    this.#deferred = [];
     this.#queue = [];
+    this.#wakeIdle();
     for (const t of tasks) {
       if (t.timer !== undefined) clearTimeout(t.timer);
       t.reject(err);
@@ -1188,6 +1487,16 @@ export class Session implements ScsiTransport {
     for (const p of pend) p.reject(err);
     if (this.#drained) this.#drained();
   }
+}
+
+/** Serial (RFC 1982) CmdSN order, for replaying tasks in the order they were issued. */
+function byCmdSN(a: Task, b: Task): number {
+  return (a.cmdSN - b.cmdSN) | 0;
+}
+
+/** How a task management function went, for the log. */
+function tmfOutcome(code: number | null, ms: number): string {
+  return code === null ? `no answer within ${ms} ms` : (TMF_RESP_NAMES[code] ?? `response ${code}`);
 }
 
 /**

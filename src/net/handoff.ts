@@ -8,12 +8,23 @@
  *   initramfs-tools' ipconfig writes (DEVICE, IPV4ADDR, ..., PROTO); scripts
  *   in the real root (and open-iscsi, resolvconf) read it. PROTO=dhcp when the
  *   firmware's address was a lease, so the root can renew it.
- * - systemd-networkd: `/run/systemd/network/10-isboot-IFACE.network` with
- *   `KeepConfiguration=yes` (or `dhcp` plus `DHCP=` for a lease): networkd
- *   neither flushes nor downs it, on start or stop. A VLAN's parent gets its own
- *   file naming the VLAN.
- * - NetworkManager: `/run/NetworkManager/conf.d/10-isboot.conf` marking the
- *   links unmanaged, so NM leaves them exactly as they are.
+ * - systemd-networkd: `/run/systemd/network/0-isboot-IFACE.network`.
+ *   networkd applies the first .network file that matches a link, in the
+ *   strcmp order of the file names across /etc, /run and /usr/lib (the
+ *   directory only decides between files of the same name), so the name must
+ *   sort before any catch-all (`00-*`...`99-*`, `10-netplan-*`): "0-" does.
+ *   `KeepConfiguration=yes` always, also for a lease: with `dhcp` networkd
+ *   drops, on start, every foreign address without a lifetime, which is what
+ *   the boot address is; only `yes` makes it skip dropping foreign addresses,
+ *   routes and neighbours altogether. `ActivationPolicy=always-up` has
+ *   networkd set the link up again if anything downs it. A VLAN's parent
+ *   gets its own file naming the VLAN.
+ * - NetworkManager: `/run/NetworkManager/conf.d/10-isboot.conf` adding the
+ *   links to `unmanaged-devices` (`+=`: the list packages ship under /usr/lib
+ *   is kept), and `/run/udev/rules.d/00-isboot-nm.rules` setting
+ *   NM_UNMANAGED on them: /etc/NetworkManager files are read after /run, and
+ *   one that sets `unmanaged-devices=` would replace ours, while the udev
+ *   property holds whatever NM's configuration says.
  *
  * @example
  * ```ts
@@ -66,6 +77,14 @@ export function netConf(nic: ConfiguredNic): string {
   return lines.join("\n") + "\n";
 }
 
+/**
+ * The .network file name for `ifname`: "0-" sorts before every "NN-" name
+ * (strcmp: '-' is below every digit), which is how catch-alls are named.
+ */
+export function networkdFileName(ifname: string): string {
+  return `0-isboot-${ifname}.network`;
+}
+
 /** systemd-networkd .network files: name -> contents (the VLAN parent's too). */
 export function networkdFiles(nic: ConfiguredNic): Map<string, string> {
   const c = nic.config;
@@ -78,7 +97,8 @@ export function networkdFiles(nic: ConfiguredNic): Map<string, string> {
     `Name=${nic.ifname}`,
     "",
     "[Network]",
-    `KeepConfiguration=${dhcp ? "dhcp" : "yes"}`,
+    "KeepConfiguration=yes",
+    "ActivationPolicy=always-up",
     ...(dhcp ? [`DHCP=${family === 6 ? "ipv6" : "ipv4"}`] : []),
     ...(!dhcp && c.address ? [`Address=${formatIp(c.address)}/${c.prefixLength}`] : []),
     ...(!dhcp && c.gateway ? [`Gateway=${formatIp(c.gateway)}`] : []),
@@ -87,10 +107,10 @@ export function networkdFiles(nic: ConfiguredNic): Map<string, string> {
     ...(family === 4 ? ["LinkLocalAddressing=no"] : []),
     ...(dhcp ? ["", `[${family === 6 ? "DHCPv6" : "DHCPv4"}]`, "SendRelease=no"] : []),
   ];
-  files.set(`10-isboot-${nic.ifname}.network`, net.join("\n") + "\n");
+  files.set(networkdFileName(nic.ifname), net.join("\n") + "\n");
   if (nic.parentName !== nic.ifname) {
     files.set(
-      `10-isboot-${nic.parentName}.network`,
+      networkdFileName(nic.parentName),
       [
         "# written by isboot: parent of the VLAN that carries the root disk.",
         "[Match]",
@@ -99,6 +119,7 @@ export function networkdFiles(nic: ConfiguredNic): Map<string, string> {
         "[Network]",
         `VLAN=${nic.ifname}`,
         "KeepConfiguration=yes",
+        "ActivationPolicy=always-up",
         "LinkLocalAddressing=no",
         "IgnoreCarrierLoss=yes",
         "",
@@ -114,7 +135,19 @@ export function nmConf(nics: readonly ConfiguredNic[]): string {
   return [
     "# written by isboot: these links carry the root disk; NetworkManager must leave them alone.",
     "[keyfile]",
-    `unmanaged-devices=${names.map((n) => `interface-name:${n}`).join(";")}`,
+    `unmanaged-devices+=${names.map((n) => `interface-name:${n}`).join(";")}`,
+    "",
+  ].join("\n");
+}
+
+/** udev rules giving the boot links NM_UNMANAGED=1, which NetworkManager honours over its configuration. */
+export function nmUdevRules(nics: readonly ConfiguredNic[]): string {
+  const names = [...new Set(nics.flatMap((n) => [n.ifname, n.parentName]))];
+  return [
+    "# written by isboot: these links carry the root disk; NetworkManager must leave them alone.",
+    ...names.map((n) =>
+      `ACTION!="remove", SUBSYSTEM=="net", KERNEL=="${n}", ENV{NM_UNMANAGED}="1"`
+    ),
     "",
   ].join("\n");
 }
@@ -143,6 +176,7 @@ export async function writeHandoff(
   }
   if (kinds.includes("nm") && nics.length) {
     await put("/run/NetworkManager/conf.d", "10-isboot.conf", nmConf(nics));
+    await put("/run/udev/rules.d", "00-isboot-nm.rules", nmUdevRules(nics));
   }
   return written;
 }

@@ -22,6 +22,7 @@
 import { InvalidInputError } from "../errors.ts";
 import { ERRNO, SysError } from "./errno.ts";
 import { check, errno, libc } from "./libc.ts";
+import { type Reactor, reactor } from "./reactor.ts";
 import {
   AF_NETLINK,
   closeFd,
@@ -30,6 +31,7 @@ import {
   POLLIN,
   SOCK_NONBLOCK,
   SOCK_RAW,
+  SOL_SOCKET,
 } from "./socket.ts";
 
 /** Netlink protocols (the third argument of socket(AF_NETLINK, ...)). */
@@ -78,6 +80,7 @@ export const NLMSGERR_ATTR_MSG = 1;
 export const NLMSGERR_ATTR_OFFS = 2;
 
 const MSG_TRUNC = 0x20;
+const SO_RCVBUF = 8;
 export const NLMSG_HDRLEN = 16;
 export const NLA_HDRLEN = 4;
 
@@ -587,6 +590,133 @@ export class NetlinkSocket {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    closeFd(this.fd);
+  }
+}
+
+/** What a {@link NetlinkSubscription} tells its owner. */
+export interface NetlinkEvents {
+  /** Notifications of the joined groups, in the order the kernel queued them. */
+  messages(m: NlMessage[]): void;
+  /**
+   * The kernel dropped notifications (ENOBUFS: the receive queue was full).
+   * Whatever state the owner derived from events is stale: dump and compare.
+   */
+  overrun(): void;
+}
+
+/** Options of {@link NetlinkSubscription.open}. */
+export interface NetlinkSubscriptionOptions {
+  /**
+   * SO_RCVBUF in bytes (the kernel doubles it and caps it at rmem_max). The
+   * default leaves the kernel's; tests make it tiny to provoke an overrun.
+   */
+  recvBufferBytes?: number;
+  /** The reactor to wait on (default: the process-wide one). */
+  reactor?: Reactor;
+}
+
+/**
+ * A netlink socket that only listens: it joins multicast groups (for
+ * rtnetlink RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, ...) and hands every queued
+ * notification to `events` as it arrives, without blocking the JS thread.
+ * It waits on the reactor (edge-triggered, so each wake-up drains the queue
+ * to EAGAIN) and keeps the reactor's loop alive until closed.
+ *
+ * @example
+ * ```ts
+ * const sub = NetlinkSubscription.open(NETLINK_ROUTE, [1, 5, 7], {
+ *   messages: (ms) => console.log(ms.length, "notifications"),
+ *   overrun: () => console.log("dropped some: dump again"),
+ * });
+ * // ... later
+ * sub.close();
+ * ```
+ */
+export class NetlinkSubscription {
+  readonly fd: number;
+  readonly #events: NetlinkEvents;
+  readonly #r: Reactor;
+  readonly #buf = new Uint8Array(65536);
+  #closed = false;
+
+  private constructor(fd: number, events: NetlinkEvents, r: Reactor) {
+    this.fd = fd;
+    this.#events = events;
+    this.#r = r;
+  }
+
+  /** Open a socket of `protocol`, join `groups` (group numbers, not bit masks) and start listening. */
+  static open(
+    protocol: number,
+    groups: readonly number[],
+    events: NetlinkEvents,
+    opts: NetlinkSubscriptionOptions = {},
+  ): NetlinkSubscription {
+    const fd = openSocket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK, protocol);
+    const r = opts.reactor ?? reactor();
+    try {
+      if (opts.recvBufferBytes !== undefined) {
+        check(
+          "setsockopt(SO_RCVBUF)",
+          libc().setsockopt(fd, SOL_SOCKET, SO_RCVBUF, Int32Array.of(opts.recvBufferBytes), 4),
+        );
+      }
+      const sa = new Uint8Array(12);
+      new DataView(sa.buffer).setUint16(0, AF_NETLINK, true);
+      check("bind(netlink)", libc().bind(fd, sa, sa.length));
+      for (const g of groups) {
+        check(
+          "setsockopt(NETLINK_ADD_MEMBERSHIP)",
+          libc().setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, Int32Array.of(g), 4),
+        );
+      }
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
+    const sub = new NetlinkSubscription(fd, events, r);
+    r.add(fd, { ready: () => sub.#drain() });
+    r.waiting();
+    return sub;
+  }
+
+  /** Read until the queue is empty; an overrun is reported once per drain, after what was read. */
+  #drain(): void {
+    if (this.#closed) return;
+    let overrun = false;
+    const got: NlMessage[] = [];
+    for (;;) {
+      const n = libc().recv(this.fd, this.#buf, BigInt(this.#buf.length), MSG_TRUNC);
+      if (n < 0n) {
+        const e = errno();
+        if (e === ERRNO.EINTR) continue;
+        // ENOBUFS is reported once, then the queue reads on: keep reading.
+        if (e === ERRNO.ENOBUFS) {
+          overrun = true;
+          continue;
+        }
+        if (e === ERRNO.EAGAIN) break;
+        throw new SysError("recv(netlink)", e);
+      }
+      try {
+        got.push(...parseMessages(this.#buf.slice(0, Math.min(Number(n), this.#buf.length))));
+      } catch (e) {
+        // A datagram we cannot split is as good as lost: treat it like a drop.
+        if (!(e instanceof NetlinkParseError)) throw e;
+        overrun = true;
+      }
+      if (Number(n) > this.#buf.length) overrun = true; // truncated: part of it is lost
+    }
+    if (got.length) this.#events.messages(got);
+    if (overrun) this.#events.overrun();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#r.remove(this.fd);
+    this.#r.settled();
     closeFd(this.fd);
   }
 }

@@ -35,7 +35,7 @@ Deno.test("cmdline: iBFT boot with every isboot option", () => {
       "rd.iscsi.initiator=iqn.2026-11.test:client isboot.device=nbd3 isboot.timeout=60 " +
       "isboot.link-timeout=5 isboot.recovery_timeout=0.5 isboot.header_digest=CRC32C " +
       "isboot.data_digest=none isboot.debug isboot.source=sysfs isboot.handoff=networkd,nm " +
-      "isboot.future=1 isboot.poll-us=50",
+      "isboot.future=1 isboot.poll-us=50 isboot.command-timeout=12",
   );
   assertEquals(c.firmware, true);
   assertEquals(c.ipFromIbft, true);
@@ -46,6 +46,7 @@ Deno.test("cmdline: iBFT boot with every isboot option", () => {
   assertEquals(c.timeoutMs, 60_000);
   assertEquals(c.linkTimeoutMs, 5_000);
   assertEquals(c.recoveryTimeoutMs, 500);
+  assertEquals(c.commandTimeoutMs, 12_000);
   assertEquals(c.headerDigest, "crc32c");
   assertEquals(c.dataDigest, "none");
   assertEquals(c.debug, true);
@@ -77,6 +78,21 @@ Deno.test("cmdline: defaults, and nothing requested without iSCSI options", () =
   assertEquals(c.recoveryTimeoutMs, Infinity);
   assertEquals(parseBootCmdline("isboot.recovery_timeout=forever").recoveryTimeoutMs, Infinity);
   assertEquals(parseBootCmdline("isboot.recovery_timeout=0").recoveryTimeoutMs, 0);
+  // A hung command is escalated and re-issued after 30 s unless told otherwise.
+  assertEquals(c.commandTimeoutMs, 30_000);
+  assertEquals(BOOT_DEFAULTS.commandTimeoutMs, 30_000);
+  assertEquals(parseBootCmdline("isboot.command_timeout=none").commandTimeoutMs, 0);
+  assertEquals(parseBootCmdline("isboot.command_timeout=0").commandTimeoutMs, 0);
+  assertEquals(parseBootCmdline("isboot.command_timeout=2.5").commandTimeoutMs, 2_500);
+  for (
+    const bad of [
+      "isboot.command_timeout",
+      "isboot.command_timeout=-1",
+      "isboot.command_timeout=5s",
+    ]
+  ) {
+    assertThrows(() => parseBootCmdline(bad), InvalidInputError, "command_timeout", bad);
+  }
   assertEquals(c.handoff, ["ifupdown", "networkd", "nm"]);
   assertEquals(c.ip, []);
   assertEquals(parseBootCmdline("isboot=off rd.iscsi.firmware").disabled, true);

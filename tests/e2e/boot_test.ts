@@ -39,7 +39,7 @@ for (const c of CASES) {
       for (
         const f of [
           /\/run\/net-\S+\.conf\b/,
-          /\/run\/systemd\/network\/10-isboot-\S+\.network\b/,
+          /\/run\/systemd\/network\/0-isboot-\S+\.network\b/,
           /\/run\/NetworkManager\/conf\.d\/10-isboot\.conf\b/,
         ]
       ) assert.match(handoff, f, why);

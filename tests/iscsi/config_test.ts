@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { UsageError } from "../../src/errors.ts";
 import {
+  parseCommandTimeout,
   parsePortalOptions,
   parseRecoveryTimeout,
   sessionConfigFromUri,
@@ -50,4 +51,19 @@ Deno.test("config: --recovery-timeout seconds, none, 0; junk is a UsageError", a
     recoveryTimeoutMs: 5,
   });
   assert.equal(o.recoveryTimeoutMs, 5);
+});
+
+Deno.test("config: --command-timeout seconds, none, 0; junk is a UsageError", async () => {
+  assert.equal(parseCommandTimeout(undefined), undefined);
+  assert.equal(parseCommandTimeout("none"), 0);
+  assert.equal(parseCommandTimeout("0"), 0);
+  assert.equal(parseCommandTimeout("30"), 30_000);
+  assert.equal(parseCommandTimeout("0.25"), 250);
+  for (const bad of ["", "-1", "1e3", "ten", "1.2345", "99999999", true]) {
+    assert.throws(() => parseCommandTimeout(bad), UsageError, String(bad));
+  }
+  const cfg = await sessionConfigFromUri(URI, { "command-timeout": "45" }, env);
+  assert.equal(cfg.commandTimeoutMs, 45_000);
+  const none = await sessionConfigFromUri(URI, {}, env);
+  assert.equal(none.commandTimeoutMs, undefined, "default: never");
 });

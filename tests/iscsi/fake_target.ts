@@ -69,8 +69,20 @@ export class FakeConn {
     };
   }
 
-  /** Send a header (48 bytes) and data (padded here). */
-  async send(bhs: Uint8Array, data: Uint8Array = new Uint8Array(0)): Promise<void> {
+  #sending: Promise<void> = Promise.resolve();
+
+  /**
+   * Send a header (48 bytes) and data (padded here). Sends are queued, so a
+   * script may answer from a timer while it reads on.
+   */
+  send(bhs: Uint8Array, data: Uint8Array = new Uint8Array(0)): Promise<void> {
+    const b = bhs.slice(0, 48);
+    const next = this.#sending.then(() => this.#send(b, data));
+    this.#sending = next.catch(() => {});
+    return next;
+  }
+
+  async #send(bhs: Uint8Array, data: Uint8Array): Promise<void> {
     const dsl = data.length;
     bhs[5] = dsl >>> 16;
     bhs[6] = (dsl >>> 8) & 0xff;
@@ -201,5 +213,200 @@ export class FakeTarget {
     }
     for (const c of this.#conns) c.close();
     await this.#done;
+  }
+}
+
+/** SCSI opcodes the fake disk knows. */
+const READ_16 = 0x88;
+const WRITE_16 = 0x8a;
+const BLOCK = 512;
+/** Data-In segments we send; below the initiator's declared 256 KiB. */
+const DATA_IN_SEGMENT = 65536;
+
+/**
+ * One connection of a {@link FakeDisk}: the target's StatSN / ExpCmdSN /
+ * MaxCmdSN bookkeeping and the PDUs a script sends (responses, Rejects,
+ * Async Messages).
+ */
+export class DiskConn {
+  readonly c: FakeConn;
+  readonly disk: FakeDisk;
+  expCmdSN: number;
+  /** Every SCSI command received, in order. */
+  readonly commands: FakePdu[] = [];
+  /** Writes waiting for unsolicited Data-Out, by ITT. */
+  readonly #writes = new Map<number, { offset: number; length: number; got: number }>();
+
+  constructor(c: FakeConn, disk: FakeDisk, firstCmdSN: number) {
+    this.c = c;
+    this.disk = disk;
+    this.expCmdSN = firstCmdSN >>> 0;
+  }
+
+  /** Count a non-immediate command's CmdSN as received (ExpCmdSN moves past it). */
+  take(pdu: FakePdu): void {
+    if ((pdu.bhs[0] & 0x40) === 0 && ((pdu.cmdSN + 1 - this.expCmdSN) | 0) > 0) {
+      this.expCmdSN = (pdu.cmdSN + 1) >>> 0;
+    }
+  }
+
+  /** A target BHS: opcode, F bit, ITT, StatSN (advanced when `status`), ExpCmdSN, MaxCmdSN = ExpCmdSN + 31. */
+  bhs(op: number, itt: number, status = true): Uint8Array {
+    const b = new Uint8Array(48);
+    const v = new DataView(b.buffer);
+    b[0] = op;
+    b[1] = 0x80;
+    v.setUint32(16, itt);
+    v.setUint32(20, 0xffffffff);
+    v.setUint32(24, status ? this.c.statSN++ : this.c.statSN);
+    v.setUint32(28, this.expCmdSN);
+    v.setUint32(32, (this.expCmdSN + 31) >>> 0);
+    return b;
+  }
+
+  /** SCSI Response with GOOD status. */
+  good(pdu: FakePdu): Promise<void> {
+    return this.c.send(this.bhs(0x21, pdu.itt));
+  }
+
+  /** Reject `pdu` with `reason` (§11.17); the rejected header is the data segment. */
+  reject(pdu: FakePdu, reason: number): Promise<void> {
+    const b = this.bhs(0x3f, 0xffffffff);
+    b[2] = reason;
+    return this.c.send(b, pdu.bhs.slice(0, 48));
+  }
+
+  /** Async Message (§11.9) with AsyncEvent and Parameter1-3. */
+  asyncMessage(event: number, p: { p1?: number; p2?: number; p3?: number } = {}): Promise<void> {
+    const b = this.bhs(0x32, 0xffffffff);
+    const v = new DataView(b.buffer);
+    b[36] = event;
+    v.setUint16(38, p.p1 ?? 0);
+    v.setUint16(40, p.p2 ?? 0);
+    v.setUint16(42, p.p3 ?? 0);
+    return this.c.send(b);
+  }
+
+  /** Task Management Function Response with `response` (0: function complete). */
+  tmfResponse(pdu: FakePdu, response = 0): Promise<void> {
+    const b = this.bhs(0x22, pdu.itt);
+    b[2] = response;
+    return this.c.send(b);
+  }
+
+  /** Carry out a SCSI command on the RAM disk (READ/WRITE(16); everything else GOOD). */
+  async execute(pdu: FakePdu): Promise<void> {
+    const cdb = pdu.bhs.subarray(32, 48);
+    const cv = new DataView(cdb.buffer, cdb.byteOffset, 16);
+    const offset = cv.getUint32(6) * BLOCK;
+    const length = cv.getUint32(10) * BLOCK;
+    if (cdb[0] === READ_16) {
+      const data = this.disk.bytes.subarray(offset, offset + length);
+      for (let off = 0, sn = 0; off < length; off += DATA_IN_SEGMENT, sn++) {
+        const last = off + DATA_IN_SEGMENT >= length;
+        const b = this.bhs(0x25, pdu.itt, last);
+        const v = new DataView(b.buffer);
+        b[1] = last ? 0x81 : 0; // F + S (status GOOD) on the last
+        v.setUint32(36, sn);
+        v.setUint32(40, off);
+        await this.c.send(b, data.slice(off, Math.min(length, off + DATA_IN_SEGMENT)));
+      }
+      return;
+    }
+    if (cdb[0] === WRITE_16) {
+      this.disk.bytes.set(pdu.data, offset);
+      if (pdu.data.length >= length || (pdu.flags & 0x80)) {
+        if (pdu.data.length < length) {
+          throw new Error("fake disk: writes need all data unsolicited");
+        }
+        return this.good(pdu);
+      }
+      this.#writes.set(pdu.itt, { offset, length, got: pdu.data.length });
+      return;
+    }
+    return this.good(pdu);
+  }
+
+  /** The default answer to any PDU; true at Logout (the connection ends). */
+  async answer(pdu: FakePdu): Promise<boolean> {
+    switch (pdu.opcode) {
+      case 0x00: { // NOP-Out: answer pings (ITT not reserved)
+        if (pdu.itt === 0xffffffff) return false;
+        const b = this.bhs(0x20, pdu.itt);
+        b.set(pdu.bhs.subarray(8, 16), 8);
+        await this.c.send(b, pdu.data);
+        return false;
+      }
+      case 0x01:
+        this.take(pdu);
+        await this.execute(pdu);
+        return false;
+      case 0x02:
+        await this.tmfResponse(pdu);
+        return false;
+      case 0x05: { // Data-Out, unsolicited (TTT reserved)
+        const w = this.#writes.get(pdu.itt);
+        if (!w) throw new Error(`fake disk: Data-Out for unknown ITT ${pdu.itt}`);
+        const at = new DataView(pdu.bhs.buffer).getUint32(40);
+        this.disk.bytes.set(pdu.data, w.offset + at);
+        w.got += pdu.data.length;
+        if (pdu.flags & 0x80) {
+          this.#writes.delete(pdu.itt);
+          if (w.got < w.length) throw new Error("fake disk: writes need all data unsolicited");
+          const b = this.bhs(0x21, pdu.itt);
+          await this.c.send(b);
+        }
+        return false;
+      }
+      case 0x06: {
+        const b = this.bhs(0x26, pdu.itt);
+        await this.c.send(b);
+        return true;
+      }
+      default:
+        throw new Error(`fake disk: opcode 0x${pdu.opcode.toString(16)} not handled`);
+    }
+  }
+}
+
+/**
+ * A RAM disk behind the scripted target, for tests that need real I/O
+ * (writes that must land, reads that return them) while the script plays
+ * its part: `serve` answers every PDU of a logged-in connection, and a hook
+ * sees each PDU first and may take it over.
+ *
+ * @example
+ * ```ts
+ * const disk = new FakeDisk(8192);
+ * const fake = new FakeTarget(async (c) => disk.serve(c, await c.acceptLogin()));
+ * ```
+ */
+export class FakeDisk {
+  readonly bytes: Uint8Array;
+  /** Connections served, in order. */
+  readonly conns: DiskConn[] = [];
+
+  constructor(blocks = 8192) {
+    this.bytes = new Uint8Array(blocks * BLOCK);
+  }
+
+  /**
+   * Answer the PDUs of a logged-in connection until Logout or EOF; `hook`
+   * returns true when it dealt with a PDU itself.
+   */
+  async serve(
+    c: FakeConn,
+    firstCmdSN: number,
+    hook?: (pdu: FakePdu, d: DiskConn) => boolean | Promise<boolean>,
+  ): Promise<void> {
+    const d = new DiskConn(c, this, firstCmdSN);
+    this.conns.push(d);
+    for (;;) {
+      const pdu = await c.read();
+      if (!pdu) return;
+      if (pdu.opcode === 0x01) d.commands.push(pdu);
+      if (hook && (await hook(pdu, d))) continue;
+      if (await d.answer(pdu)) return;
+    }
   }
 }

@@ -17,7 +17,7 @@ import { login, randomIsid } from "../../src/iscsi/login.ts";
 import { loginSession, type SessionConfig } from "../../src/iscsi/session.ts";
 import { encodeText } from "../../src/iscsi/text.ts";
 import { withTgtd } from "../helpers/tgtd.ts";
-import { echoOffers, type FakeConn, type FakePdu, FakeTarget } from "./fake_target.ts";
+import { echoOffers, type FakeConn, FakeDisk, type FakePdu, FakeTarget } from "./fake_target.ts";
 
 const quiet = new Logger({ quiet: true, sink: () => {} });
 const enc = new TextEncoder();
@@ -432,31 +432,66 @@ Deno.test("fake target: malformed full-feature PDUs end the session with IscsiPr
   }
 });
 
-Deno.test("fake target: an Async Message asking for logout is obeyed", async () => {
-  let loggedOut = false;
-  const fake = new FakeTarget(async (c) => {
-    await c.acceptLogin();
-    await c.send(hdr(0x32, { f36: 0x01000000 | 5, statSN: 1 })); // AsyncEvent 1, Parameter3 = 5 s
-    const req = await c.read();
-    if (req?.opcode === 0x06) {
-      loggedOut = true;
-      await c.send(hdr(0x26, { itt: req.itt, statSN: 2 }));
-    }
-    await c.read();
+Deno.test("fake target: an Async Message asking for logout is obeyed: new commands held, Logout, relogin, replay", async () => {
+  const disk = new FakeDisk(64);
+  const seen: string[] = [];
+  let asked = false;
+  const fake = new FakeTarget(async (c, index) => {
+    const first = await c.acceptLogin();
+    if (index > 0) seen.push("relogin");
+    await disk.serve(c, first, async (pdu, d) => {
+      if (pdu.opcode === 0x06) {
+        // Answered late: commands sent meanwhile would reach this connection.
+        seen.push("logout");
+        setTimeout(() => void d.answer(pdu).then(() => c.close(), () => {}), 300);
+        return true;
+      }
+      if (pdu.opcode !== 0x01) return false;
+      d.take(pdu);
+      if (index > 0) {
+        seen.push("command after relogin");
+        return false;
+      }
+      if (asked) {
+        seen.push("command after the request");
+        await d.reject(pdu, 0x0c); // Waiting for Logout
+        return true;
+      }
+      asked = true;
+      seen.push("command");
+      await d.asyncMessage(1, { p3: 5 }); // AsyncEvent 1, Parameter3 = 5 s
+      setTimeout(() => void d.execute(pdu).catch(() => {}), 100);
+      return true;
+    });
   });
   try {
-    const s = await loginSession(cfg(fake.port), quiet);
-    for (let i = 0; i < 50 && !loggedOut; i++) await new Promise((r) => setTimeout(r, 20));
-    assert.ok(loggedOut, "no Logout Request after the target asked for it");
-    await new Promise((r) => setTimeout(r, 50));
-    await assert.rejects(s.execute({ lun: 1, cdb: new Uint8Array(6) }), /requested logout/);
+    // Recovery on (forever): the logout is a recovery point, not an error.
+    const s = await loginSession(cfg(fake.port, { recoveryTimeoutMs: undefined }), quiet);
+    const cdb = (lba: number) => {
+      const b = new Uint8Array(16);
+      b[0] = 0x88;
+      b[9] = lba;
+      b[13] = 1;
+      return b;
+    };
+    const one = s.execute({ lun: 1, cdb: cdb(0), dataInLength: 512 });
+    for (let i = 0; i < 250 && !asked; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(asked, "the command never reached the target");
+    await new Promise((r) => setTimeout(r, 30));
+    const two = s.execute({ lun: 1, cdb: cdb(1), dataInLength: 512 });
+    const [r1, r2] = await Promise.all([one, two]);
+    assert.equal(r1.status, 0);
+    assert.equal(r2.status, 0);
+    assert.deepEqual(seen, ["command", "logout", "relogin", "command after relogin"]);
+    assert.equal(s.reconnects, 1);
     await s.close();
+    assert.deepEqual(fake.errors, []);
   } finally {
     await fake.close();
   }
 });
 
-Deno.test("fake target: a command that times out is aborted with ABORT TASK, then fails; the session lives on", async () => {
+Deno.test("fake target: with recovery off a command that times out is aborted with ABORT TASK, then fails; the session lives on", async () => {
   let abortSeen: { ref: number; func: number } | null = null;
   const fake = new FakeTarget(async (c) => {
     await c.acceptLogin();

@@ -145,11 +145,11 @@ Deno.test("net: link found by MAC after it appears late, carrier awaited, addres
     assert.match(conf, /^PROTO=none$/m);
     assert.match(conf, /^IPV4NETMASK=255\.255\.255\.0$/m);
     assert.match(conf, /^IPV4GATEWAY=192\.0\.2\.1$/m);
-    const networkd = await Deno.readTextFile(`${dir}/run/systemd/network/10-isboot-boot0.network`);
+    const networkd = await Deno.readTextFile(`${dir}/run/systemd/network/0-isboot-boot0.network`);
     assert.match(networkd, /^KeepConfiguration=yes$/m);
     assert.match(networkd, /^Address=192\.0\.2\.10\/24$/m);
     const nm = await Deno.readTextFile(`${dir}/run/NetworkManager/conf.d/10-isboot.conf`);
-    assert.match(nm, /^unmanaged-devices=interface-name:boot0$/m);
+    assert.match(nm, /^unmanaged-devices\+=interface-name:boot0$/m);
   });
 });
 
@@ -198,8 +198,8 @@ Deno.test("net: IPv6 from a DHCP-origin NIC, gateway outside the prefix is on-li
     const conf = await Deno.readTextFile(`${dir}/run/net-boot6.conf`);
     assert.match(conf, /^PROTO=dhcp$/m);
     assert.match(conf, /^IPV6ADDR=2001:db8:1::10$/m);
-    const networkd = await Deno.readTextFile(`${dir}/run/systemd/network/10-isboot-boot6.network`);
-    assert.match(networkd, /^KeepConfiguration=dhcp$/m);
+    const networkd = await Deno.readTextFile(`${dir}/run/systemd/network/0-isboot-boot6.network`);
+    assert.match(networkd, /^KeepConfiguration=yes$/m);
     assert.match(networkd, /^DHCP=ipv6$/m);
   });
 });
@@ -350,7 +350,7 @@ Deno.test({
       assertEquals(link.linkinfo.info_data.id, 100);
       const [addr] = await ipj(ns, "-4", "addr", "show", "boot3.100");
       assertEquals(addr.addr_info[0].local, "192.0.2.20");
-      assert.ok(await Deno.stat(`${dir}/run/systemd/network/10-isboot-boot3.network`));
+      assert.ok(await Deno.stat(`${dir}/run/systemd/network/0-isboot-boot3.network`));
     });
   },
 });

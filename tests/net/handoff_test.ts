@@ -23,13 +23,13 @@ const vlanNic: ConfiguredNic = {
 
 Deno.test("handoff: VLAN: the VLAN link keeps its address, the parent names the VLAN", () => {
   const files = networkdFiles(vlanNic);
-  assert.deepEqual([...files.keys()], ["10-isboot-eth0.100.network", "10-isboot-eth0.network"]);
-  const v = files.get("10-isboot-eth0.100.network")!;
+  assert.deepEqual([...files.keys()], ["0-isboot-eth0.100.network", "0-isboot-eth0.network"]);
+  const v = files.get("0-isboot-eth0.100.network")!;
   assert.match(v, /^Name=eth0\.100$/m);
   assert.match(v, /^KeepConfiguration=yes$/m);
   assert.match(v, /^Address=192\.0\.2\.20\/26$/m);
   assert.match(v, /^Gateway=192\.0\.2\.1$/m);
-  const p = files.get("10-isboot-eth0.network")!;
+  const p = files.get("0-isboot-eth0.network")!;
   assert.match(p, /^VLAN=eth0\.100$/m);
   assert.match(p, /^KeepConfiguration=yes$/m);
   const conf = netConf(vlanNic);
@@ -39,7 +39,7 @@ Deno.test("handoff: VLAN: the VLAN link keeps its address, the parent names the 
   assert.match(conf, /^HOSTNAME='node7'$/m);
   assert.match(
     nmConf([vlanNic]),
-    /^unmanaged-devices=interface-name:eth0\.100;interface-name:eth0$/m,
+    /^unmanaged-devices\+=interface-name:eth0\.100;interface-name:eth0$/m,
   );
 });
 

@@ -52,8 +52,8 @@ if /usr/lib/isboot/deno run -A --quiet --no-config /helper.js "$(cat /input.json
 vm_kv vid "$(sed -n 's/.*VID: \\([0-9]*\\).*/\\1/p' /proc/net/vlan/eth0.100 2>/dev/null)"
 vm_kv addr "$(ip -4 addr show dev eth0.100 2>/dev/null | sed -n 's/.*inet \\([0-9./]*\\).*/\\1/p')"
 vm_kv route "$(ip route show default 2>/dev/null | tr -s ' ')"
-vm_kv netdev "$(sed -n 's/^Name=//p' /tmp/out/run/systemd/network/10-isboot-eth0.network | tr '\\n' ' ')"
-vm_kv parent_vlan "$(sed -n 's/^VLAN=//p' /tmp/out/run/systemd/network/10-isboot-eth0.network)"
+vm_kv netdev "$(sed -n 's/^Name=//p' /tmp/out/run/systemd/network/0-isboot-eth0.network | tr '\\n' ' ')"
+vm_kv parent_vlan "$(sed -n 's/^VLAN=//p' /tmp/out/run/systemd/network/0-isboot-eth0.network)"
 vm_pass
 vm_end
 `,

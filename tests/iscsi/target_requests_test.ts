@@ -1,0 +1,348 @@
+/**
+ * What a target asks of the initiator in full feature phase, and what a
+ * target that stops answering does to it, from the scripted target with a
+ * RAM disk (fake_target.ts): a logout request under load (§11.9.1 event
+ * 1), a renegotiation request (event 4), Rejects by reason (§11.17.1) and
+ * a command that never completes (ABORT TASK, LOGICAL UNIT RESET,
+ * reconnect). Recovery is on (the root disk's default: wait forever), and
+ * no request may see an error unless the reason says it must.
+ */
+import assert from "node:assert/strict";
+import { OperationalError } from "../../src/errors.ts";
+import { Logger } from "../../src/log.ts";
+import { loginSession, type Session, type SessionConfig } from "../../src/iscsi/session.ts";
+import type { ScsiCommand } from "../../src/scsi/transport.ts";
+import { type DiskConn, FakeDisk, type FakePdu, FakeTarget } from "./fake_target.ts";
+
+const quiet = new Logger({ quiet: true, sink: () => {} });
+const BLOCK = 512;
+
+function cfg(port: number, extra: Partial<SessionConfig> = {}): SessionConfig {
+  return {
+    portal: { host: "127.0.0.1", port },
+    targetName: "iqn.2026-11.test.isboot:fake",
+    lun: 1,
+    initiatorName: "iqn.2026-11.test.isboot:init",
+    chapAlgorithms: ["md5"],
+    headerDigest: "prefer-none",
+    dataDigest: "prefer-none",
+    nopIntervalMs: 0,
+    ...extra,
+  };
+}
+
+function cdb16(op: number, lba: number, blocks: number): Uint8Array {
+  const cdb = new Uint8Array(16);
+  const v = new DataView(cdb.buffer);
+  cdb[0] = op;
+  v.setUint32(6, lba);
+  v.setUint32(10, blocks);
+  return cdb;
+}
+
+function read16(lba: number, blocks: number): ScsiCommand {
+  return { lun: 1, cdb: cdb16(0x88, lba, blocks), dataInLength: blocks * BLOCK };
+}
+
+function write16(lba: number, data: Uint8Array): ScsiCommand {
+  return { lun: 1, cdb: cdb16(0x8a, lba, data.length / BLOCK), dataOut: data };
+}
+
+/** Write i's contents: its number, then a byte that differs from its neighbours'. */
+function pattern(i: number, bytes: number): Uint8Array {
+  const d = new Uint8Array(bytes).fill((i % 251) + 1);
+  new DataView(d.buffer).setUint32(0, i);
+  return d;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!ok()) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** `n` writes of `blocks` blocks each, `depth` at a time; rejects on the first error. */
+async function writeLoad(s: Session, n: number, blocks: number, depth: number): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      const i = next++;
+      const r = await s.execute(write16(i * blocks, pattern(i, blocks * BLOCK)));
+      assert.equal(r.status, 0, `write ${i}`);
+    }
+  };
+  await Promise.all(Array.from({ length: depth }, worker));
+}
+
+function checkDisk(disk: FakeDisk, n: number, blocks: number): void {
+  for (let i = 0; i < n; i++) {
+    const got = disk.bytes.subarray(i * blocks * BLOCK, (i + 1) * blocks * BLOCK);
+    assert.deepEqual(got, pattern(i, blocks * BLOCK), `write ${i} is not on the disk`);
+  }
+}
+
+Deno.test("target requests logout under a QD32 write load: commands held, Logout, relogin, replay; every write lands", async () => {
+  const disk = new FakeDisk(8192);
+  let asked = false;
+  let rejected = 0;
+  let logouts = 0;
+  let commandsAfterLogout = 0;
+  const fake = new FakeTarget(async (c, index) => {
+    const first = await c.acceptLogin();
+    if (index > 0) return disk.serve(c, first);
+    let n = 0;
+    let held: FakePdu | null = null;
+    let loggedOut = false;
+    await disk.serve(c, first, async (pdu, d) => {
+      if (pdu.opcode === 0x06) {
+        logouts++;
+        loggedOut = true;
+        return false;
+      }
+      if (pdu.opcode !== 0x01) return false;
+      if (loggedOut) commandsAfterLogout++;
+      d.take(pdu);
+      if (asked) {
+        // §11.9.1: the target may reject new I/O with "Waiting for Logout".
+        rejected++;
+        await d.reject(pdu, 0x0c);
+        return true;
+      }
+      if (++n === 40) {
+        held = pdu; // still in flight when the request goes out
+        return true;
+      }
+      if (n === 41) {
+        // The request crosses command 41 on the wire: 41 and whatever
+        // follows it is rejected; 40 completes while the initiator drains.
+        asked = true;
+        await d.asyncMessage(1, { p3: 5 });
+        rejected++;
+        await d.reject(pdu, 0x0c);
+        const late = held as FakePdu;
+        setTimeout(() => void d.execute(late).catch(() => {}), 100);
+        return true;
+      }
+      return false;
+    });
+  });
+  try {
+    const s = await loginSession(cfg(fake.port), quiet);
+    await writeLoad(s, 256, 16, 32);
+    checkDisk(disk, 256, 16);
+    assert.ok(asked && rejected > 0, `rejected ${rejected}`);
+    assert.equal(logouts, 1);
+    assert.equal(commandsAfterLogout, 0);
+    assert.equal(s.reconnects, 1);
+    assert.equal(disk.conns.length, 2);
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
+
+Deno.test("Rejects that mean 'not now' are resent: the CmdSN taken (fresh CmdSN) or left as a gap (same CmdSN)", async () => {
+  for (const taken of [true, false]) {
+    const disk = new FakeDisk(64);
+    disk.bytes.fill(0x77);
+    const seen: { cmdSN: number; itt: number }[] = [];
+    const fake = new FakeTarget(async (c) => {
+      const first = await c.acceptLogin();
+      let rejects = 0;
+      await disk.serve(c, first, async (pdu, d) => {
+        if (pdu.opcode !== 0x01) return false;
+        seen.push({ cmdSN: pdu.cmdSN, itt: pdu.itt });
+        if (rejects < 2) {
+          if (taken) d.take(pdu);
+          // Long operation reject, then immediate command reject: both "resend later".
+          await d.reject(pdu, rejects++ === 0 ? 0x0a : 0x06);
+          return true;
+        }
+        return false;
+      });
+    });
+    try {
+      const s = await loginSession(cfg(fake.port), quiet);
+      const r = await s.execute(read16(0, 1));
+      assert.equal(r.status, 0);
+      assert.ok(r.data.every((x) => x === 0x77));
+      assert.equal(seen.length, 3, JSON.stringify(seen));
+      const sns = seen.map((x) => x.cmdSN);
+      if (taken) assert.deepEqual(sns, [sns[0], sns[0] + 1, sns[0] + 2]);
+      else assert.deepEqual(sns, [sns[0], sns[0], sns[0]]);
+      assert.equal(s.reconnects, 0);
+      await s.close();
+      assert.deepEqual(fake.errors, []);
+    } finally {
+      await fake.close();
+    }
+  }
+});
+
+Deno.test("Rejects that cannot be resent fail the command with the reason named; the session goes on", async () => {
+  const disk = new FakeDisk(64);
+  const reasons = [0x05, 0x09, 0x04];
+  const fake = new FakeTarget(async (c) => {
+    const first = await c.acceptLogin();
+    let n = 0;
+    await disk.serve(c, first, async (pdu, d) => {
+      if (pdu.opcode !== 0x01 || n >= reasons.length) return false;
+      d.take(pdu);
+      await d.reject(pdu, reasons[n++]);
+      return true;
+    });
+  });
+  try {
+    const s = await loginSession(cfg(fake.port), quiet);
+    for (const name of ["command not supported", "invalid PDU field", "protocol error"]) {
+      await assert.rejects(
+        s.execute(read16(0, 1)),
+        (e) => e instanceof OperationalError && e.message.includes(name),
+        name,
+      );
+    }
+    assert.equal((await s.execute(read16(0, 1))).status, 0);
+    assert.equal(s.reconnects, 0);
+    await s.close();
+  } finally {
+    await fake.close();
+  }
+});
+
+Deno.test("a renegotiation request (AsyncEvent 4) is answered by Logout and a new login; nothing fails", async () => {
+  const disk = new FakeDisk(64);
+  const seen: string[] = [];
+  let asked = false;
+  const fake = new FakeTarget(async (c, index) => {
+    const first = await c.acceptLogin();
+    seen.push(`login ${index + 1}`);
+    await disk.serve(c, first, async (pdu, d) => {
+      if (pdu.opcode === 0x06) seen.push("logout");
+      if (pdu.opcode === 0x04) seen.push("text");
+      if (pdu.opcode !== 0x01) return false;
+      seen.push(`command on ${index + 1}`);
+      if (index === 0 && !asked) {
+        asked = true;
+        d.take(pdu);
+        await d.asyncMessage(4, { p3: 5 });
+        setTimeout(() => void d.execute(pdu).catch(() => {}), 50);
+        return true;
+      }
+      return false;
+    });
+  });
+  try {
+    const s = await loginSession(cfg(fake.port), quiet);
+    const one = s.execute(read16(0, 1));
+    await until("the renegotiation request", () => asked);
+    await sleep(20);
+    const two = s.execute(read16(1, 1));
+    const [r1, r2] = await Promise.all([one, two]);
+    assert.equal(r1.status, 0);
+    assert.equal(r2.status, 0);
+    assert.deepEqual(seen, ["login 1", "command on 1", "logout", "login 2", "command on 2"]);
+    assert.equal(s.reconnects, 1);
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
+
+/** A script whose first `hang` commands on the first connection are never answered; TMFs as `tmf` says. */
+function hangingTarget(
+  disk: FakeDisk,
+  o: { hang: number; tmf: (func: number) => number | null },
+  log: string[],
+): FakeTarget {
+  return new FakeTarget(async (c, index) => {
+    const first = await c.acceptLogin();
+    if (index > 0) log.push("relogin");
+    let hung = 0;
+    await disk.serve(c, first, async (pdu: FakePdu, d: DiskConn) => {
+      if (pdu.opcode === 0x02) {
+        const func = pdu.bhs[1] & 0x7f;
+        log.push(`tmf ${func}`);
+        const answer = o.tmf(func);
+        if (answer !== null) await d.tmfResponse(pdu, answer);
+        return true;
+      }
+      if (pdu.opcode === 0x01) {
+        log.push(`command ${index + 1}`);
+        if (index === 0 && hung < o.hang) {
+          hung++;
+          d.take(pdu);
+          return true; // never answered
+        }
+      }
+      return false;
+    });
+  });
+}
+
+Deno.test("a command the target never completes (NOPs answered) is aborted and re-issued, and completes", async () => {
+  const disk = new FakeDisk(64);
+  disk.bytes.fill(0x3c);
+  const log: string[] = [];
+  const fake = hangingTarget(disk, { hang: 1, tmf: () => 0 }, log);
+  try {
+    const s = await loginSession(
+      cfg(fake.port, { commandTimeoutMs: 200, nopIntervalMs: 50, nopTimeoutMs: 1000 }),
+      quiet,
+    );
+    const r = await s.execute(read16(0, 1));
+    assert.equal(r.status, 0);
+    assert.ok(r.data.every((x) => x === 0x3c));
+    assert.deepEqual(log, ["command 1", "tmf 1", "command 1"]);
+    assert.equal(s.reconnects, 0);
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
+
+Deno.test("ABORT TASK refused: LOGICAL UNIT RESET, and every task of the LU is re-issued, none fails", async () => {
+  const disk = new FakeDisk(64);
+  const log: string[] = [];
+  // 255: function rejected; the reset is then done (0).
+  const fake = hangingTarget(disk, { hang: 2, tmf: (f) => (f === 1 ? 255 : 0) }, log);
+  try {
+    const s = await loginSession(cfg(fake.port, { commandTimeoutMs: 200 }), quiet);
+    const rs = await Promise.all([s.execute(read16(0, 1)), s.execute(read16(1, 1))]);
+    for (const r of rs) assert.equal(r.status, 0);
+    assert.deepEqual(log, ["command 1", "command 1", "tmf 1", "tmf 5", "command 1", "command 1"]);
+    assert.equal(s.reconnects, 0);
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
+
+Deno.test("ABORT TASK unanswered escalates to LOGICAL UNIT RESET, then to a reconnect with replay", async () => {
+  const disk = new FakeDisk(64);
+  disk.bytes.fill(0x5e);
+  const log: string[] = [];
+  const fake = hangingTarget(disk, { hang: 1, tmf: () => null }, log);
+  try {
+    const s = await loginSession(
+      cfg(fake.port, { commandTimeoutMs: 200, nopIntervalMs: 50, nopTimeoutMs: 1000 }),
+      quiet,
+    );
+    const r = await s.execute(read16(0, 1));
+    assert.equal(r.status, 0);
+    assert.ok(r.data.every((x) => x === 0x5e));
+    assert.deepEqual(log, ["command 1", "tmf 1", "tmf 5", "relogin", "command 2"]);
+    assert.equal(s.reconnects, 1);
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});

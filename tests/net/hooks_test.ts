@@ -1,0 +1,141 @@
+/**
+ * The booted system's side of the hand-off, without a VM: the ifupdown
+ * pre-down hook's decisions (run under dash, as ifupdown runs it), and the
+ * systemd-networkd and NetworkManager files' contents and the order networkd
+ * sees them in next to the catch-alls distributions and cloud images ship.
+ */
+import assert from "node:assert/strict";
+import { parseIp } from "../../src/net/addr.ts";
+import type { ConfiguredNic } from "../../src/net/configure.ts";
+import { networkdFileName, networkdFiles, nmConf, nmUdevRules } from "../../src/net/handoff.ts";
+
+const HOOK = new URL("../../initramfs-hook/ifupdown/if-pre-down.d/isboot", import.meta.url)
+  .pathname;
+const dec = new TextDecoder();
+
+async function preDown(env: Record<string, string>): Promise<{ code: number; stderr: string }> {
+  const o = await new Deno.Command("dash", {
+    args: [HOOK],
+    env: { PATH: "/usr/bin:/bin", MODE: "stop", PHASE: "pre-down", ...env },
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: o.code, stderr: dec.decode(o.stderr) };
+}
+
+Deno.test("ifupdown pre-down: refuses, in one line, to take down a link listed in boot-nics; lets others go", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "isboot-hook-" });
+  try {
+    const list = `${dir}/boot-nics`;
+    await Deno.writeTextFile(list, "ens3.100\nens3\n");
+    for (const iface of ["ens3", "ens3.100"]) {
+      const r = await preDown({ IFACE: iface, ISBOOT_BOOT_NICS: list });
+      assert.equal(r.code, 1, iface);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `^isboot: not taking ${iface.replace(".", "\\.")} down: it carries the root disk`,
+        ),
+      );
+    }
+    for (const iface of ["ens4", "ens3.1", "ens", "lo", "--all"]) {
+      const r = await preDown({ IFACE: iface, ISBOOT_BOOT_NICS: list });
+      assert.equal(r.code, 0, `${iface}: ${r.stderr}`);
+      assert.equal(r.stderr, "");
+    }
+    // The stanza's `isboot-allow-down yes` is the way to take it down on purpose.
+    const allowed = await preDown({
+      IFACE: "ens3",
+      IF_ISBOOT_ALLOW_DOWN: "yes",
+      ISBOOT_BOOT_NICS: list,
+    });
+    assert.equal(allowed.code, 0);
+    // No daemon serving a disk, no list: nothing is refused.
+    await Deno.remove(list);
+    assert.equal((await preDown({ IFACE: "ens3", ISBOOT_BOOT_NICS: list })).code, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const nic = (origin: "dhcp" | "static", family: 4 | 6 = 4): ConfiguredNic => ({
+  config: {
+    mac: "52:54:00:12:34:56",
+    vlan: 0,
+    address: parseIp(family === 4 ? "192.0.2.10" : "2001:db8::10"),
+    prefixLength: family === 4 ? 24 : 64,
+    gateway: parseIp(family === 4 ? "192.0.2.1" : "2001:db8::1"),
+    dns: [],
+    hostname: null,
+    origin,
+  },
+  ifname: "ens3",
+  index: 2,
+  parentName: "ens3",
+  parentIndex: 2,
+});
+
+Deno.test("networkd: the hand-off file sorts before every catch-all networkd could also match", () => {
+  // networkd takes the first matching file in strcmp order of the names, whatever the directory.
+  const catchAlls = [
+    "00-default.network",
+    "00-a.network",
+    "01-dhcp.network",
+    "05-wired.network",
+    "10-cloud-init-ens3.network",
+    "10-netplan-ens3.network",
+    "10-netplan-all-en.network",
+    "20-wired.network",
+    "50-cloud-init.network",
+    "80-dhcp.network",
+    "89-ethernet.network",
+    "99-default.network",
+    "zz-default.network",
+  ];
+  const ours = networkdFileName("ens3");
+  assert.equal(ours, "0-isboot-ens3.network");
+  const order = [...catchAlls, ours].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  assert.equal(order[0], ours, order.join(" "));
+  // The name the hand-off had before lost to all of these.
+  const old = [...catchAlls, "10-isboot-ens3.network"].sort();
+  assert.ok(old.indexOf("10-isboot-ens3.network") > 0);
+});
+
+Deno.test("networkd: keeps foreign addresses and routes for static and DHCP-origin NICs alike (KeepConfiguration=yes)", () => {
+  for (const [origin, family] of [["static", 4], ["dhcp", 4], ["dhcp", 6]] as const) {
+    const files = networkdFiles(nic(origin, family));
+    assert.deepEqual([...files.keys()], ["0-isboot-ens3.network"]);
+    const f = files.get("0-isboot-ens3.network")!;
+    // "dhcp" would drop the boot address at start: it is foreign and has no lifetime.
+    assert.match(f, /^KeepConfiguration=yes$/m, `${origin}/${family}`);
+    assert.doesNotMatch(f, /^KeepConfiguration=(dhcp|static|no)/m);
+    assert.match(f, /^ActivationPolicy=always-up$/m);
+    assert.match(f, /^IgnoreCarrierLoss=yes$/m);
+    assert.match(f, /^\[Match\]\nName=ens3$/m);
+    if (origin === "dhcp") {
+      assert.match(f, new RegExp(`^DHCP=ipv${family}$`, "m"));
+      assert.match(f, /^SendRelease=no$/m);
+      assert.doesNotMatch(f, /^Address=/m);
+    } else {
+      assert.match(f, /^Address=192\.0\.2\.10\/24$/m);
+      assert.match(f, /^Gateway=192\.0\.2\.1$/m);
+    }
+  }
+});
+
+Deno.test("NetworkManager: the hand-off appends to unmanaged-devices and marks the links NM_UNMANAGED in udev", () => {
+  const vlan: ConfiguredNic = { ...nic("static"), ifname: "ens3.100", index: 5 };
+  const conf = nmConf([vlan]);
+  // `+=`: the lists packages ship in /usr/lib/NetworkManager/conf.d stay in force.
+  assert.match(
+    conf,
+    /^\[keyfile\]\nunmanaged-devices\+=interface-name:ens3\.100;interface-name:ens3$/m,
+  );
+  const rules = nmUdevRules([vlan]).split("\n").filter((l) => l && !l.startsWith("#"));
+  assert.deepEqual(rules, [
+    'ACTION!="remove", SUBSYSTEM=="net", KERNEL=="ens3.100", ENV{NM_UNMANAGED}="1"',
+    'ACTION!="remove", SUBSYSTEM=="net", KERNEL=="ens3", ENV{NM_UNMANAGED}="1"',
+  ]);
+});
