@@ -70,10 +70,12 @@ demo: dist/isboot test-deps
 # and both initramfs hooks where dracut and initramfs-tools look for them. The
 # hooks get the executable's installed path (without DESTDIR) written in:
 # mkinitramfs and dracut run them with a PATH that has no /usr/local/bin.
-# Also the ifupdown hook that keeps the boot NIC up in the booted system.
+# Also the ifupdown hook that keeps the boot NIC up in the booted system, and
+# the modprobe.d line that keeps iscsi_ibft unloaded while isboot serves.
 DRACUT_MODULES_DIR    ?= /usr/lib/dracut/modules.d
 INITRAMFS_TOOLS_DIR   ?= /usr/share/initramfs-tools
 IFUPDOWN_DIR          ?= /etc/network
+MODPROBE_DIR          ?= /etc/modprobe.d
 ISBOOT_INSTALLED      := $(PREFIX)/bin/isboot
 HOOK_FILES := dracut/95isboot/module-setup.sh dracut/95isboot/isboot-parse.sh \
   dracut/95isboot/isboot-run.sh initramfs-tools/hooks/isboot \
@@ -107,6 +109,8 @@ install: dist/isboot
 # files under /run from the daemon at boot; nothing to install for them).
 	install -D -m 0755 initramfs-hook/ifupdown/if-pre-down.d/isboot \
 	  $(DESTDIR)$(IFUPDOWN_DIR)/if-pre-down.d/isboot
+# The kernel initiator must not see the firmware target while isboot serves it.
+	install -D -m 0644 initramfs-hook/modprobe.d/isboot.conf $(DESTDIR)$(MODPROBE_DIR)/isboot.conf
 
 # Performance (never part of `make test`): installs bench/deps.apt, then runs the
 # CRC32C study and isboot serve against qemu-nbd (libiscsi) and the ceilings;

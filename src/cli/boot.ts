@@ -70,8 +70,11 @@ async function findIbft(source: string, log: Logger): Promise<LoadedIbft | null>
     if (!(e instanceof IbftNotFoundError) || !["auto", "sysfs"].includes(source)) throw e;
   }
   // Under BIOS the table is shown by iscsi_ibft in sysfs; load it and look again.
+  let loaded = false;
   try {
+    const before = await Deno.stat("/sys/module/iscsi_ibft").then(() => true, () => false);
     await modprobe("iscsi_ibft");
+    loaded = !before;
   } catch (e) {
     log.debug(`modprobe iscsi_ibft: ${e instanceof Error ? e.message : e}`);
   }
@@ -80,6 +83,19 @@ async function findIbft(source: string, log: Logger): Promise<LoadedIbft | null>
   } catch (e) {
     if (e instanceof IbftNotFoundError) return null;
     throw e;
+  } finally {
+    // The table is read. Left loaded, the module would show the firmware
+    // target to the kernel initiator's tools after switch_root (open-iscsi's
+    // `iscsiadm -m fw -l`, run by its udev rule), which would log in a second
+    // time and make a second disk with the root's UUID (docs/boot.md,
+    // "open-iscsi in the root").
+    if (loaded) {
+      await modprobe("iscsi_ibft", { remove: true }).then(
+        () => log.debug("iscsi_ibft unloaded: the table is read"),
+        (e) =>
+          log.warn(`${e instanceof Error ? e.message : e}; iscsiadm -m fw can see the boot target`),
+      );
+    }
   }
 }
 

@@ -149,12 +149,13 @@ export const RELEASE_FORCE_MS = 15_000;
 /** Runs `modprobe NAME`; injectable so tests and the boot path can choose. */
 export type ModuleLoader = (name: string) => Promise<void>;
 
-/** Load a module with the system's modprobe (kmod or busybox). */
-export async function modprobe(name: string): Promise<void> {
+/** Load (or, with `remove`, unload) a module with the system's modprobe (kmod or busybox). */
+export async function modprobe(name: string, o: { remove?: boolean } = {}): Promise<void> {
   let lastError = "";
+  const args = o.remove ? ["-r", name] : [name];
   for (const cmd of ["modprobe", "/sbin/modprobe", "/usr/sbin/modprobe"]) {
     try {
-      const out = await new Deno.Command(cmd, { args: [name], stdout: "null", stderr: "piped" })
+      const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" })
         .output();
       if (out.success) return;
       lastError = new TextDecoder().decode(out.stderr).trim().split("\n")[0] ?? `exit ${out.code}`;
@@ -164,7 +165,7 @@ export async function modprobe(name: string): Promise<void> {
       lastError = "modprobe not found";
     }
   }
-  throw new OperationalError(`modprobe ${name}: ${lastError}`);
+  throw new OperationalError(`modprobe ${args.join(" ")}: ${lastError}`);
 }
 
 /**

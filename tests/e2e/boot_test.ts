@@ -51,6 +51,19 @@ for (const c of CASES) {
       assert.match(r.vm.serial, /mlock file mappings: done/, why);
       assert.doesNotMatch(r.vm.serial, /isboot: warning: .*skipped/, why);
       assert.ok(r.marker, `marker not found in the image${why}`);
+      // After switch_root the daemon's lines are in the journal under its own
+      // identifier, and a connection cut by the host is recovered.
+      assert.deepEqual(r.cutCodes, [0], `the host cut no iSCSI connection${why}`);
+      assert.equal(r.vm.kv.get("journal_serving"), "1", `journalctl -t isboot${why}`);
+      assert.ok(
+        Number(r.vm.kv.get("journal_lost")) >= 1,
+        `journalctl -t isboot: no lost line${why}`,
+      );
+      assert.ok(
+        Number(r.vm.kv.get("journal_recovered")) >= 1,
+        `journalctl -t isboot: no recovery${why}`,
+      );
+      assert.match(r.marker, /after the reconnect/, `no write after the reconnect${why}`);
       assert.equal(r.fsck.code, 0, `e2fsck -fn: ${r.fsck.output}`);
       console.log(
         `  ${c.firmware}/${c.initramfs}/${c.chap}: kernel start -> switch_root ${

@@ -104,6 +104,18 @@ say oom=$(cat /proc/$(pgrep -f '^@isboot' | head -1)/oom_score_adj)
   ps -eo pid,args | grep '[@]isboot'
 } > /isboot-e2e.marker
 sync
+# A forced reconnect: the host cuts the iSCSI connection when it reads the
+# next line; the daemon's messages reach the journal as SYSLOG_IDENTIFIER=isboot.
+say reconnect=now
+i=0
+until journalctl -q -t isboot -o cat | grep -q 'session recovered' || [ $i -ge 120 ]; do
+  sleep 1; i=$((i + 1))
+done
+say journal_serving=$(journalctl -q -t isboot -o cat | grep -c 'as the root-storage daemon')
+say journal_lost=$(journalctl -q -t isboot -o cat | grep -c 'connection to .* lost')
+say journal_recovered=$(journalctl -q -t isboot -o cat | grep -c 'session recovered')
+echo "after the reconnect" >> /isboot-e2e.marker
+sync
 case "$root" in
 /dev/nbd0p1) [ "$daemons" -ge 1 ] && echo "ISBOOT-VM-RESULT: PASS" > /dev/ttyS0 ||
   echo "ISBOOT-VM-RESULT: FAIL no @isboot process" > /dev/ttyS0 ;;
@@ -497,6 +509,8 @@ export interface BootOutcome {
   switchRootMs: number | null;
   /** isboot's own start -> /dev/nbd0 ready, ms. */
   isbootReadyMs: number | null;
+  /** pkill's exit code for each forced reconnect the guest asked for (0: a relay was cut). */
+  cutCodes: number[];
 }
 
 /**
@@ -544,6 +558,7 @@ export async function bootOnce(
       `guestfwd=tcp:10.0.2.100:3260-cmd:/bin/busybox nc 127.0.0.1 ${tgtd.port}`,
       `guestfwd=tcp:10.0.2.101:80-cmd:/bin/busybox httpd -i -h ${www}`,
     ].join(",");
+    const cuts: Promise<number>[] = [];
     const vm = await runVm({
       kernel,
       initrd,
@@ -553,7 +568,18 @@ export async function bootOnce(
       memoryMiB: 2048,
       timeoutMs: opts.timeoutMs ?? 480_000,
       serialLog: `${dir}/serial.log`,
-      onLine: opts.onLine,
+      onLine: (l) => {
+        // The check script asks for a forced reconnect: end the iSCSI
+        // connection by killing its guestfwd relay (qemu starts one a connection).
+        if (l.includes("ISBOOT-VM: reconnect=now") && tgtd) {
+          cuts.push(
+            new Deno.Command("pkill", {
+              args: ["-f", `^/bin/busybox nc 127\\.0\\.0\\.1 ${tgtd.port}$`],
+            }).output().then((o) => o.code),
+          );
+        }
+        opts.onLine?.(l);
+      },
       qemuArgs: [
         ...(c.firmware === "uefi" ? ["-bios", "/usr/share/ovmf/OVMF.fd"] : []),
         "-netdev",
@@ -564,6 +590,8 @@ export async function bootOnce(
     });
     await tgtd.stop();
     tgtd = undefined;
+    // pkill's status: 0 when it ended a relay, 1 when none matched.
+    const cutCodes = await Promise.all(cuts);
     const img = `${disk}?offset=${PART_OFFSET}`;
     let marker: string | null = null;
     try {
@@ -584,6 +612,7 @@ export async function bootOnce(
       fsck,
       switchRootMs: Number.isFinite(us) && us > 0 ? us / 1000 : null,
       isbootReadyMs: Number.isFinite(ready) && ready > 0 ? ready : null,
+      cutCodes,
     };
   } finally {
     await tgtd?.stop();

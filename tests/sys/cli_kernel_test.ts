@@ -1,5 +1,6 @@
 /** attach/detach/status from the command line on a host without the nbd driver. */
 import assert from "node:assert/strict";
+import { controlPath, ControlServer } from "../../src/control/control.ts";
 import { runCli } from "../helpers/cli.ts";
 
 const haveNbd = (() => {
@@ -75,5 +76,39 @@ Deno.test({
     const doc = JSON.parse(s.stdout);
     assert.deepEqual(doc.devices, []);
     assert.ok(Array.isArray(doc.sessions));
+  },
+});
+
+Deno.test({
+  name:
+    "cli: detach asks the serving process first; the boot daemon's refusal stops it, --force does not ask",
+  sanitizeResources: false,
+  async fn() {
+    // A control socket answering like the boot daemon, on a device index no test uses.
+    const index = 61;
+    const requests: string[] = [];
+    const srv = await ControlServer.listen(controlPath(index), (req) => {
+      requests.push(req.cmd);
+      return req.cmd === "detach"
+        ? { reply: { ok: false, error: `/dev/nbd${index} is the root disk; not detaching it` } }
+        : { reply: { ok: true } };
+    });
+    try {
+      const d = await runCli(["detach", `/dev/nbd${index}`]);
+      assert.equal(d.code, 1, d.stderr);
+      assert.equal(
+        d.stderr,
+        `isboot: /dev/nbd${index}: /dev/nbd${index} is the root disk; not detaching it` +
+          ` (isboot detach --force disconnects it anyway)\n`,
+      );
+      assert.deepEqual(requests, ["detach"]);
+      // --force goes to the kernel without asking (here: no nbd driver, or not connected).
+      const f = await runCli(["detach", `/dev/nbd${index}`, "--force"]);
+      assert.equal(f.code, 1, f.stderr);
+      assert.doesNotMatch(f.stderr, /root disk/);
+      assert.deepEqual(requests, ["detach"]);
+    } finally {
+      await srv.close();
+    }
   },
 });
