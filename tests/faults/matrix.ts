@@ -61,7 +61,27 @@ const IQN = "iqn.2026-11.test:faults";
 const INITIATOR = "iqn.2026-11.test:faults-initiator";
 /** SCSI Response (RFC 7143 §11.4) and SCSI Data-In (§11.7) opcodes. */
 const OPCODE_SCSI_RESPONSE = 0x21;
+/** SCSI Command (§11.3), initiator to target. */
+const OPCODE_SCSI_COMMAND = 0x01;
 const OPCODE_DATA_IN = 0x25;
+/** Task Management Function Request and Response (§11.5, §11.6). */
+const OPCODE_TMF_REQUEST = 0x02;
+const OPCODE_TMF_RESPONSE = 0x22;
+/** Logout Request and Response (§11.14, §11.15). */
+const OPCODE_LOGOUT_REQUEST = 0x06;
+const OPCODE_LOGOUT_RESPONSE = 0x26;
+/** Async Message event: the target requests a logout (§11.9.1). */
+const ASYNC_LOGOUT_REQUEST = 1;
+/** Task management function codes (§11.5.1) and responses (§11.6.1), for the notes. */
+const TMF_NAMES: Record<number, string> = { 1: "ABORT TASK", 5: "LOGICAL UNIT RESET" };
+const TMF_RESPONSES: Record<number, string> = {
+  0: "function complete",
+  1: "task does not exist",
+  2: "LUN does not exist",
+  255: "function rejected",
+};
+/** The command timeout the hung-command row gives `isboot serve`, seconds. */
+const HUNG_COMMAND_TIMEOUT_S = 5;
 
 /** What a fault gets to work with. */
 export interface FaultContext {
@@ -71,8 +91,16 @@ export interface FaultContext {
   workload: Workload;
   /** Appends a note to the row. */
   note(msg: string): void;
+  /** Fails the row with this note (a protocol rule the fault checks was broken). */
+  fail(msg: string): void;
   /** Work the fault left running (awaited before cleanup). */
   background: Promise<unknown>[];
+  /**
+   * Set by a fault whose recovery is a sequence the proxy can see (a Logout,
+   * a task management exchange): the row waits for it, then for the next
+   * SCSI status, and fails when it does not come within LIMITS.recoveryMs.
+   */
+  recoveredBy?: Promise<void>;
 }
 
 export interface Fault {
@@ -87,10 +115,35 @@ export interface Fault {
    * corruption: when the byte was flipped).
    */
   inject(ctx: FaultContext): Promise<void>;
+  /** Extra `isboot serve` options the row needs (not given to qemu-nbd). */
+  serverArgs?: string[];
+  /** Requests the client keeps in flight (default: 8 for seq-write-fua, 16 for the others). */
+  depth?: number;
 }
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The next PDU the proxy forwards that `match` accepts. */
+function nextPdu(
+  proxy: FaultProxy,
+  match: (conn: ProxiedConnection, pdu: PduInfo) => boolean,
+): Promise<{ conn: ProxiedConnection; pdu: PduInfo; at: number }> {
+  return new Promise((resolve) => {
+    const off = proxy.onPdu((conn, pdu) => {
+      if (!match(conn, pdu)) return;
+      off();
+      resolve({ conn, pdu, at: performance.now() });
+    });
+  });
+}
+
+/** A SCSI status reaching the initiator: a SCSI Response, or a Data-In with the S bit. */
+function isStatus(pdu: PduInfo): boolean {
+  return pdu.direction === "to-initiator" &&
+    (pdu.opcode === OPCODE_SCSI_RESPONSE ||
+      (pdu.opcode === OPCODE_DATA_IN && (pdu.flags & 0x01) !== 0));
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -179,6 +232,67 @@ export const FAULTS: Fault[] = [
       note(`target deleted ${n} connection(s)`);
     },
   },
+  {
+    // RFC 7143 §11.9.1: new commands held, Logout within Parameter3, relogin
+    // after Time2Wait, replay; the client must see nothing but a slow request.
+    name: "target requests logout (Async Message)",
+    breaksConnection: true,
+    depth: 32,
+    inject: (ctx) => {
+      const { proxy, note } = ctx;
+      const t0 = performance.now();
+      const logout = nextPdu(
+        proxy,
+        (_, p) => p.direction === "to-target" && p.opcode === OPCODE_LOGOUT_REQUEST,
+      );
+      const answer = nextPdu(
+        proxy,
+        (_, p) => p.direction === "to-initiator" && p.opcode === OPCODE_LOGOUT_RESPONSE,
+      );
+      const sent = proxy.asyncMessage(ASYNC_LOGOUT_REQUEST, { p3: 5 });
+      if (sent.length === 0) throw new Error("no connection in the Full Feature Phase");
+      ctx.recoveredBy = logout.then(async (l) => {
+        note(`Logout ${((l.at - t0) / 1000).toFixed(2)} s after the request`);
+        const a = await answer;
+        note(`Logout Response ${a.pdu.byte2}`);
+      });
+      return Promise.resolve();
+    },
+  },
+  {
+    // The target answers everything but one command's status: the command
+    // timeout must escalate (ABORT TASK, LOGICAL UNIT RESET, reconnect) and
+    // re-issue it, and the client see nothing but one slow request.
+    name: "hung command (one status swallowed)",
+    breaksConnection: false,
+    serverArgs: ["--command-timeout", String(HUNG_COMMAND_TIMEOUT_S)],
+    inject: async (ctx) => {
+      const { proxy, note } = ctx;
+      const tmf = nextPdu(
+        proxy,
+        (_, p) => p.direction === "to-target" && p.opcode === OPCODE_TMF_REQUEST,
+      );
+      const answer = nextPdu(
+        proxy,
+        (_, p) => p.direction === "to-initiator" && p.opcode === OPCODE_TMF_RESPONSE,
+      );
+      const r = await proxy.swallow(isStatus);
+      note(
+        `swallowed the status (opcode 0x${r.pdu.opcode.toString(16)}) of ITT 0x${
+          r.pdu.itt.toString(16)
+        }; --command-timeout ${HUNG_COMMAND_TIMEOUT_S}`,
+      );
+      const t0 = performance.now();
+      ctx.recoveredBy = tmf.then(async (q) => {
+        const fn = q.pdu.flags & 0x7f;
+        const a = await answer;
+        note(
+          `${TMF_NAMES[fn] ?? `TMF ${fn}`} ${((q.at - t0) / 1000).toFixed(2)} s later, ` +
+            `answered "${TMF_RESPONSES[a.pdu.byte2] ?? a.pdu.byte2}"`,
+        );
+      });
+    },
+  },
 ];
 
 /**
@@ -262,6 +376,7 @@ function serverCommand(
   kind: ServerKind,
   proxyPort: number,
   socket: string,
+  extra: string[] = [],
 ): { cmd: string; args: string[] } {
   if (kind === "qemu-nbd") {
     return {
@@ -292,6 +407,7 @@ function serverCommand(
       "crc32c",
       "--data-digest",
       "crc32c",
+      ...extra,
     ],
   };
 }
@@ -337,10 +453,7 @@ export async function runRow(
     let lastStatusAt = 0;
     const statusAfter: { t: number; conn?: number; resolve: () => void }[] = [];
     proxy.onPdu((conn: ProxiedConnection, pdu: PduInfo) => {
-      const isStatus = pdu.direction === "to-initiator" &&
-        (pdu.opcode === OPCODE_SCSI_RESPONSE ||
-          (pdu.opcode === OPCODE_DATA_IN && (pdu.flags & 0x01) !== 0));
-      if (!isStatus) return;
+      if (!isStatus(pdu)) return;
       const now = performance.now();
       lastStatusAt = now;
       for (let i = statusAfter.length - 1; i >= 0; i--) {
@@ -355,7 +468,7 @@ export async function runRow(
       new Promise<void>((resolve) => statusAfter.push({ t, conn: afterConn, resolve }));
 
     const socket = `${dir}/nbd.sock`;
-    const sc = serverCommand(server, proxy.port, socket);
+    const sc = serverCommand(server, proxy.port, socket, fault.serverArgs);
     child = new Deno.Command(sc.cmd, {
       args: sc.args,
       cwd: ROOT,
@@ -398,6 +511,7 @@ export async function runRow(
         backing,
         stopFile,
         String((LIMITS.recoveryMs + 30_000) / 1000),
+        ...(fault.depth ? [String(fault.depth)] : []),
       ],
       stdin: "null",
       stdout: "piped",
@@ -409,7 +523,7 @@ export async function runRow(
     await withTimeout(nextStatus(performance.now()), LIMITS.startMs, "first SCSI status");
     await delay(500);
     const connAtFault = proxy.accepted;
-    const ctx: FaultContext = { proxy, tgt, tid, workload, note, background };
+    const ctx: FaultContext = { proxy, tgt, tid, workload, note, fail, background };
     await withTimeout(fault.inject(ctx), 10_000, "injecting the fault");
     const t0 = performance.now();
 
@@ -418,8 +532,11 @@ export async function runRow(
       const breaks = typeof fault.breaksConnection === "function"
         ? fault.breaksConnection(workload)
         : fault.breaksConnection;
-      const recovered = (breaks ? nextStatus(t0, connAtFault) : nextStatus(t0))
-        .then(() => true);
+      const seen = ctx.recoveredBy ?? Promise.resolve();
+      const recovered = seen.then(() => {
+        const t1 = Math.max(t0, performance.now());
+        return breaks ? nextStatus(t1, connAtFault) : nextStatus(t1);
+      }).then(() => true);
       const gaveUp = clientOut.then(() => false, () => false);
       const ok = await withTimeout(
         Promise.race([recovered, gaveUp]),
