@@ -241,6 +241,15 @@ export const FAULTS: Fault[] = [
     inject: (ctx) => {
       const { proxy, note } = ctx;
       const t0 = performance.now();
+      // §11.14: after its Logout Request the initiator sends no new command
+      // on that connection; count the SCSI Command PDUs that follow it.
+      let loggingOut: number | undefined;
+      let after = 0;
+      const stop = proxy.onPdu((conn, p) => {
+        if (p.direction !== "to-target") return;
+        if (p.opcode === OPCODE_LOGOUT_REQUEST && loggingOut === undefined) loggingOut = conn.id;
+        else if (p.opcode === OPCODE_SCSI_COMMAND && conn.id === loggingOut) after++;
+      });
       const logout = nextPdu(
         proxy,
         (_, p) => p.direction === "to-target" && p.opcode === OPCODE_LOGOUT_REQUEST,
@@ -254,7 +263,11 @@ export const FAULTS: Fault[] = [
       ctx.recoveredBy = logout.then(async (l) => {
         note(`Logout ${((l.at - t0) / 1000).toFixed(2)} s after the request`);
         const a = await answer;
+        stop();
         note(`Logout Response ${a.pdu.byte2}`);
+        if (after > 0) {
+          ctx.fail(`${after} SCSI command(s) sent after the Logout Request on its connection`);
+        }
       });
       return Promise.resolve();
     },
