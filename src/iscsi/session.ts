@@ -1171,11 +1171,19 @@ export class Session implements ScsiTransport {
     this.#log.warn(
       `ABORT TASK: ${tmfOutcome(abort, tmfMs)}; sending LOGICAL UNIT RESET to LUN ${t.lun}`,
     );
+    // The reset is an immediate command carrying the next CmdSN; it acts on
+    // the commands of the session with a lower CmdSN only (§11.5.1). Those
+    // issued while it is pending run on and answer for themselves: issuing
+    // them again would run them twice and meet their answer as a protocol
+    // error.
+    const resetCmdSN = this.#cmdSN;
     const reset = await this.#tmf(TMF_LOGICAL_UNIT_RESET, t.lun, undefined, tmfMs);
     if (conn !== this.#conn || this.#state !== "open") return;
     if (reset === TMF_RESP_COMPLETE) {
-      // Every task of the LU still without status was ended by the reset.
-      const ended = [...this.#tasks.values()].filter((x) => x.lun === t.lun);
+      // Every task of the LU the reset covered and still without status was ended by it.
+      const ended = [...this.#tasks.values()].filter((x) =>
+        x.lun === t.lun && serialLt(x.cmdSN, resetCmdSN)
+      );
       this.#log.warn(`LOGICAL UNIT RESET done; issuing ${ended.length} command(s) again`);
       this.#reissue(
         ended,

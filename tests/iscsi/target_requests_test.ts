@@ -346,3 +346,61 @@ Deno.test("ABORT TASK unanswered escalates to LOGICAL UNIT RESET, then to a reco
     await fake.close();
   }
 });
+
+Deno.test("LOGICAL UNIT RESET re-issues only the tasks it covered (CmdSN below its own), not one issued while it was pending", async () => {
+  const disk = new FakeDisk(64);
+  disk.bytes.fill(0x6b);
+  const log: string[] = [];
+  // The first command hangs; ABORT TASK is refused; the reset's answer is
+  // held until the next command arrives, which is answered after it (§11.5.1:
+  // the reset acts on the commands with a CmdSN lower than its own only).
+  let heldReset: { pdu: FakePdu; d: DiskConn } | null = null;
+  let hung = false;
+  const fake = new FakeTarget(async (c, index) => {
+    const first = await c.acceptLogin();
+    if (index > 0) log.push("relogin");
+    await disk.serve(c, first, async (pdu: FakePdu, d: DiskConn) => {
+      if (pdu.opcode === 0x02) {
+        const func = pdu.bhs[1] & 0x7f;
+        log.push(`tmf ${func}`);
+        if (func === 1) await d.tmfResponse(pdu, 255);
+        else heldReset = { pdu, d };
+        return true;
+      }
+      if (pdu.opcode !== 0x01) return false;
+      const lba = new DataView(pdu.bhs.buffer, pdu.bhs.byteOffset + 32, 16).getUint32(6);
+      log.push(`command lba ${lba}`);
+      if (!hung) {
+        hung = true;
+        d.take(pdu);
+        return true; // never answered
+      }
+      const reset = heldReset;
+      if (reset) {
+        heldReset = null;
+        await reset.d.tmfResponse(reset.pdu, 0);
+      }
+      return false; // executed and answered, after the reset's answer
+    });
+  });
+  try {
+    const s = await loginSession(cfg(fake.port, { commandTimeoutMs: 200 }), quiet);
+    const a = s.execute(read16(0, 1));
+    await until("the LOGICAL UNIT RESET", () => log.includes("tmf 5"));
+    const b = await s.execute(read16(1, 1));
+    assert.equal(b.status, 0);
+    assert.equal((await a).status, 0);
+    assert.deepEqual(log, [
+      "command lba 0",
+      "tmf 1",
+      "tmf 5",
+      "command lba 1",
+      "command lba 0",
+    ]);
+    assert.equal(s.reconnects, 0, "a command's answer after the reset cost the connection");
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
