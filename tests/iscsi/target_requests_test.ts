@@ -404,3 +404,38 @@ Deno.test("LOGICAL UNIT RESET re-issues only the tasks it covered (CmdSN below i
     await fake.close();
   }
 });
+
+Deno.test("a Logout the target never answers is bounded: the session drops the connection, logs in again and replays", async () => {
+  const disk = new FakeDisk(64);
+  disk.bytes.fill(0x2d);
+  const log: string[] = [];
+  const fake = new FakeTarget(async (c, index) => {
+    const first = await c.acceptLogin();
+    log.push(`login ${index + 1}`);
+    if (index > 0) return disk.serve(c, first);
+    let n = 0;
+    await disk.serve(c, first, async (pdu, d) => {
+      if (pdu.opcode === 0x06) {
+        log.push("logout (not answered)");
+        return true; // the connection stays open, silent on this request
+      }
+      if (pdu.opcode !== 0x01 || ++n !== 1) return false;
+      // The first command is held, and the target asks for a logout.
+      d.take(pdu);
+      await d.asyncMessage(1, { p3: 60 });
+      return true;
+    });
+  });
+  try {
+    const s = await loginSession(cfg(fake.port), quiet);
+    const r = await s.execute(read16(0, 1));
+    assert.equal(r.status, 0);
+    assert.ok(r.data.every((x) => x === 0x2d));
+    assert.deepEqual(log, ["login 1", "logout (not answered)", "login 2"]);
+    assert.equal(s.reconnects, 1);
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
