@@ -51,6 +51,7 @@ import {
   RESP_FLAG_OVERFLOW,
   RESP_FLAG_UNDERFLOW,
   RESPONSE_COMPLETED,
+  TIME2WAIT_MAX,
   TMF_ABORT_TASK,
   TMF_LOGICAL_UNIT_RESET,
   TMF_RESP_COMPLETE,
@@ -1403,7 +1404,7 @@ export class Session implements ScsiTransport {
   async #recover(started: number): Promise<void> {
     const portals = [this.#cfg.portal, ...(this.#cfg.portals ?? [])];
     // §6.3.5/§13.15: wait at least DefaultTime2Wait (or the target's Time2Wait) first.
-    const wait = this.#time2Wait ?? this.#params.defaultTime2Wait;
+    const wait = Math.min(this.#time2Wait ?? this.#params.defaultTime2Wait, TIME2WAIT_MAX);
     this.#time2Wait = null;
     let delay = wait * 1000;
     let backoff: number = RECOVERY_DEFAULTS.backoffInitialMs;

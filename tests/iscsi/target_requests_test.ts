@@ -439,3 +439,44 @@ Deno.test("a Logout the target never answers is bounded: the session drops the c
     await fake.close();
   }
 });
+
+Deno.test("a Time2Wait beyond the RFC's 3600 s (Async Message, Logout Response) is held to 3600 s", async () => {
+  for (const via of ["async", "logout"] as const) {
+    const lines: string[] = [];
+    const log = new Logger({ quiet: true, sink: (_level, msg) => lines.push(msg) });
+    const fake = new FakeTarget(async (c, index) => {
+      const first = await c.acceptLogin();
+      if (index > 0) return;
+      const disk = new FakeDisk(8);
+      await disk.serve(c, first, async (pdu, d) => {
+        if (pdu.opcode === 0x06) {
+          // Logout Response "closed successfully" with Time2Wait 65535 (bytes 40-41).
+          const b = d.bhs(0x26, pdu.itt);
+          new DataView(b.buffer).setUint16(40, 65535);
+          await c.send(b);
+          return true;
+        }
+        if (pdu.opcode !== 0x01) return false;
+        d.take(pdu);
+        if (via === "async") {
+          // Drop the connection, Time2Wait (Parameter2) 65535 s.
+          await d.asyncMessage(2, { p2: 65535, p3: 0 });
+        } else {
+          await d.asyncMessage(1, { p3: 1 });
+        }
+        return true;
+      });
+    });
+    try {
+      const s = await loginSession(cfg(fake.port, { progressIntervalMs: 50 }), log);
+      const r = s.execute(read16(0, 1)).catch((e) => e);
+      await until("the recovery's progress line", () => lines.some((l) => /Time2Wait \(/.test(l)));
+      const waits = lines.flatMap((l) => l.match(/Time2Wait \((\d+) s\)/)?.[1] ?? []);
+      assert.equal(waits[0], "3600", `${via}: ${waits.join(",")}`);
+      await s.close();
+      assert.ok((await r) instanceof OperationalError);
+    } finally {
+      await fake.close();
+    }
+  }
+});
