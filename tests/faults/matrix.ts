@@ -93,6 +93,8 @@ export interface FaultContext {
   note(msg: string): void;
   /** Fails the row with this note (a protocol rule the fault checks was broken). */
   fail(msg: string): void;
+  /** The NBD server of the row (a fault's serverArgs go to isboot only). */
+  server: ServerKind;
   /** Work the fault left running (awaited before cleanup). */
   background: Promise<unknown>[];
   /**
@@ -293,7 +295,7 @@ export const FAULTS: Fault[] = [
       note(
         `swallowed the status (opcode 0x${r.pdu.opcode.toString(16)}) of ITT 0x${
           r.pdu.itt.toString(16)
-        }; --command-timeout ${HUNG_COMMAND_TIMEOUT_S}`,
+        }${ctx.server === "isboot" ? `; --command-timeout ${HUNG_COMMAND_TIMEOUT_S}` : ""}`,
       );
       const t0 = performance.now();
       ctx.recoveredBy = tmf.then(async (q) => {
@@ -536,7 +538,7 @@ export async function runRow(
     await withTimeout(nextStatus(performance.now()), LIMITS.startMs, "first SCSI status");
     await delay(500);
     const connAtFault = proxy.accepted;
-    const ctx: FaultContext = { proxy, tgt, tid, workload, note, fail, background };
+    const ctx: FaultContext = { proxy, tgt, tid, workload, note, fail, server, background };
     await withTimeout(fault.inject(ctx), 10_000, "injecting the fault");
     const t0 = performance.now();
 
