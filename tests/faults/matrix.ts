@@ -73,7 +73,11 @@ const OPCODE_LOGOUT_RESPONSE = 0x26;
 /** Async Message event: the target requests a logout (§11.9.1). */
 const ASYNC_LOGOUT_REQUEST = 1;
 /** Task management function codes (§11.5.1) and responses (§11.6.1), for the notes. */
-const TMF_NAMES: Record<number, string> = { 1: "ABORT TASK", 5: "LOGICAL UNIT RESET" };
+const TMF_LOGICAL_UNIT_RESET = 5;
+const TMF_NAMES: Record<number, string> = {
+  1: "ABORT TASK",
+  [TMF_LOGICAL_UNIT_RESET]: "LOGICAL UNIT RESET",
+};
 const TMF_RESPONSES: Record<number, string> = {
   0: "function complete",
   1: "task does not exist",
@@ -121,6 +125,8 @@ export interface Fault {
   serverArgs?: string[];
   /** Requests the client keeps in flight (default: 8 for seq-write-fua, 16 for the others). */
   depth?: number;
+  /** The fault must be overcome on the same connection: a new one fails the row. */
+  keepsConnection?: boolean;
 }
 
 function delay(ms: number): Promise<void> {
@@ -280,6 +286,7 @@ export const FAULTS: Fault[] = [
     // re-issue it, and the client see nothing but one slow request.
     name: "hung command (one status swallowed)",
     breaksConnection: false,
+    keepsConnection: true,
     serverArgs: ["--command-timeout", String(HUNG_COMMAND_TIMEOUT_S)],
     inject: async (ctx) => {
       const { proxy, note } = ctx;
@@ -304,6 +311,45 @@ export const FAULTS: Fault[] = [
         note(
           `${TMF_NAMES[fn] ?? `TMF ${fn}`} ${((q.at - t0) / 1000).toFixed(2)} s later, ` +
             `answered "${TMF_RESPONSES[a.pdu.byte2] ?? a.pdu.byte2}"`,
+        );
+      });
+    },
+  },
+  {
+    // As above, and the answer to ABORT TASK is swallowed too: LOGICAL UNIT
+    // RESET must end the hung task and the session re-issue exactly the tasks
+    // the reset covered, while the client keeps commands coming (those issued
+    // during the reset answer for themselves; re-issuing them as well would
+    // meet their answers as protocol errors and cost the connection).
+    name: "hung command, ABORT TASK unanswered (LU reset)",
+    breaksConnection: false,
+    keepsConnection: true,
+    serverArgs: ["--command-timeout", String(HUNG_COMMAND_TIMEOUT_S)],
+    inject: async (ctx) => {
+      const { proxy, note } = ctx;
+      const reset = nextPdu(
+        proxy,
+        (_, p) =>
+          p.direction === "to-target" && p.opcode === OPCODE_TMF_REQUEST &&
+          (p.flags & 0x7f) === TMF_LOGICAL_UNIT_RESET,
+      );
+      const r = await proxy.swallow(isStatus);
+      const abort = proxy.swallow((p) => p.opcode === OPCODE_TMF_RESPONSE);
+      note(`swallowed the status of ITT 0x${r.pdu.itt.toString(16)}`);
+      const t0 = performance.now();
+      ctx.recoveredBy = abort.then(async () => {
+        note("swallowed the answer to ABORT TASK");
+        const q = await reset;
+        const a = await nextPdu(
+          proxy,
+          (_, p) =>
+            p.direction === "to-initiator" && p.opcode === OPCODE_TMF_RESPONSE &&
+            p.itt === q.pdu.itt,
+        );
+        note(
+          `LOGICAL UNIT RESET ${((q.at - t0) / 1000).toFixed(2)} s after the status, answered "${
+            TMF_RESPONSES[a.pdu.byte2] ?? a.pdu.byte2
+          }"`,
         );
       });
     },
@@ -562,6 +608,9 @@ export async function runRow(
       row.recoveryMs = Math.round(lastStatusAt - t0);
       const relogins = proxy.accepted - connAtFault;
       if (relogins > 0) note(`${relogins} new connection(s)`);
+      if (relogins > 0 && fault.keepsConnection) {
+        fail("recovered by a new connection, not in place");
+      }
     } catch (e) {
       fail(
         `traffic did not flow again after the fault (${(e as Error).message}; ` +
