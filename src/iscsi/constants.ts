@@ -165,6 +165,13 @@ export const ASYNC_DROP_ALL_CONNECTIONS = 3;
 export const ASYNC_NEGOTIATION_REQUEST = 4;
 export const ASYNC_TASK_TERMINATION = 5;
 
+/**
+ * The longest Time2Wait we honour, s: the top of DefaultTime2Wait's range
+ * (§13.15). A Logout Response or an Async Message may name up to 65535 s in
+ * its 16-bit field; a root disk is not left waiting 18 hours on one PDU.
+ */
+export const TIME2WAIT_MAX = 3600;
+
 /** Reject reason: the target found a data digest error in what we sent (§11.17.1). */
 export const REJECT_DATA_DIGEST_ERROR = 0x02;
 

@@ -51,6 +51,7 @@ import {
   RESP_FLAG_OVERFLOW,
   RESP_FLAG_UNDERFLOW,
   RESPONSE_COMPLETED,
+  TIME2WAIT_MAX,
   TMF_ABORT_TASK,
   TMF_LOGICAL_UNIT_RESET,
   TMF_RESP_COMPLETE,
@@ -1171,11 +1172,19 @@ export class Session implements ScsiTransport {
     this.#log.warn(
       `ABORT TASK: ${tmfOutcome(abort, tmfMs)}; sending LOGICAL UNIT RESET to LUN ${t.lun}`,
     );
+    // The reset is an immediate command carrying the next CmdSN; it acts on
+    // the commands of the session with a lower CmdSN only (§11.5.1). Those
+    // issued while it is pending run on and answer for themselves: issuing
+    // them again would run them twice and meet their answer as a protocol
+    // error.
+    const resetCmdSN = this.#cmdSN;
     const reset = await this.#tmf(TMF_LOGICAL_UNIT_RESET, t.lun, undefined, tmfMs);
     if (conn !== this.#conn || this.#state !== "open") return;
     if (reset === TMF_RESP_COMPLETE) {
-      // Every task of the LU still without status was ended by the reset.
-      const ended = [...this.#tasks.values()].filter((x) => x.lun === t.lun);
+      // Every task of the LU the reset covered and still without status was ended by it.
+      const ended = [...this.#tasks.values()].filter((x) =>
+        x.lun === t.lun && serialLt(x.cmdSN, resetCmdSN)
+      );
       this.#log.warn(`LOGICAL UNIT RESET done; issuing ${ended.length} command(s) again`);
       this.#reissue(
         ended,
@@ -1395,7 +1404,7 @@ export class Session implements ScsiTransport {
   async #recover(started: number): Promise<void> {
     const portals = [this.#cfg.portal, ...(this.#cfg.portals ?? [])];
     // §6.3.5/§13.15: wait at least DefaultTime2Wait (or the target's Time2Wait) first.
-    const wait = this.#time2Wait ?? this.#params.defaultTime2Wait;
+    const wait = Math.min(this.#time2Wait ?? this.#params.defaultTime2Wait, TIME2WAIT_MAX);
     this.#time2Wait = null;
     let delay = wait * 1000;
     let backoff: number = RECOVERY_DEFAULTS.backoffInitialMs;

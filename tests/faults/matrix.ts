@@ -61,7 +61,31 @@ const IQN = "iqn.2026-11.test:faults";
 const INITIATOR = "iqn.2026-11.test:faults-initiator";
 /** SCSI Response (RFC 7143 §11.4) and SCSI Data-In (§11.7) opcodes. */
 const OPCODE_SCSI_RESPONSE = 0x21;
+/** SCSI Command (§11.3), initiator to target. */
+const OPCODE_SCSI_COMMAND = 0x01;
 const OPCODE_DATA_IN = 0x25;
+/** Task Management Function Request and Response (§11.5, §11.6). */
+const OPCODE_TMF_REQUEST = 0x02;
+const OPCODE_TMF_RESPONSE = 0x22;
+/** Logout Request and Response (§11.14, §11.15). */
+const OPCODE_LOGOUT_REQUEST = 0x06;
+const OPCODE_LOGOUT_RESPONSE = 0x26;
+/** Async Message event: the target requests a logout (§11.9.1). */
+const ASYNC_LOGOUT_REQUEST = 1;
+/** Task management function codes (§11.5.1) and responses (§11.6.1), for the notes. */
+const TMF_LOGICAL_UNIT_RESET = 5;
+const TMF_NAMES: Record<number, string> = {
+  1: "ABORT TASK",
+  [TMF_LOGICAL_UNIT_RESET]: "LOGICAL UNIT RESET",
+};
+const TMF_RESPONSES: Record<number, string> = {
+  0: "function complete",
+  1: "task does not exist",
+  2: "LUN does not exist",
+  255: "function rejected",
+};
+/** The command timeout the hung-command row gives `isboot serve`, seconds. */
+const HUNG_COMMAND_TIMEOUT_S = 5;
 
 /** What a fault gets to work with. */
 export interface FaultContext {
@@ -71,8 +95,18 @@ export interface FaultContext {
   workload: Workload;
   /** Appends a note to the row. */
   note(msg: string): void;
+  /** Fails the row with this note (a protocol rule the fault checks was broken). */
+  fail(msg: string): void;
+  /** The NBD server of the row (a fault's serverArgs go to isboot only). */
+  server: ServerKind;
   /** Work the fault left running (awaited before cleanup). */
   background: Promise<unknown>[];
+  /**
+   * Set by a fault whose recovery is a sequence the proxy can see (a Logout,
+   * a task management exchange): the row waits for it, then for the next
+   * SCSI status, and fails when it does not come within LIMITS.recoveryMs.
+   */
+  recoveredBy?: Promise<void>;
 }
 
 export interface Fault {
@@ -87,10 +121,37 @@ export interface Fault {
    * corruption: when the byte was flipped).
    */
   inject(ctx: FaultContext): Promise<void>;
+  /** Extra `isboot serve` options the row needs (not given to qemu-nbd). */
+  serverArgs?: string[];
+  /** Requests the client keeps in flight (default: 8 for seq-write-fua, 16 for the others). */
+  depth?: number;
+  /** The fault must be overcome on the same connection: a new one fails the row. */
+  keepsConnection?: boolean;
 }
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The next PDU the proxy forwards that `match` accepts. */
+function nextPdu(
+  proxy: FaultProxy,
+  match: (conn: ProxiedConnection, pdu: PduInfo) => boolean,
+): Promise<{ conn: ProxiedConnection; pdu: PduInfo; at: number }> {
+  return new Promise((resolve) => {
+    const off = proxy.onPdu((conn, pdu) => {
+      if (!match(conn, pdu)) return;
+      off();
+      resolve({ conn, pdu, at: performance.now() });
+    });
+  });
+}
+
+/** A SCSI status reaching the initiator: a SCSI Response, or a Data-In with the S bit. */
+function isStatus(pdu: PduInfo): boolean {
+  return pdu.direction === "to-initiator" &&
+    (pdu.opcode === OPCODE_SCSI_RESPONSE ||
+      (pdu.opcode === OPCODE_DATA_IN && (pdu.flags & 0x01) !== 0));
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -179,6 +240,120 @@ export const FAULTS: Fault[] = [
       note(`target deleted ${n} connection(s)`);
     },
   },
+  {
+    // RFC 7143 §11.9.1: new commands held, Logout within Parameter3, relogin
+    // after Time2Wait, replay; the client must see nothing but a slow request.
+    name: "target requests logout (Async Message)",
+    breaksConnection: true,
+    depth: 32,
+    inject: (ctx) => {
+      const { proxy, note } = ctx;
+      const t0 = performance.now();
+      // §11.14: after its Logout Request the initiator sends no new command
+      // on that connection; count the SCSI Command PDUs that follow it.
+      let loggingOut: number | undefined;
+      let after = 0;
+      const stop = proxy.onPdu((conn, p) => {
+        if (p.direction !== "to-target") return;
+        if (p.opcode === OPCODE_LOGOUT_REQUEST && loggingOut === undefined) loggingOut = conn.id;
+        else if (p.opcode === OPCODE_SCSI_COMMAND && conn.id === loggingOut) after++;
+      });
+      const logout = nextPdu(
+        proxy,
+        (_, p) => p.direction === "to-target" && p.opcode === OPCODE_LOGOUT_REQUEST,
+      );
+      const answer = nextPdu(
+        proxy,
+        (_, p) => p.direction === "to-initiator" && p.opcode === OPCODE_LOGOUT_RESPONSE,
+      );
+      const sent = proxy.asyncMessage(ASYNC_LOGOUT_REQUEST, { p3: 5 });
+      if (sent.length === 0) throw new Error("no connection in the Full Feature Phase");
+      ctx.recoveredBy = logout.then(async (l) => {
+        note(`Logout ${((l.at - t0) / 1000).toFixed(2)} s after the request`);
+        const a = await answer;
+        stop();
+        note(`Logout Response ${a.pdu.byte2}`);
+        if (after > 0) {
+          ctx.fail(`${after} SCSI command(s) sent after the Logout Request on its connection`);
+        }
+      });
+      return Promise.resolve();
+    },
+  },
+  {
+    // The target answers everything but one command's status: the command
+    // timeout must escalate (ABORT TASK, LOGICAL UNIT RESET, reconnect) and
+    // re-issue it, and the client see nothing but one slow request.
+    name: "hung command (one status swallowed)",
+    breaksConnection: false,
+    keepsConnection: true,
+    serverArgs: ["--command-timeout", String(HUNG_COMMAND_TIMEOUT_S)],
+    inject: async (ctx) => {
+      const { proxy, note } = ctx;
+      const tmf = nextPdu(
+        proxy,
+        (_, p) => p.direction === "to-target" && p.opcode === OPCODE_TMF_REQUEST,
+      );
+      const answer = nextPdu(
+        proxy,
+        (_, p) => p.direction === "to-initiator" && p.opcode === OPCODE_TMF_RESPONSE,
+      );
+      const r = await proxy.swallow(isStatus);
+      note(
+        `swallowed the status (opcode 0x${r.pdu.opcode.toString(16)}) of ITT 0x${
+          r.pdu.itt.toString(16)
+        }${ctx.server === "isboot" ? `; --command-timeout ${HUNG_COMMAND_TIMEOUT_S}` : ""}`,
+      );
+      const t0 = performance.now();
+      ctx.recoveredBy = tmf.then(async (q) => {
+        const fn = q.pdu.flags & 0x7f;
+        const a = await answer;
+        note(
+          `${TMF_NAMES[fn] ?? `TMF ${fn}`} ${((q.at - t0) / 1000).toFixed(2)} s later, ` +
+            `answered "${TMF_RESPONSES[a.pdu.byte2] ?? a.pdu.byte2}"`,
+        );
+      });
+    },
+  },
+  {
+    // As above, and the answer to ABORT TASK is swallowed too: LOGICAL UNIT
+    // RESET must end the hung task and the session re-issue exactly the tasks
+    // the reset covered, while the client keeps commands coming (those issued
+    // during the reset answer for themselves; re-issuing them as well would
+    // meet their answers as protocol errors and cost the connection).
+    name: "hung command, ABORT TASK unanswered (LU reset)",
+    breaksConnection: false,
+    keepsConnection: true,
+    serverArgs: ["--command-timeout", String(HUNG_COMMAND_TIMEOUT_S)],
+    inject: async (ctx) => {
+      const { proxy, note } = ctx;
+      const reset = nextPdu(
+        proxy,
+        (_, p) =>
+          p.direction === "to-target" && p.opcode === OPCODE_TMF_REQUEST &&
+          (p.flags & 0x7f) === TMF_LOGICAL_UNIT_RESET,
+      );
+      const r = await proxy.swallow(isStatus);
+      const abort = proxy.swallow((p) => p.opcode === OPCODE_TMF_RESPONSE);
+      note(`swallowed the status of ITT 0x${r.pdu.itt.toString(16)}`);
+      const t0 = performance.now();
+      ctx.recoveredBy = abort.then(async () => {
+        note("swallowed the answer to ABORT TASK");
+        const q = await reset;
+        const a = await nextPdu(
+          proxy,
+          (_, p) =>
+            p.direction === "to-initiator" && p.opcode === OPCODE_TMF_RESPONSE &&
+            p.itt === q.pdu.itt,
+        );
+        note(
+          `LOGICAL UNIT RESET ${((q.at - t0) / 1000).toFixed(2)} s after the status, answered "${
+            TMF_RESPONSES[a.pdu.byte2] ?? a.pdu.byte2
+          }"`,
+        );
+      });
+    },
+  },
 ];
 
 /**
@@ -262,6 +437,7 @@ function serverCommand(
   kind: ServerKind,
   proxyPort: number,
   socket: string,
+  extra: string[] = [],
 ): { cmd: string; args: string[] } {
   if (kind === "qemu-nbd") {
     return {
@@ -292,6 +468,7 @@ function serverCommand(
       "crc32c",
       "--data-digest",
       "crc32c",
+      ...extra,
     ],
   };
 }
@@ -337,10 +514,7 @@ export async function runRow(
     let lastStatusAt = 0;
     const statusAfter: { t: number; conn?: number; resolve: () => void }[] = [];
     proxy.onPdu((conn: ProxiedConnection, pdu: PduInfo) => {
-      const isStatus = pdu.direction === "to-initiator" &&
-        (pdu.opcode === OPCODE_SCSI_RESPONSE ||
-          (pdu.opcode === OPCODE_DATA_IN && (pdu.flags & 0x01) !== 0));
-      if (!isStatus) return;
+      if (!isStatus(pdu)) return;
       const now = performance.now();
       lastStatusAt = now;
       for (let i = statusAfter.length - 1; i >= 0; i--) {
@@ -355,7 +529,7 @@ export async function runRow(
       new Promise<void>((resolve) => statusAfter.push({ t, conn: afterConn, resolve }));
 
     const socket = `${dir}/nbd.sock`;
-    const sc = serverCommand(server, proxy.port, socket);
+    const sc = serverCommand(server, proxy.port, socket, fault.serverArgs);
     child = new Deno.Command(sc.cmd, {
       args: sc.args,
       cwd: ROOT,
@@ -398,6 +572,7 @@ export async function runRow(
         backing,
         stopFile,
         String((LIMITS.recoveryMs + 30_000) / 1000),
+        ...(fault.depth ? [String(fault.depth)] : []),
       ],
       stdin: "null",
       stdout: "piped",
@@ -409,7 +584,7 @@ export async function runRow(
     await withTimeout(nextStatus(performance.now()), LIMITS.startMs, "first SCSI status");
     await delay(500);
     const connAtFault = proxy.accepted;
-    const ctx: FaultContext = { proxy, tgt, tid, workload, note, background };
+    const ctx: FaultContext = { proxy, tgt, tid, workload, note, fail, server, background };
     await withTimeout(fault.inject(ctx), 10_000, "injecting the fault");
     const t0 = performance.now();
 
@@ -418,8 +593,11 @@ export async function runRow(
       const breaks = typeof fault.breaksConnection === "function"
         ? fault.breaksConnection(workload)
         : fault.breaksConnection;
-      const recovered = (breaks ? nextStatus(t0, connAtFault) : nextStatus(t0))
-        .then(() => true);
+      const seen = ctx.recoveredBy ?? Promise.resolve();
+      const recovered = seen.then(() => {
+        const t1 = Math.max(t0, performance.now());
+        return breaks ? nextStatus(t1, connAtFault) : nextStatus(t1);
+      }).then(() => true);
       const gaveUp = clientOut.then(() => false, () => false);
       const ok = await withTimeout(
         Promise.race([recovered, gaveUp]),
@@ -430,6 +608,9 @@ export async function runRow(
       row.recoveryMs = Math.round(lastStatusAt - t0);
       const relogins = proxy.accepted - connAtFault;
       if (relogins > 0) note(`${relogins} new connection(s)`);
+      if (relogins > 0 && fault.keepsConnection) {
+        fail("recovered by a new connection, not in place");
+      }
     } catch (e) {
       fail(
         `traffic did not flow again after the fault (${(e as Error).message}; ` +

@@ -3,7 +3,7 @@
  * `isboot serve` (see matrix.ts for what a row checks).
  *
  * These rows prove iSCSI session recovery (reconnect, reinstatement, replay)
- * in src/iscsi/; `make test` runs them (about 3.5 minutes). ISBOOT_FAULTS=0
+ * in src/iscsi/; `make test` runs them (about 5 minutes). ISBOOT_FAULTS=0
  * skips them during development:
  *   scripts/run-tests.sh tests/faults/matrix_test.ts
  * ISBOOT_FAULTS_SERVER=qemu-nbd runs the same rows against qemu-nbd over

@@ -61,6 +61,39 @@ export interface PduInfo {
   dataDigest: boolean;
   /** Sequence number of this PDU within its direction on its connection, from 0. */
   index: number;
+  /** Byte 2 (a response or reason code: TMF Response, Logout Response, Reject). */
+  byte2: number;
+  /** Initiator Task Tag (bytes 16..19). */
+  itt: number;
+  /**
+   * Bytes 24..35 as three numbers: StatSN, ExpCmdSN and MaxCmdSN in most PDUs
+   * a target sends (§11.1), CmdSN and ExpStatSN in an initiator's.
+   */
+  sn: [number, number, number];
+}
+
+/** What a swallow dropped. */
+export interface DropReport {
+  pdu: PduInfo;
+  /** Id of the connection it happened on. */
+  connection: number;
+}
+
+/**
+ * Opcodes of target PDUs whose StatSN/ExpCmdSN/MaxCmdSN fields are valid
+ * (§11.1: SCSI Response, TMF Response, Logout Response, NOP-In, Async
+ * Message, Reject; a Data-In carries them too, StatSN only with the S bit).
+ */
+const STATUS_BEARING = new Set([0x21, 0x22, 0x26, 0x20, 0x32, 0x3f]);
+
+/** CRC32C (Castagnoli, reflected), bit by bit: the proxy's own, independent of src/. */
+export function crc32c(data: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const b of data) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0x82f63b78 & -(c & 1));
+  }
+  return (c ^ 0xffffffff) >>> 0;
 }
 
 /** Where a corruption lands. */
@@ -128,6 +161,8 @@ export class PduFramer {
   onDataStart: ((pdu: PduInfo) => { offset: number; mask: number } | undefined) | undefined;
   /** Called when a PDU is complete, with its data segment if it was kept (login PDUs). */
   onPdu: ((pdu: PduInfo, data: Uint8Array | undefined) => void) | undefined;
+  /** Called when a header is complete: true drops the whole PDU (header, data, digests). */
+  onDrop: ((pdu: PduInfo) => boolean) | undefined;
 
   #hdr = new Uint8Array(BHS_LENGTH + 255 * 4 + 4);
   #hdrHave = 0;
@@ -136,7 +171,10 @@ export class PduFramer {
   #dataPos = 0; // bytes of data wire part seen for #pdu
   #dataCorrupt: { offset: number; mask: number } | undefined;
   #keep: Uint8Array | undefined;
+  #dropping = false;
   #count = 0;
+  /** PDUs to insert into the stream at the next PDU boundary (see inject()). */
+  #inject: Uint8Array[] = [];
 
   constructor(direction: Direction) {
     this.direction = direction;
@@ -147,11 +185,33 @@ export class PduFramer {
     return this.#count;
   }
 
+  /**
+   * Whether what was forwarded so far ends at a PDU boundary (bytes of a
+   * header still being collected are not forwarded yet).
+   */
+  get atBoundary(): boolean {
+    return this.#pdu === undefined;
+  }
+
+  /**
+   * Queue a whole PDU (its wire bytes) to be forwarded at the next PDU
+   * boundary; `feed` returns it among its pieces.
+   */
+  inject(pdu: Uint8Array): void {
+    this.#inject.push(pdu);
+  }
+
+  /** The injected PDUs, once at a boundary (the caller forwards them). */
+  takeInjected(): Uint8Array[] {
+    return this.#pdu === undefined ? this.#inject.splice(0) : [];
+  }
+
   feed(chunk: Uint8Array): Uint8Array[] {
     const out: Uint8Array[] = [];
     let i = 0;
     while (i < chunk.length) {
       if (this.#pdu === undefined) {
+        if (this.#inject.length) out.push(...this.#inject.splice(0));
         const take = Math.min(this.#hdrNeed - this.#hdrHave, chunk.length - i);
         this.#hdr.set(chunk.subarray(i, i + take), this.#hdrHave);
         this.#hdrHave += take;
@@ -173,6 +233,7 @@ export class PduFramer {
           piece[c.offset - this.#dataPos] ^= c.mask;
           this.#dataCorrupt = undefined;
         }
+        if (this.#dropping) piece = piece.subarray(0, 0);
         if (this.#keep) {
           const end = Math.min(this.#dataPos + take, this.#keep.length);
           if (end > this.#dataPos) {
@@ -185,6 +246,7 @@ export class PduFramer {
         if (this.#dataPos === pdu.dataWireLength) this.#endPdu();
       }
     }
+    if (this.#pdu === undefined && this.#inject.length) out.push(...this.#inject.splice(0));
     return out;
   }
 
@@ -192,6 +254,7 @@ export class PduFramer {
     const h = this.#hdr;
     const dsl = (h[5] << 16) | (h[6] << 8) | h[7];
     const ahs = h[4] * 4;
+    const v = new DataView(h.buffer, h.byteOffset, BHS_LENGTH);
     const pdu: PduInfo = {
       direction: this.direction,
       opcode: h[0] & 0x3f,
@@ -203,11 +266,15 @@ export class PduFramer {
       headerDigest: this.headerDigest,
       dataDigest: this.dataDigest,
       index: this.#count,
+      byte2: h[2],
+      itt: v.getUint32(16),
+      sn: [v.getUint32(24), v.getUint32(28), v.getUint32(32)],
     };
     const header = h.slice(0, this.#hdrHave);
-    const hc = this.onHeader?.(pdu);
+    this.#dropping = this.onDrop?.(pdu) ?? false;
+    const hc = this.#dropping ? undefined : this.onHeader?.(pdu);
     if (hc && hc.offset >= 0 && hc.offset < header.length) header[hc.offset] ^= hc.mask;
-    out.push(header);
+    if (!this.#dropping) out.push(header);
     this.#hdrHave = 0;
     this.#hdrNeed = BHS_LENGTH;
     this.#pdu = pdu;
@@ -224,8 +291,11 @@ export class PduFramer {
     this.#pdu = undefined;
     this.#keep = undefined;
     this.#dataCorrupt = undefined;
+    const dropped = this.#dropping;
+    this.#dropping = false;
     this.#count++;
-    this.onPdu?.(pdu, data);
+    // A dropped PDU never reached the other side: listeners do not see it.
+    if (!dropped) this.onPdu?.(pdu, data);
   }
 }
 
@@ -274,6 +344,9 @@ export class FaultProxy {
   #loginWaiters: { after: number; resolve: (c: ProxiedConnection) => void }[] = [];
   #refusing = false;
   #pduListeners = new Set<(conn: ProxiedConnection, pdu: PduInfo) => void>();
+  #drops: { match: (pdu: PduInfo) => boolean; resolve: (r: DropReport) => void }[] = [];
+  /** Last StatSN, ExpCmdSN, MaxCmdSN the target sent on each connection (by id). */
+  readonly #lastSn = new Map<number, [number, number, number]>();
   /** Every connection seen, in order. */
   readonly connections: ProxiedConnection[] = [];
   /** Human-readable events (for test failure messages). */
@@ -413,7 +486,9 @@ export class FaultProxy {
     info.toTarget.onPdu = (pdu) => {
       for (const l of this.#pduListeners) l(info, pdu);
     };
+    info.toInitiator.onDrop = (pdu) => this.#dropFor(pair, pdu);
     info.toInitiator.onPdu = (pdu, data) => {
+      if (STATUS_BEARING.has(pdu.opcode)) this.#lastSn.set(info.id, pdu.sn);
       for (const l of this.#pduListeners) l(info, pdu);
       if (pdu.opcode !== OPCODE_LOGIN_RESPONSE) return;
       if (data && pair.loginTextBytes < LOGIN_TEXT_LIMIT) {
@@ -471,6 +546,75 @@ export class FaultProxy {
       resolve({ pdu, part, offset, wireOffset, mask, connection: pair.info.id })
     );
     return { offset, mask };
+  }
+
+  #dropFor(pair: Pair, pdu: PduInfo): boolean {
+    if (pair.info.loggedInAt === undefined) return false;
+    const idx = this.#drops.findIndex(({ match }) => match(pdu));
+    if (idx < 0) return false;
+    const { resolve } = this.#drops[idx];
+    this.#drops.splice(idx, 1);
+    this.#log(
+      `conn ${pair.info.id}: swallow opcode 0x${pdu.opcode.toString(16)} ITT 0x${
+        pdu.itt.toString(16)
+      }`,
+    );
+    queueMicrotask(() => resolve({ pdu, connection: pair.info.id }));
+    return true;
+  }
+
+  /**
+   * Arms a one-shot swallow: the next PDU of the Full Feature Phase from the
+   * target that `match` accepts is dropped whole (header, data, digests), so
+   * the initiator never sees it (a SCSI Response lost in a target that still
+   * answers everything else). Resolves when it happened.
+   */
+  swallow(match: (pdu: PduInfo) => boolean): Promise<DropReport> {
+    this.#log("arm swallow to-initiator");
+    return new Promise((resolve) => this.#drops.push({ match, resolve }));
+  }
+
+  /**
+   * Sends an Async Message (RFC 7143 §11.9) to the initiator on every open
+   * connection in the Full Feature Phase, at the next PDU boundary of the
+   * target's stream, as if the target had sent it: AsyncEvent `event` with
+   * Parameter1-3, the last StatSN/ExpCmdSN/MaxCmdSN the target sent on that
+   * connection (the window does not move, no StatSN is acknowledged that the
+   * target did not send), and a CRC32C header digest when one was
+   * negotiated. Returns the ids of the connections it went to.
+   */
+  asyncMessage(event: number, p: { p1?: number; p2?: number; p3?: number } = {}): number[] {
+    const sent: number[] = [];
+    for (const pair of this.#pairs) {
+      const { info } = pair;
+      if (info.loggedInAt === undefined || pair.blackholed) continue;
+      const bhs = new Uint8Array(BHS_LENGTH);
+      const v = new DataView(bhs.buffer);
+      bhs[0] = 0x32;
+      bhs[1] = 0x80;
+      v.setUint32(16, 0xffffffff);
+      const [statSN, expCmdSN, maxCmdSN] = this.#lastSn.get(info.id) ?? [0, 0, 0];
+      v.setUint32(24, statSN);
+      v.setUint32(28, expCmdSN);
+      v.setUint32(32, maxCmdSN);
+      bhs[36] = event;
+      v.setUint16(38, p.p1 ?? 0);
+      v.setUint16(40, p.p2 ?? 0);
+      v.setUint16(42, p.p3 ?? 0);
+      let wire = bhs;
+      if (info.toInitiator.headerDigest) {
+        wire = new Uint8Array(BHS_LENGTH + 4);
+        wire.set(bhs);
+        new DataView(wire.buffer).setUint32(BHS_LENGTH, crc32c(bhs), true);
+      }
+      info.toInitiator.inject(wire);
+      for (const b of info.toInitiator.takeInjected()) {
+        if (!pair.client.destroyed) pair.client.write(b);
+      }
+      this.#log(`conn ${info.id}: Async Message event ${event} to initiator`);
+      sent.push(info.id);
+    }
+    return sent;
   }
 
   /** Forward normally again (ends a stall early, stops refusing). */

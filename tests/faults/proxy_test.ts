@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { fuzzOptions } from "../helpers/fuzz.ts";
-import { BHS_LENGTH, FaultProxy, OPCODE_LOGIN_RESPONSE, PduFramer } from "./proxy.ts";
+import { BHS_LENGTH, crc32c, FaultProxy, OPCODE_LOGIN_RESPONSE, PduFramer } from "./proxy.ts";
 
 interface Echo {
   port: number;
@@ -418,4 +418,70 @@ Deno.test("proxy: iSCSI framing property: any chunking yields the same PDUs and 
     ),
     fuzzOptions(200),
   );
+});
+
+Deno.test("proxy: swallows one target PDU whole (header, data, digests), only in the Full Feature Phase", async () => {
+  await withProxy(true, async (proxy) => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+    try {
+      const armed = proxy.swallow((p) => p.opcode === 0x21);
+      const login = loginFinal("HeaderDigest=CRC32C\0DataDigest=CRC32C\0");
+      await writeAll(c, login);
+      assert.deepEqual(await readExactly(c, login.length), login);
+      await proxy.waitForLogin();
+      // The echo sends back what we write, so 0x21 "from the target" is dropped.
+      const response = pdu(0x21, { hd: true, dd: true, data: new Uint8Array(18).fill(7) });
+      const after = pdu(0x20, { hd: true });
+      await writeAll(c, response);
+      await writeAll(c, after);
+      assert.deepEqual(await readExactly(c, after.length), after);
+      const rep = await armed;
+      assert.equal(rep.pdu.opcode, 0x21);
+      // One-shot: the next one passes.
+      await writeAll(c, response);
+      assert.deepEqual(await readExactly(c, response.length), response);
+    } finally {
+      c.close();
+    }
+  });
+});
+
+Deno.test("proxy: injects an Async Message at a PDU boundary with the target's last numbers and a valid header digest", async () => {
+  await withProxy(true, async (proxy) => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+    try {
+      const login = loginFinal("HeaderDigest=CRC32C\0DataDigest=None\0");
+      await writeAll(c, login);
+      await readExactly(c, login.length);
+      await proxy.waitForLogin();
+      // A "SCSI Response" whose StatSN/ExpCmdSN/MaxCmdSN the proxy remembers.
+      const resp = pdu(0x21, { hd: true });
+      const rv = new DataView(resp.buffer);
+      rv.setUint32(24, 0xfffffff0);
+      rv.setUint32(28, 77);
+      rv.setUint32(32, 108);
+      await writeAll(c, resp);
+      assert.deepEqual(await readExactly(c, resp.length), resp);
+      // Half a PDU through the proxy: the message waits for the boundary.
+      const big = pdu(0x25, { hd: true, data: new Uint8Array(4000).fill(9) });
+      await writeAll(c, big.subarray(0, 1000));
+      await readExactly(c, 1000);
+      assert.deepEqual(proxy.asyncMessage(1, { p2: 2, p3: 7 }), [1]);
+      await writeAll(c, big.subarray(1000));
+      assert.deepEqual(await readExactly(c, big.length - 1000), big.subarray(1000));
+      const msg = await readExactly(c, BHS_LENGTH + 4);
+      const v = new DataView(msg.buffer);
+      assert.equal(msg[0], 0x32);
+      assert.equal(msg[36], 1);
+      assert.equal(v.getUint32(16), 0xffffffff);
+      assert.deepEqual([v.getUint32(24), v.getUint32(28), v.getUint32(32)], [0xfffffff0, 77, 108]);
+      assert.deepEqual([v.getUint16(38), v.getUint16(40), v.getUint16(42)], [0, 2, 7]);
+      assert.equal(v.getUint32(BHS_LENGTH, true), crc32c(msg.subarray(0, BHS_LENGTH)));
+      // At a boundary already: it goes at once.
+      proxy.asyncMessage(4);
+      assert.equal((await readExactly(c, BHS_LENGTH + 4))[36], 4);
+    } finally {
+      c.close();
+    }
+  });
 });

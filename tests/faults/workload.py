@@ -40,6 +40,9 @@ def main():
     rng = random.Random(int.from_bytes(os.urandom(8), "little"))
     chunks = size // CHUNK
     depth = 8 if mode == "seq-write-fua" else 16
+    if len(sys.argv) > 6:
+        # the row asks for more (or fewer) requests in flight
+        depth = int(sys.argv[6])
     # cookie -> (kind, offset, length, digest-or-None, buffer, start)
     inflight = {}
     # chunk -> (length, sha256) of the last acknowledged write

@@ -346,3 +346,137 @@ Deno.test("ABORT TASK unanswered escalates to LOGICAL UNIT RESET, then to a reco
     await fake.close();
   }
 });
+
+Deno.test("LOGICAL UNIT RESET re-issues only the tasks it covered (CmdSN below its own), not one issued while it was pending", async () => {
+  const disk = new FakeDisk(64);
+  disk.bytes.fill(0x6b);
+  const log: string[] = [];
+  // The first command hangs; ABORT TASK is refused; the reset's answer is
+  // held until the next command arrives, which is answered after it (§11.5.1:
+  // the reset acts on the commands with a CmdSN lower than its own only).
+  let heldReset: { pdu: FakePdu; d: DiskConn } | null = null;
+  let hung = false;
+  const fake = new FakeTarget(async (c, index) => {
+    const first = await c.acceptLogin();
+    if (index > 0) log.push("relogin");
+    await disk.serve(c, first, async (pdu: FakePdu, d: DiskConn) => {
+      if (pdu.opcode === 0x02) {
+        const func = pdu.bhs[1] & 0x7f;
+        log.push(`tmf ${func}`);
+        if (func === 1) await d.tmfResponse(pdu, 255);
+        else heldReset = { pdu, d };
+        return true;
+      }
+      if (pdu.opcode !== 0x01) return false;
+      const lba = new DataView(pdu.bhs.buffer, pdu.bhs.byteOffset + 32, 16).getUint32(6);
+      log.push(`command lba ${lba}`);
+      if (!hung) {
+        hung = true;
+        d.take(pdu);
+        return true; // never answered
+      }
+      const reset = heldReset;
+      if (reset) {
+        heldReset = null;
+        await reset.d.tmfResponse(reset.pdu, 0);
+      }
+      return false; // executed and answered, after the reset's answer
+    });
+  });
+  try {
+    const s = await loginSession(cfg(fake.port, { commandTimeoutMs: 200 }), quiet);
+    const a = s.execute(read16(0, 1));
+    await until("the LOGICAL UNIT RESET", () => log.includes("tmf 5"));
+    const b = await s.execute(read16(1, 1));
+    assert.equal(b.status, 0);
+    assert.equal((await a).status, 0);
+    assert.deepEqual(log, [
+      "command lba 0",
+      "tmf 1",
+      "tmf 5",
+      "command lba 1",
+      "command lba 0",
+    ]);
+    assert.equal(s.reconnects, 0, "a command's answer after the reset cost the connection");
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
+
+Deno.test("a Logout the target never answers is bounded: the session drops the connection, logs in again and replays", async () => {
+  const disk = new FakeDisk(64);
+  disk.bytes.fill(0x2d);
+  const log: string[] = [];
+  const fake = new FakeTarget(async (c, index) => {
+    const first = await c.acceptLogin();
+    log.push(`login ${index + 1}`);
+    if (index > 0) return disk.serve(c, first);
+    let n = 0;
+    await disk.serve(c, first, async (pdu, d) => {
+      if (pdu.opcode === 0x06) {
+        log.push("logout (not answered)");
+        return true; // the connection stays open, silent on this request
+      }
+      if (pdu.opcode !== 0x01 || ++n !== 1) return false;
+      // The first command is held, and the target asks for a logout.
+      d.take(pdu);
+      await d.asyncMessage(1, { p3: 60 });
+      return true;
+    });
+  });
+  try {
+    const s = await loginSession(cfg(fake.port), quiet);
+    const r = await s.execute(read16(0, 1));
+    assert.equal(r.status, 0);
+    assert.ok(r.data.every((x) => x === 0x2d));
+    assert.deepEqual(log, ["login 1", "logout (not answered)", "login 2"]);
+    assert.equal(s.reconnects, 1);
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
+
+Deno.test("a Time2Wait beyond the RFC's 3600 s (Async Message, Logout Response) is held to 3600 s", async () => {
+  for (const via of ["async", "logout"] as const) {
+    const lines: string[] = [];
+    const log = new Logger({ quiet: true, sink: (_level, msg) => lines.push(msg) });
+    const fake = new FakeTarget(async (c, index) => {
+      const first = await c.acceptLogin();
+      if (index > 0) return;
+      const disk = new FakeDisk(8);
+      await disk.serve(c, first, async (pdu, d) => {
+        if (pdu.opcode === 0x06) {
+          // Logout Response "closed successfully" with Time2Wait 65535 (bytes 40-41).
+          const b = d.bhs(0x26, pdu.itt);
+          new DataView(b.buffer).setUint16(40, 65535);
+          await c.send(b);
+          return true;
+        }
+        if (pdu.opcode !== 0x01) return false;
+        d.take(pdu);
+        if (via === "async") {
+          // Drop the connection, Time2Wait (Parameter2) 65535 s.
+          await d.asyncMessage(2, { p2: 65535, p3: 0 });
+        } else {
+          await d.asyncMessage(1, { p3: 1 });
+        }
+        return true;
+      });
+    });
+    try {
+      const s = await loginSession(cfg(fake.port, { progressIntervalMs: 50 }), log);
+      const r = s.execute(read16(0, 1)).catch((e) => e);
+      await until("the recovery's progress line", () => lines.some((l) => /Time2Wait \(/.test(l)));
+      const waits = lines.flatMap((l) => l.match(/Time2Wait \((\d+) s\)/)?.[1] ?? []);
+      assert.equal(waits[0], "3600", `${via}: ${waits.join(",")}`);
+      await s.close();
+      assert.ok((await r) instanceof OperationalError);
+    } finally {
+      await fake.close();
+    }
+  }
+});
