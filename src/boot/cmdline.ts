@@ -41,6 +41,7 @@
  */
 import { InvalidInputError } from "../errors.ts";
 import { type IpAddress, netmaskToPrefix, normalizeMac, parseIp, requireIp } from "../net/addr.ts";
+import { HANDOFF_KINDS, type HandoffKind } from "../net/handoff.ts";
 
 /** One `name[=value]` argument; value is null when there was no `=`. */
 export interface KernelArg {
@@ -127,8 +128,6 @@ export interface IpSpec {
   readonly mac?: string;
 }
 
-export type HandoffKind = "ifupdown" | "networkd" | "nm";
-export const HANDOFF_KINDS: readonly HandoffKind[] = ["ifupdown", "networkd", "nm"];
 export type Digest = "crc32c" | "none";
 export type IbftSource = "auto" | "acpi" | "sysfs" | "mem";
 
