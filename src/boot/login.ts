@@ -6,7 +6,7 @@
  */
 import type { BlockDevice } from "../blockdev.ts";
 import { DEFAULT_CHAP_ALGORITHMS } from "../iscsi/chap.ts";
-import { openTarget } from "../target.ts";
+import { openTarget } from "../iscsi/open_target.ts";
 import type { LoginOptions } from "./sequence.ts";
 import type { BootTarget } from "./spec.ts";
 

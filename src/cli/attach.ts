@@ -29,7 +29,7 @@ import {
 } from "../nbd/kernel.ts";
 import type { Logger } from "../log.ts";
 import { redactUri } from "../iscsi/uri.ts";
-import { openTarget } from "../target.ts";
+import { openTarget } from "../iscsi/open_target.ts";
 import { parseCommand } from "./args.ts";
 import {
   parseRecoveryTimeout,

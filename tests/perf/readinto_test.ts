@@ -14,7 +14,7 @@ import { MemoryDevice } from "../../src/memory_device.ts";
 import { newCounters, serveTransmission } from "../../src/nbd/server.ts";
 import { memoryStreamPair } from "../../src/nbd/stream.ts";
 import { Logger } from "../../src/log.ts";
-import { openTarget } from "../../src/target.ts";
+import { openTarget } from "../../src/iscsi/open_target.ts";
 import { sessionConfigFromUri } from "../../src/cli/target_options.ts";
 import { BlockRequestError } from "../../src/scsi/errors.ts";
 import { WireClient } from "../nbd/wire_client.ts";

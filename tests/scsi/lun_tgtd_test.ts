@@ -10,7 +10,7 @@
  * and not the disk.
  */
 import assert from "node:assert/strict";
-import { type OpenedTarget, openTarget } from "../../src/target.ts";
+import { type OpenedTarget, openTarget } from "../../src/iscsi/open_target.ts";
 import { Logger } from "../../src/log.ts";
 import { ReadOnlyError } from "../../src/scsi/errors.ts";
 import { rw16 } from "../../src/scsi/cdb.ts";
