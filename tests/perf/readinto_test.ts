@@ -19,7 +19,7 @@ import { sessionConfigFromUri } from "../../src/cli/target_options.ts";
 import { BlockRequestError } from "../../src/scsi/errors.ts";
 import { WireClient } from "../nbd/wire_client.ts";
 import { startServe, tool } from "../nbd/serve_helper.ts";
-import { withTgtd } from "../helpers/tgtd.ts";
+import { withTgtd } from "../../peers/tgtd.ts";
 import { fuzzOptions } from "../helpers/fuzz.ts";
 
 const MiB = 1024 * 1024;
