@@ -13,7 +13,7 @@
  */
 import type { Socket } from "node:net";
 import { check, libc, retryEintr } from "./libc.ts";
-import { SysError } from "./errno.ts";
+import { ERRNO, SysError } from "./errno.ts";
 
 /** Address families and socket types (include/linux/socket.h, net.h). */
 export const AF_UNIX = 1;
@@ -121,7 +121,7 @@ export function pollFd(fd: number, events: number, timeoutMs: number): number {
  * ```
  */
 export async function fdSocket(fd: number): Promise<Socket> {
-  if (!Number.isInteger(fd) || fd < 0) throw new SysError("fdSocket", 9 /* EBADF */);
+  if (!Number.isInteger(fd) || fd < 0) throw new SysError("fdSocket", ERRNO.EBADF);
   const net = await import("node:net");
   return new net.Socket({ fd, readable: true, writable: true });
 }
@@ -165,7 +165,7 @@ export function sockaddrInet(addr: InetAddress, port: number): Uint8Array {
 export function sockaddrUnix(path: string): Uint8Array {
   const bytes = new TextEncoder().encode(path);
   if (bytes.length === 0 || bytes.length > 107 || bytes.includes(0)) {
-    throw new SysError("sockaddr_un", 36 /* ENAMETOOLONG */);
+    throw new SysError("sockaddr_un", ERRNO.ENAMETOOLONG);
   }
   const sa = new Uint8Array(110);
   new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
