@@ -48,7 +48,7 @@ import {
   AF_INET,
   AF_INET6,
   AF_UNIX,
-  type InetAddress,
+  type IpAddress,
   IPPROTO_TCP,
   openSocket,
   setIntOption,
@@ -688,7 +688,7 @@ export class FdListener {
  * ```
  */
 export async function connectTcp(
-  addr: InetAddress,
+  addr: IpAddress,
   port: number,
   timeoutMs: number,
   r?: Reactor,
@@ -732,7 +732,7 @@ export async function connectTcp(
  * A listening TCP socket (SO_REUSEADDR) through the reactor. Port 0 picks
  * one: read it back with `localAddress(listener.fd)`.
  */
-export function listenTcp(addr: InetAddress, port: number, backlog = 128, r?: Reactor): FdListener {
+export function listenTcp(addr: IpAddress, port: number, backlog = 128, r?: Reactor): FdListener {
   const fd = openSocket(addr.family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
   try {
     setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);

@@ -144,14 +144,18 @@ export async function fdStreams(
   return { readable, writable, close: () => sock.destroy() };
 }
 
-/** An IP address as bytes (net/addr.ts parses text into this shape). */
-export interface InetAddress {
+/**
+ * An IPv4 or IPv6 address as its network-order bytes (4 or 16). The one
+ * address type of isboot: net/addr.ts parses and prints it (and re-exports
+ * it for the layers above).
+ */
+export interface IpAddress {
   readonly family: 4 | 6;
   readonly bytes: Uint8Array;
 }
 
 /** struct sockaddr_in / sockaddr_in6 for `addr` and `port`. */
-export function sockaddrInet(addr: InetAddress, port: number): Uint8Array {
+export function sockaddrInet(addr: IpAddress, port: number): Uint8Array {
   const v4 = addr.family === 4;
   const sa = new Uint8Array(v4 ? 16 : 28);
   const dv = new DataView(sa.buffer);
