@@ -4,6 +4,7 @@
  * transmission phase.
  * @module
  */
+import { concatBytes } from "../bytes.ts";
 import type { Logger } from "../log.ts";
 import {
   NBD_FLAG_C_NO_ZEROES,
@@ -75,18 +76,6 @@ function findExport(exports: readonly NbdExport[], name: string): NbdExport | un
 
 function flagsFor(e: NbdExport, structured: boolean): number {
   return transmissionFlags(e.device, { readOnly: e.readOnly, structuredReplies: structured });
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 /**
@@ -246,7 +235,7 @@ export async function negotiate(
           encodeOptionReply(option, NBD_REP_INFO, encodeInfoBlockSize(blockSizes(e.device))),
         );
         replies.push(encodeOptionReply(option, NBD_REP_ACK));
-        await stream.write(concat(replies));
+        await stream.write(concatBytes(replies));
         if (option === NBD_OPT_GO) return { export: e, flags, structured };
         break;
       }

@@ -11,6 +11,7 @@ import { MemoryDevice } from "../../src/memory_device.ts";
 import { BlockSizeFilter } from "../../src/nbd/blocksize.ts";
 import { NBD_EIO, NBD_ENOTSUP } from "../../src/nbd/constants.ts";
 import { nbdErrnoOf } from "../../src/nbd/errno.ts";
+import { pattern } from "../helpers/bytes.ts";
 
 const BS = 4096;
 const MAX_TRANSFER = 4 * BS;
@@ -79,11 +80,6 @@ class StrictDevice implements BlockDevice {
   close() {
     return this.mem.close();
   }
-}
-
-/** A deterministic byte pattern (not all zero). */
-function pattern(n: number, seed: number): Uint8Array {
-  return Uint8Array.from({ length: n }, (_, i) => ((i * 31 + seed * 7) % 251) + 1);
 }
 
 /** A filter over a strict device filled with a pattern, and the same bytes as a model. */
