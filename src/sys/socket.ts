@@ -128,7 +128,8 @@ export async function fdSocket(fd: number): Promise<Socket> {
 
 /**
  * Bytes an fd-wrapped socket carries as a Web stream pair, for code written
- * against ReadableStream/WritableStream (the NBD server's transport).
+ * against ReadableStream/WritableStream. Nothing in src/ uses it (the NBD
+ * server and the iSCSI connection work over `ByteStream`s, src/sys/stream.ts).
  */
 export async function fdStreams(
   fd: number,
