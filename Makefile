@@ -40,10 +40,13 @@ dist/isboot: $(DENO) node_modules/.deno/.setup-cache.bin $(SOURCES) scripts/buil
 fmt: deps
 	$(DENO) fmt
 
+# Static checks; check-imports holds the imports to the layer table of
+# docs/architecture.md (no cycle, nothing up the table, nothing from tests/).
 check: deps
 	$(DENO) fmt --check
 	$(DENO) lint
-	$(DENO) check main.ts src/ tests/ bench/
+	$(DENO) check main.ts src/ peers/ tests/ bench/ scripts/
+	$(DENO) run --allow-read --allow-write --allow-run scripts/check-imports.ts
 
 test-deps:
 	scripts/test-deps.sh

@@ -1,5 +1,5 @@
 /**
- * The bench's tgtd: the tests' private tgtd (tests/helpers/tgtd.ts: loopback
+ * The bench's tgtd: the private tgtd the tests use too (peers/tgtd.ts: loopback
  * portal on a free port, its own control number), plus the digest modes the
  * bench compares and the iscsi:// URIs its contestants take.
  *
@@ -12,7 +12,7 @@
  * console.log(lunUri(t, "iqn.2026-11.isboot.bench:null"), "served by pid", t.pid);
  * ```
  */
-import { Tgtd } from "../../tests/helpers/tgtd.ts";
+import { Tgtd } from "../../peers/tgtd.ts";
 
 export { Tgtd };
 

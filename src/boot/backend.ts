@@ -1,5 +1,5 @@
 /**
- * The real BootBackend: iSCSI login through the initiator (src/target.ts)
+ * The real BootBackend: iSCSI login through the initiator (src/iscsi/open_target.ts)
  * and the kernel attach through nbd generic netlink (src/nbd/kernel.ts).
  */
 import type { BlockDevice } from "../blockdev.ts";

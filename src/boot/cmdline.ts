@@ -1,10 +1,7 @@
 /**
- * The kernel command line as `isboot boot` reads it (/proc/cmdline).
- *
- * Splitting follows the kernel's own `next_arg()` (lib/cmdline.c / kernel/params.c):
- * arguments are separated by unquoted whitespace, a double quote toggles quoting,
- * and the quotes around a value (`opt="a b"`) or a whole argument (`"a b"`) are
- * removed. Everything after a lone `--` belongs to init and is ignored here.
+ * The kernel command line as `isboot boot` reads it (/proc/cmdline): the
+ * option switch over the arguments (split by src/boot/kernel_args.ts;
+ * `netroot=` parsed by src/iscsi/root_path.ts, `ip=` by src/net/ip_arg.ts).
  *
  * Options honoured, with dracut's meaning where dracut has the name:
  * - `rd.iscsi.firmware`, `rd.iscsi.ibft`, `iscsi_firmware`: boot from the iBFT.
@@ -40,95 +37,12 @@
  * ```
  */
 import { InvalidInputError } from "../errors.ts";
-import { type IpAddress, netmaskToPrefix, normalizeMac, parseIp, requireIp } from "../net/addr.ts";
+import { type NetRoot, parseNetRoot } from "../iscsi/root_path.ts";
+import { type IpAddress, requireIp } from "../net/addr.ts";
+import { HANDOFF_KINDS, type HandoffKind } from "../net/handoff.ts";
+import { type IpSpec, parseIpArg } from "../net/ip_arg.ts";
+import { splitKernelCmdline } from "./kernel_args.ts";
 
-/** One `name[=value]` argument; value is null when there was no `=`. */
-export interface KernelArg {
-  readonly name: string;
-  readonly value: string | null;
-}
-
-const SPACE = /[ \t\n\v\f\r]/;
-
-/**
- * Split a command line exactly as the kernel's `next_arg()` does.
- *
- * @example
- * ```ts
- * splitKernelCmdline('a="x y" b'); // [{name:"a",value:"x y"},{name:"b",value:null}]
- * ```
- */
-export function splitKernelCmdline(line: string): KernelArg[] {
-  const out: KernelArg[] = [];
-  let s = line.replace(/^[ \t\n\v\f\r]+/, "");
-  while (s.length > 0) {
-    let quoted = false;
-    let inQuote = false;
-    let start = 0;
-    if (s[0] === '"') {
-      start = 1;
-      inQuote = true;
-      quoted = true;
-    }
-    let i = start;
-    let equals = -1;
-    for (; i < s.length; i++) {
-      if (SPACE.test(s[i]) && !inQuote) break;
-      // The kernel keeps `equals == 0` as "not found", so an '=' first in the argument is part of the name.
-      if (equals < 0 && s[i] === "=" && i > start) equals = i;
-      if (s[i] === '"') inQuote = !inQuote;
-    }
-    // i is the end of this argument (exclusive); the kernel NULs a closing quote.
-    let end = i;
-    const endsWithQuote = end > start && s[end - 1] === '"';
-    let name: string;
-    let value: string | null;
-    if (equals < 0) {
-      if (quoted && endsWithQuote) end--;
-      name = s.slice(start, end);
-      value = null;
-    } else {
-      name = s.slice(start, equals);
-      let vStart = equals + 1;
-      if (s[vStart] === '"') {
-        vStart++;
-        if (endsWithQuote) end--;
-      } else if (quoted && endsWithQuote) end--;
-      value = s.slice(vStart, Math.max(vStart, end));
-    }
-    out.push({ name, value });
-    s = s.slice(i < s.length ? i + 1 : i).replace(/^[ \t\n\v\f\r]+/, "");
-    if (name === "--" && value === null) break;
-  }
-  return out.filter((a) => !(a.name === "--" && a.value === null));
-}
-
-/** An RFC 4173 iSCSI root path (`netroot=iscsi:...`). */
-export interface NetRoot {
-  readonly server: string;
-  readonly port: number;
-  readonly lun: number;
-  readonly targetName: string;
-  readonly chapUser?: string;
-  readonly chapSecret?: string;
-  readonly mutualUser?: string;
-  readonly mutualSecret?: string;
-}
-
-/** A static `ip=` network (dracut form), or `ip=ibft`. */
-export interface IpSpec {
-  readonly address: IpAddress;
-  readonly prefixLength: number;
-  readonly peer?: IpAddress;
-  readonly gateway?: IpAddress;
-  readonly hostname?: string;
-  readonly iface?: string;
-  readonly mtu?: number;
-  readonly mac?: string;
-}
-
-export type HandoffKind = "ifupdown" | "networkd" | "nm";
-export const HANDOFF_KINDS: readonly HandoffKind[] = ["ifupdown", "networkd", "nm"];
 export type Digest = "crc32c" | "none";
 export type IbftSource = "auto" | "acpi" | "sysfs" | "mem";
 
@@ -227,90 +141,6 @@ function unhandled(name: never): never {
   throw new Error(`kernel command line option ${name} has no case`);
 }
 
-/**
- * Parse an RFC 4173 root path `iscsi:SERVER:PROTO:PORT:LUN:TARGETNAME`, with
- * dracut's optional `USER:PASS[:RUSER:RPASS]@` prefix. SERVER may be an IPv6
- * address in brackets; PROTO must be empty or 6 (TCP); PORT defaults to 3260,
- * LUN to 0. TARGETNAME may itself contain colons (IQNs do).
- *
- * @example
- * ```ts
- * parseNetRoot("iscsi:10.0.2.2::3260:1:iqn.2026-11.test:disk1").lun; // 1
- * ```
- */
-export function parseNetRoot(text: string): NetRoot {
-  const bad = (why: string) =>
-    new InvalidInputError(`netroot: ${why} (form iscsi:SERVER:PROTO:PORT:LUN:TARGET)`);
-  if (!text.startsWith("iscsi:")) throw bad("not an iscsi: root path");
-  let rest = text.slice("iscsi:".length);
-  let creds: string[] = [];
-  // Credentials end at the last '@' before the server field; IQNs do not contain '@'.
-  const at = rest.lastIndexOf("@");
-  if (at >= 0) {
-    creds = rest.slice(0, at).split(":");
-    rest = rest.slice(at + 1);
-    if (creds.length !== 2 && creds.length !== 4) {
-      throw bad("credentials must be USER:PASS[:RUSER:RPASS]");
-    }
-    if (creds.some((c) => c === "")) throw bad("empty CHAP user or secret");
-  }
-  let server: string;
-  if (rest.startsWith("[")) {
-    const close = rest.indexOf("]");
-    if (close < 0) throw bad("unclosed '[' in server");
-    server = rest.slice(1, close);
-    if (parseIp(server)?.family !== 6) throw bad(`'${server}' is not an IPv6 address`);
-    rest = rest.slice(close + 1);
-    if (!rest.startsWith(":")) throw bad("':' expected after ']'");
-    rest = rest.slice(1);
-  } else {
-    const c = rest.indexOf(":");
-    if (c < 0) throw bad("too few fields");
-    server = rest.slice(0, c);
-    rest = rest.slice(c + 1);
-  }
-  if (server === "") throw bad("empty server");
-  const fields = rest.split(":");
-  if (fields.length < 4) throw bad("too few fields");
-  const [proto, portText, lunText] = fields;
-  const targetName = fields.slice(3).join(":");
-  if (proto !== "" && proto !== "6") throw bad(`protocol '${proto}' is not TCP (6)`);
-  const port = portText === "" ? 3260 : strictInt(portText, 1, 65535);
-  if (port === null) throw bad(`bad port '${portText}'`);
-  const lun = lunText === "" ? 0 : parseLun(lunText);
-  if (lun === null) throw bad(`bad LUN '${lunText}'`);
-  if (targetName === "") throw bad("empty target name");
-  if (targetName.length > 223) throw bad("target name longer than 223 bytes (RFC 3720 §3.2.6.1)");
-  return {
-    server,
-    port,
-    lun,
-    targetName,
-    ...(creds.length >= 2 ? { chapUser: creds[0], chapSecret: creds[1] } : {}),
-    ...(creds.length === 4 ? { mutualUser: creds[2], mutualSecret: creds[3] } : {}),
-  };
-}
-
-/**
- * RFC 4173 §5: the LUN is hexadecimal in the SAM form, up to four 16-bit groups
- * separated by '-' or written as 16 digits; the first group carries the LUN
- * (flat/peripheral addressing). iPXE reads it the same way: "1" is LUN 1, "10" is LUN 16.
- */
-function parseLun(text: string): number | null {
-  let groups: string[];
-  if (text.includes("-")) groups = text.split("-");
-  else if (text.length === 16) groups = text.match(/.{4}/g)!;
-  else groups = [text];
-  if (groups.length > 4 || groups.some((g) => !/^[0-9A-Fa-f]{1,4}$/.test(g))) return null;
-  return parseInt(groups[0], 16) & 0x3fff;
-}
-
-function strictInt(text: string, min: number, max: number): number | null {
-  if (!/^\d{1,9}$/.test(text)) return null;
-  const n = Number(text);
-  return n >= min && n <= max ? n : null;
-}
-
 function seconds(name: string, value: string | null): number {
   const n = value === null ? null : /^\d{1,7}(\.\d{1,3})?$/.test(value) ? Number(value) : null;
   if (n === null) {
@@ -323,66 +153,6 @@ function seconds(name: string, value: string | null): number {
 
 function truthy(value: string | null): boolean {
   return value === null || !["0", "no", "off", "false"].includes(value.toLowerCase());
-}
-
-/**
- * Parse dracut's `ip=` forms. Returns "ibft" for `ip=ibft`, an IpSpec for the
- * static form; DHCP/auto forms are refused since isboot has no DHCP client
- * (the iBFT carries the firmware's lease instead).
- */
-export function parseIpArg(value: string): IpSpec | "ibft" {
-  if (value === "ibft") return "ibft";
-  const bad = (why: string) => new InvalidInputError(`ip=${value}: ${why}`);
-  // Fields are ':'-separated; IPv6 addresses are in brackets.
-  const fields: string[] = [];
-  let cur = "";
-  let depth = 0;
-  for (const ch of value) {
-    if (ch === "[") depth++;
-    if (ch === "]") depth--;
-    if (ch === ":" && depth === 0) {
-      fields.push(cur);
-      cur = "";
-    } else cur += ch;
-  }
-  fields.push(cur);
-  if (fields.length < 7) {
-    throw bad("isboot takes ip=ibft or the static form CLIENT:[PEER]:GW:NETMASK:HOST:IFACE:none");
-  }
-  const [client, peer, gw, mask, host, iface, autoconf, mtuText, ...macParts] = fields;
-  if (!["none", "off", "static"].includes(autoconf)) {
-    throw bad(`autoconf '${autoconf}' needs a DHCP client; use ip=ibft or a static address`);
-  }
-  let address: IpAddress;
-  let prefixLength: number;
-  const slash = client.replace(/^\[|\]$/g, "").split("/");
-  address = requireIp(slash[0], "ip= client address");
-  if (slash.length === 2) {
-    const p = strictInt(slash[1], 0, address.family === 4 ? 32 : 128);
-    if (p === null) throw bad(`bad prefix '${slash[1]}'`);
-    prefixLength = p;
-  } else if (mask !== "") {
-    const m = parseIp(mask);
-    const fromMask = m && m.family === address.family ? netmaskToPrefix(m) : null;
-    const fromNum = strictInt(mask, 0, address.family === 4 ? 32 : 128);
-    if (fromMask === null && fromNum === null) throw bad(`bad netmask '${mask}'`);
-    prefixLength = (fromMask ?? fromNum)!;
-  } else prefixLength = address.family === 4 ? 24 : 64;
-  address = { ...address };
-  const mac = macParts.length ? normalizeMac(macParts.join(":")) : undefined;
-  if (mac === null) throw bad(`bad MAC '${macParts.join(":")}'`);
-  const mtu = mtuText ? strictInt(mtuText, 68, 65535) : undefined;
-  if (mtu === null) throw bad(`bad MTU '${mtuText}'`);
-  return {
-    address,
-    prefixLength,
-    ...(peer ? { peer: requireIp(peer, "ip= peer") } : {}),
-    ...(gw ? { gateway: requireIp(gw, "ip= gateway") } : {}),
-    ...(host ? { hostname: host } : {}),
-    ...(iface ? { iface } : {}),
-    ...(mtu !== undefined ? { mtu } : {}),
-    ...(mac ? { mac } : {}),
-  };
 }
 
 /**

@@ -1,12 +1,12 @@
 /**
- * Log in to one boot target through the iSCSI initiator (src/target.ts) and
+ * Log in to one boot target through the iSCSI initiator (src/iscsi/open_target.ts) and
  * return its LUN as a BlockDevice. The ISID is stable for (initiator, boot
  * target), so a later `isboot attach --takeover` or a retried boot reinstates
  * the same session (RFC 7143 §6.3.5) instead of leaving a stale one.
  */
 import type { BlockDevice } from "../blockdev.ts";
 import { DEFAULT_CHAP_ALGORITHMS } from "../iscsi/chap.ts";
-import { openTarget } from "../target.ts";
+import { openTarget } from "../iscsi/open_target.ts";
 import type { LoginOptions } from "./sequence.ts";
 import type { BootTarget } from "./spec.ts";
 

@@ -18,20 +18,18 @@ import type { LoadedIbft } from "../ibft/model.ts";
 import { makeBootPlan } from "../ibft/plan.ts";
 import { type IpAddress, parseIp } from "../net/addr.ts";
 import type { NicConfig } from "../net/configure.ts";
+import type { NetRoot } from "../iscsi/root_path.ts";
 import type { BootCmdline } from "./cmdline.ts";
 
-/** One target to log in to. Secrets stay in here; `label` is safe to print. */
-export interface BootTarget {
+/**
+ * One target to log in to: a root path's fields (from `netroot=` or the
+ * iBFT), with the server as `host`. Secrets stay in here; `label` is safe to
+ * print.
+ */
+export interface BootTarget extends Omit<NetRoot, "server"> {
   /** "iBFT target 0", "netroot 1". */
   readonly label: string;
   readonly host: string;
-  readonly port: number;
-  readonly lun: number;
-  readonly targetName: string;
-  readonly chapUser?: string;
-  readonly chapSecret?: string;
-  readonly mutualUser?: string;
-  readonly mutualSecret?: string;
 }
 
 /** Everything `isboot boot` will do, decided before it touches anything. */

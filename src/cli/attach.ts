@@ -27,9 +27,10 @@ import {
   TAKEOVER_TIMEOUT_SEC,
   takeOverDevice,
 } from "../nbd/kernel.ts";
+import { NBD_FLAG_READ_ONLY } from "../nbd/constants.ts";
 import type { Logger } from "../log.ts";
 import { redactUri } from "../iscsi/uri.ts";
-import { openTarget } from "../target.ts";
+import { openTarget } from "../iscsi/open_target.ts";
 import { parseCommand } from "./args.ts";
 import {
   parseRecoveryTimeout,
@@ -185,7 +186,7 @@ function statusOf(a: KernelAttachment, b: Backend, started: Date): SessionStatus
     uptimeSec: Math.round((Date.now() - started.getTime()) / 1000),
     sizeBytes: String(b.device.size),
     blockSize: b.device.blockSize,
-    readOnly: (a.flags & 2) !== 0,
+    readOnly: (a.flags & NBD_FLAG_READ_ONLY) !== 0,
     connections: c.activeConnections,
     requests: c.requests,
     bytesRead: c.bytesRead,

@@ -6,7 +6,7 @@
  */
 import { UsageError } from "../errors.ts";
 import type { LunInventory } from "../scsi/lun.ts";
-import { type OpenedTarget, openTarget } from "../target.ts";
+import { type OpenedTarget, openTarget } from "../iscsi/open_target.ts";
 import { parseCommand, printJson } from "./args.ts";
 import type { Command } from "./context.ts";
 import { sessionConfigFromUri, TARGET_OPTIONS, TARGET_OPTIONS_HELP } from "./target_options.ts";

@@ -8,7 +8,7 @@ import { MemoryDevice, parseSize } from "../memory_device.ts";
 import { describeAddr, listenNbd, type NbdListener, parseListenAddress } from "../nbd/listen.ts";
 import { NbdServer } from "../nbd/server.ts";
 import { limitMallocRetention } from "../sys/process.ts";
-import { openTarget } from "../target.ts";
+import { openTarget } from "../iscsi/open_target.ts";
 import { parseCommand } from "./args.ts";
 import type { Command, CommandContext } from "./context.ts";
 import { sessionConfigFromUri, TARGET_OPTIONS, TARGET_OPTIONS_HELP } from "./target_options.ts";

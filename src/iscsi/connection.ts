@@ -23,7 +23,7 @@
 import { OperationalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { parseIp } from "../net/addr.ts";
-import { SysError } from "../sys/errno.ts";
+import { ERRNO, SysError } from "../sys/errno.ts";
 import { connectTcp, nextTurn } from "../sys/reactor.ts";
 import { type ByteStream, denoConnStream } from "../sys/stream.ts";
 import { BHS_LENGTH, DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH, DIGEST_LENGTH } from "./constants.ts";
@@ -79,7 +79,7 @@ async function connectByName(o: ConnectOptions, timeoutMs: number): Promise<Byte
     tcp.setNoDelay(true);
     return denoConnStream(tcp);
   } catch (e) {
-    throw ac.signal.aborted ? new SysError("connect", 110 /* ETIMEDOUT */) : e;
+    throw ac.signal.aborted ? new SysError("connect", ERRNO.ETIMEDOUT) : e;
   } finally {
     clearTimeout(timer);
   }

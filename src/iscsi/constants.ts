@@ -101,6 +101,9 @@ export const RESPONSE_TARGET_FAILURE = 0x01;
 /** Login/Text byte 1 (§11.12, §11.10): Transit and Continue bits. */
 export const LOGIN_FLAG_TRANSIT = 0x80;
 export const TEXT_FLAG_CONTINUE = 0x40;
+/** Login byte 1 (§11.12.1): CSG in bits 3-2, NSG in bits 1-0, each one of the stages below. */
+export const LOGIN_CSG_SHIFT = 2;
+export const LOGIN_STAGE_MASK = 3;
 /** Login stages (§11.12.3). */
 export const STAGE_SECURITY = 0;
 export const STAGE_OPERATIONAL = 1;

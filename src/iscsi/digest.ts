@@ -13,14 +13,9 @@
  * connection write it little-endian.
  */
 import { createCRC32 } from "hash-wasm";
-import { isalCrc32c } from "../sys/crc32c.ts";
+import { type Crc32c, isalCrc32c } from "../sys/crc32c.ts";
 
-/** A CRC32C implementation. `digest` covers `a` followed by `b` (either may be empty). */
-export interface Crc32c {
-  readonly name: string;
-  /** CRC32C of the concatenation of the parts, as an unsigned 32-bit number. */
-  digest(a: Uint8Array, b?: Uint8Array): number;
-}
+export type { Crc32c };
 
 /** The CRC32C polynomial, bit-reversed, as hash-wasm wants it. */
 const CASTAGNOLI_REVERSED = 0x82f63b78;

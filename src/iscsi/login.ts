@@ -47,7 +47,7 @@ import { Connection } from "./connection.ts";
 import type { Crc32c } from "./digest.ts";
 import { IscsiProtocolError } from "./errors.ts";
 import { type DigestChoice, Negotiation, type SessionParams } from "./negotiate.ts";
-import { encodeLoginRequest, type PduHeader } from "./pdu.ts";
+import { encodeLoginRequest, loginCsg, loginNsg, type PduHeader } from "./pdu.ts";
 import { encodeText, splitText, TextAccumulator, type TextPair } from "./text.ts";
 import { formatPortal, parsePortal, type Portal } from "./uri.ts";
 
@@ -272,9 +272,9 @@ class LoginExchange {
       last = header;
       toSend = neg.receive(pairs);
       if (header.flags & LOGIN_FLAG_TRANSIT) {
-        if ((header.flags & 3) !== STAGE_FULL_FEATURE) {
+        if (loginNsg(header.flags) !== STAGE_FULL_FEATURE) {
           throw new IscsiProtocolError(
-            `target transits to stage ${header.flags & 3}, expected full feature`,
+            `target transits to stage ${loginNsg(header.flags)}, expected full feature`,
           );
         }
         break;
@@ -343,7 +343,7 @@ class LoginExchange {
   async #toOperational(h: PduHeader): Promise<PduHeader> {
     for (let i = 0; i < 4; i++) {
       if (h.flags & LOGIN_FLAG_TRANSIT) {
-        if ((h.flags & 3) !== STAGE_OPERATIONAL && (h.flags & 3) !== STAGE_FULL_FEATURE) {
+        if (loginNsg(h.flags) !== STAGE_OPERATIONAL && loginNsg(h.flags) !== STAGE_FULL_FEATURE) {
           throw new IscsiProtocolError("target transits to an unexpected stage");
         }
         this.#csg = STAGE_OPERATIONAL;
@@ -514,9 +514,9 @@ class LoginExchange {
     if (h.byte3 !== 0) {
       throw new IscsiProtocolError(`target speaks iSCSI version ${h.byte3}, not 0`);
     }
-    if (((h.flags >> 2) & 3) !== this.#csg) {
+    if (loginCsg(h.flags) !== this.#csg) {
       throw new IscsiProtocolError(
-        `Login Response for stage ${(h.flags >> 2) & 3}, we are in ${this.#csg}`,
+        `Login Response for stage ${loginCsg(h.flags)}, we are in ${this.#csg}`,
       );
     }
     this.#lastData = data.slice();

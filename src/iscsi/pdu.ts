@@ -16,7 +16,9 @@ import {
   DIGEST_LENGTH,
   FLAG_FINAL,
   FLAG_IMMEDIATE,
+  LOGIN_CSG_SHIFT,
   LOGIN_FLAG_TRANSIT,
+  LOGIN_STAGE_MASK,
   OP_DATA_OUT,
   OP_LOGIN_REQ,
   OP_LOGOUT_REQ,
@@ -378,12 +380,22 @@ export interface LoginRequestFields {
   dataSegmentLength: number;
 }
 
+/** CSG (Current Stage) of a Login Request or Response's byte 1 (RFC 7143 §11.12.1). */
+export function loginCsg(flags: number): number {
+  return (flags >> LOGIN_CSG_SHIFT) & LOGIN_STAGE_MASK;
+}
+
+/** NSG (Next Stage) of a Login Request or Response's byte 1; meaningful with T=1. */
+export function loginNsg(flags: number): number {
+  return flags & LOGIN_STAGE_MASK;
+}
+
 /** Write a Login Request BHS (always immediate, Version-max = Version-min = 0). */
 export function encodeLoginRequest(b: Uint8Array, f: LoginRequestFields): void {
   b.fill(0, 0, BHS_LENGTH);
   b[0] = OP_LOGIN_REQ | FLAG_IMMEDIATE;
   b[1] = (f.transit ? LOGIN_FLAG_TRANSIT : 0) | (f.cont ? TEXT_FLAG_CONTINUE : 0) |
-    ((f.csg & 3) << 2) | (f.nsg & 3);
+    ((f.csg & LOGIN_STAGE_MASK) << LOGIN_CSG_SHIFT) | (f.nsg & LOGIN_STAGE_MASK);
   setDsl(b, f.dataSegmentLength);
   b.set(f.isid.subarray(0, 6), 8);
   b[14] = f.tsih >>> 8;

@@ -25,13 +25,9 @@ import type { Logger } from "../log.ts";
 import { FdStream } from "../sys/reactor.ts";
 import { pageSize } from "../sys/process.ts";
 import { closeFd, socketPair } from "../sys/socket.ts";
-import {
-  IoBudget,
-  type NbdCounters,
-  newCounters,
-  serveTransmission,
-  transmissionFlags,
-} from "./server.ts";
+import { IoBudget } from "./buffers.ts";
+import { transmissionFlags } from "./export.ts";
+import { type NbdCounters, newCounters, serveTransmission } from "./transmission.ts";
 import type { ByteStream } from "./stream.ts";
 import { ERRNO, SysError } from "../sys/errno.ts";
 import { decodeGenl, type GenlFamily, genlRequest, resolveFamily } from "../sys/genetlink.ts";

@@ -17,7 +17,9 @@ export { type ByteStream, denoConnStream } from "../sys/stream.ts";
 
 /**
  * Wrap a `node:net` Socket, e.g. `new net.Socket({ fd })` around one end of
- * a socketpair made through FFI (deno-notes: 4+ GB/s each way). Incoming
+ * a socketpair made through FFI. No path in src/ uses it (the kernel's
+ * socketpair ends are `FdStream`s, src/sys/reactor.ts); it lets the server
+ * run over node sockets (tests/nbd/node_stream_test.ts). Incoming
  * chunks are queued and the socket is paused while more than `highWater`
  * bytes wait, so memory stays bounded. `close()` calls `destroy()`, which
  * (measured) does not shut the socket down for other holders of the fd.

@@ -10,12 +10,10 @@
  * ```
  */
 import { InvalidInputError } from "../errors.ts";
+import type { IpAddress } from "../sys/socket.ts";
 
-/** An IPv4 (4 bytes) or IPv6 (16 bytes) address. */
-export interface IpAddress {
-  readonly family: 4 | 6;
-  readonly bytes: Uint8Array;
-}
+/** An IPv4 (4 bytes) or IPv6 (16 bytes) address (defined beside the sockaddr code in sys/). */
+export type { IpAddress };
 
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 

@@ -31,9 +31,13 @@
  * await writeHandoff("/", nic, ["ifupdown", "networkd", "nm"]);
  * ```
  */
-import type { HandoffKind } from "../boot/cmdline.ts";
 import { formatIp, type IpAddress } from "./addr.ts";
 import type { ConfiguredNic } from "./configure.ts";
+
+/** A network stack of the real root that can be handed the boot NIC. */
+export type HandoffKind = "ifupdown" | "networkd" | "nm";
+/** Every {@link HandoffKind}: what `isboot.handoff=all` (the default) means. */
+export const HANDOFF_KINDS: readonly HandoffKind[] = ["ifupdown", "networkd", "nm"];
 
 function netmask(prefix: number): string {
   const b = [0, 0, 0, 0];

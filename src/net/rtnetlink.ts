@@ -15,6 +15,7 @@
  * } finally { rt.close(); }
  * ```
  */
+import { concatBytes } from "../bytes.ts";
 import {
   Attrs,
   AttrWriter,
@@ -123,13 +124,6 @@ function ifinfomsg(index: number, flags = 0, change = 0): Uint8Array {
   dv.setUint32(8, flags, true);
   dv.setUint32(12, change, true);
   return b;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }
 
 function macText(d: Uint8Array | undefined): string | null {
@@ -294,7 +288,7 @@ export class Rtnetlink {
     this.#nl.request(
       RTM_NEWLINK,
       0,
-      concat(ifinfomsg(index, IFF_UP, IFF_UP), attrs.bytes()),
+      concatBytes([ifinfomsg(index, IFF_UP, IFF_UP), attrs.bytes()]),
       `RTM_NEWLINK ${index} up`,
     );
   }
@@ -313,7 +307,7 @@ export class Rtnetlink {
     this.#nl.request(
       RTM_NEWLINK,
       NLM_F_CREATE | NLM_F_EXCL,
-      concat(ifinfomsg(0), attrs),
+      concatBytes([ifinfomsg(0), attrs]),
       `RTM_NEWLINK vlan ${name}`,
     );
     const made = this.links().find((l) => l.name === name);
@@ -342,7 +336,7 @@ export class Rtnetlink {
     this.#nl.request(
       RTM_NEWADDR,
       NLM_F_CREATE | NLM_F_REPLACE,
-      concat(b, attrs.bytes()),
+      concatBytes([b, attrs.bytes()]),
       "RTM_NEWADDR",
     );
   }
@@ -383,7 +377,7 @@ export class Rtnetlink {
     this.#nl.request(
       RTM_NEWROUTE,
       NLM_F_CREATE | NLM_F_REPLACE,
-      concat(b, attrs.bytes()),
+      concatBytes([b, attrs.bytes()]),
       "RTM_NEWROUTE",
     );
   }

@@ -27,7 +27,17 @@
  * ```
  * @module
  */
-import type { Crc32c } from "../iscsi/digest.ts";
+
+/**
+ * A CRC32C implementation: this one, or the hash-wasm fallback of the iSCSI
+ * layer (src/iscsi/digest.ts, which re-exports this type for its users).
+ * `digest` covers `a` followed by `b` (either may be empty).
+ */
+export interface Crc32c {
+  readonly name: string;
+  /** CRC32C of the concatenation of the parts, as an unsigned 32-bit number. */
+  digest(a: Uint8Array, b?: Uint8Array): number;
+}
 
 /** The soname of ISA-L in Debian 12's libisal2. */
 export const ISAL_LIBRARY = "libisal.so.2";

@@ -19,7 +19,7 @@
  * const fd = check("socket", libc().socket(AF_NETLINK, SOCK_RAW, 0));
  * ```
  */
-import { SysError } from "./errno.ts";
+import { ERRNO, SysError } from "./errno.ts";
 
 const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
@@ -125,6 +125,6 @@ export function retryEintr<T extends number | bigint>(call: string, fn: () => T)
     const ret = fn();
     if (typeof ret === "bigint" ? ret >= 0n : ret >= 0) return ret;
     const e = errno();
-    if (e !== 4 /* EINTR */) throw new SysError(call, e);
+    if (e !== ERRNO.EINTR) throw new SysError(call, e);
   }
 }

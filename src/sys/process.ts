@@ -12,7 +12,7 @@
  * if (!r.ok) log.warn(`PR_SET_IO_FLUSHER: ${r.error}`);
  * ```
  */
-import { SysError } from "./errno.ts";
+import { ERRNO, SysError } from "./errno.ts";
 import { errno, libc } from "./libc.ts";
 
 /** prctl options (include/uapi/linux/prctl.h). */
@@ -63,8 +63,14 @@ export function setIoFlusher(): StepResult {
   }
 }
 
-/** The errno values prctl(2) documents (EINVAL, EPERM, EFAULT, EACCES, EBUSY). */
-const PRCTL_ERRNOS: readonly number[] = [22, 1, 14, 13, 16];
+/** The errno values prctl(2) documents. */
+const PRCTL_ERRNOS: readonly number[] = [
+  ERRNO.EINVAL,
+  ERRNO.EPERM,
+  ERRNO.EFAULT,
+  ERRNO.EACCES,
+  ERRNO.EBUSY,
+];
 
 /** mallopt parameters (glibc malloc.h). */
 const M_TRIM_THRESHOLD = -1;
@@ -108,7 +114,7 @@ const enc = new TextEncoder();
 
 function cString(s: string): Uint8Array {
   const b = enc.encode(s);
-  if (b.includes(0)) throw new SysError("execve", 22, /* EINVAL */ "NUL byte in an argument");
+  if (b.includes(0)) throw new SysError("execve", ERRNO.EINVAL, "NUL byte in an argument");
   const out = new Uint8Array(b.length + 1);
   out.set(b);
   return out;

@@ -42,13 +42,13 @@
  * ```
  * @module
  */
-import { SysError } from "./errno.ts";
+import { ERRNO, SysError } from "./errno.ts";
 import { check, errno, libc } from "./libc.ts";
 import {
   AF_INET,
   AF_INET6,
   AF_UNIX,
-  type InetAddress,
+  type IpAddress,
   IPPROTO_TCP,
   openSocket,
   setIntOption,
@@ -187,7 +187,7 @@ export class Reactor {
 
   /** Register `fd` (edge-triggered input, hang-up and errors). */
   add(fd: number, w: Watcher): void {
-    if (this.#closed) throw new SysError("epoll_ctl", 9 /* EBADF */);
+    if (this.#closed) throw new SysError("epoll_ctl", ERRNO.EBADF);
     this.#ctlCall(EPOLL_CTL_ADD, fd, INPUT);
     this.#watchers.set(fd, w);
   }
@@ -484,7 +484,7 @@ export class FdStream implements ByteStream {
     }
     if (connect) {
       this.#r.settled();
-      connect(new SysError("connect", 125 /* ECANCELED */));
+      connect(new SysError("connect", ERRNO.ECANCELED));
     }
   }
 
@@ -493,7 +493,7 @@ export class FdStream implements ByteStream {
    * connected, or the SysError it failed with (SO_ERROR).
    */
   connected(): Promise<SysError | null> {
-    if (this.#closed) return Promise.resolve(new SysError("connect", 9 /* EBADF */));
+    if (this.#closed) return Promise.resolve(new SysError("connect", ERRNO.EBADF));
     return new Promise((resolve) => {
       this.#connectDone = resolve;
       this.#r.wantOutput(this.fd, true);
@@ -586,7 +586,7 @@ export class FdStream implements ByteStream {
   }
 
   #gone(): Error {
-    return this.error ?? new SysError("send", this.#closed ? 9 /* EBADF */ : 32 /* EPIPE */);
+    return this.error ?? new SysError("send", this.#closed ? ERRNO.EBADF : ERRNO.EPIPE);
   }
 }
 
@@ -688,7 +688,7 @@ export class FdListener {
  * ```
  */
 export async function connectTcp(
-  addr: InetAddress,
+  addr: IpAddress,
   port: number,
   timeoutMs: number,
   r?: Reactor,
@@ -718,7 +718,7 @@ export async function connectTcp(
       } finally {
         clearTimeout(timer);
       }
-      if (timedOut) failure = new SysError("connect", 110 /* ETIMEDOUT */);
+      if (timedOut) failure = new SysError("connect", ERRNO.ETIMEDOUT);
     }
   }
   if (failure) {
@@ -732,7 +732,7 @@ export async function connectTcp(
  * A listening TCP socket (SO_REUSEADDR) through the reactor. Port 0 picks
  * one: read it back with `localAddress(listener.fd)`.
  */
-export function listenTcp(addr: InetAddress, port: number, backlog = 128, r?: Reactor): FdListener {
+export function listenTcp(addr: IpAddress, port: number, backlog = 128, r?: Reactor): FdListener {
   const fd = openSocket(addr.family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
   try {
     setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);

@@ -13,7 +13,7 @@
  */
 import type { Socket } from "node:net";
 import { check, libc, retryEintr } from "./libc.ts";
-import { SysError } from "./errno.ts";
+import { ERRNO, SysError } from "./errno.ts";
 
 /** Address families and socket types (include/linux/socket.h, net.h). */
 export const AF_UNIX = 1;
@@ -121,14 +121,15 @@ export function pollFd(fd: number, events: number, timeoutMs: number): number {
  * ```
  */
 export async function fdSocket(fd: number): Promise<Socket> {
-  if (!Number.isInteger(fd) || fd < 0) throw new SysError("fdSocket", 9 /* EBADF */);
+  if (!Number.isInteger(fd) || fd < 0) throw new SysError("fdSocket", ERRNO.EBADF);
   const net = await import("node:net");
   return new net.Socket({ fd, readable: true, writable: true });
 }
 
 /**
  * Bytes an fd-wrapped socket carries as a Web stream pair, for code written
- * against ReadableStream/WritableStream (the NBD server's transport).
+ * against ReadableStream/WritableStream. Nothing in src/ uses it (the NBD
+ * server and the iSCSI connection work over `ByteStream`s, src/sys/stream.ts).
  */
 export async function fdStreams(
   fd: number,
@@ -144,14 +145,18 @@ export async function fdStreams(
   return { readable, writable, close: () => sock.destroy() };
 }
 
-/** An IP address as bytes (net/addr.ts parses text into this shape). */
-export interface InetAddress {
+/**
+ * An IPv4 or IPv6 address as its network-order bytes (4 or 16). The one
+ * address type of isboot: net/addr.ts parses and prints it (and re-exports
+ * it for the layers above).
+ */
+export interface IpAddress {
   readonly family: 4 | 6;
   readonly bytes: Uint8Array;
 }
 
 /** struct sockaddr_in / sockaddr_in6 for `addr` and `port`. */
-export function sockaddrInet(addr: InetAddress, port: number): Uint8Array {
+export function sockaddrInet(addr: IpAddress, port: number): Uint8Array {
   const v4 = addr.family === 4;
   const sa = new Uint8Array(v4 ? 16 : 28);
   const dv = new DataView(sa.buffer);
@@ -165,7 +170,7 @@ export function sockaddrInet(addr: InetAddress, port: number): Uint8Array {
 export function sockaddrUnix(path: string): Uint8Array {
   const bytes = new TextEncoder().encode(path);
   if (bytes.length === 0 || bytes.length > 107 || bytes.includes(0)) {
-    throw new SysError("sockaddr_un", 36 /* ENAMETOOLONG */);
+    throw new SysError("sockaddr_un", ERRNO.ENAMETOOLONG);
   }
   const sa = new Uint8Array(110);
   new DataView(sa.buffer).setUint16(0, AF_UNIX, true);

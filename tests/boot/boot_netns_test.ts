@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { isbootCommand, runCli } from "../helpers/cli.ts";
 import { NetNs } from "../vm/lib.ts";
-import type { Tgtd } from "../helpers/tgtd.ts";
+import type { Tgtd } from "../../peers/tgtd.ts";
 import { startTgtd } from "../e2e/lib.ts";
 
 const FIX = new URL("../fixtures/", import.meta.url).pathname;

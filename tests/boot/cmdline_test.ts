@@ -1,33 +1,9 @@
 import { assertEquals, assertThrows } from "./assert.ts";
 import fc from "fast-check";
 import { fuzzOptions } from "../helpers/fuzz.ts";
-import {
-  BOOT_DEFAULTS,
-  parseBootCmdline,
-  parseIpArg,
-  parseNetRoot,
-  splitKernelCmdline,
-} from "../../src/boot/cmdline.ts";
+import { BOOT_DEFAULTS, parseBootCmdline } from "../../src/boot/cmdline.ts";
+import { splitKernelCmdline } from "../../src/boot/kernel_args.ts";
 import { InvalidInputError } from "../../src/errors.ts";
-import { formatIp } from "../../src/net/addr.ts";
-
-Deno.test("cmdline: splits like the kernel's next_arg, quotes removed", () => {
-  assertEquals(splitKernelCmdline('  a b=c  d="x y" "e f" g="h" i=j"k l"m -- init args\n'), [
-    { name: "a", value: null },
-    { name: "b", value: "c" },
-    { name: "d", value: "x y" },
-    { name: "e f", value: null },
-    { name: "g", value: "h" },
-    { name: "i", value: 'j"k l"m' },
-  ]);
-  // An '=' first in an argument is part of the name (kernel keeps equals==0 as "none").
-  assertEquals(splitKernelCmdline("=a=b =c"), [{ name: "=a", value: "b" }, {
-    name: "=c",
-    value: null,
-  }]);
-  assertEquals(splitKernelCmdline('a="'), [{ name: "a", value: "" }]);
-  assertEquals(splitKernelCmdline(""), []);
-});
 
 Deno.test("cmdline: iBFT boot with every isboot option", () => {
   const c = parseBootCmdline(
@@ -101,40 +77,6 @@ Deno.test("cmdline: defaults, and nothing requested without iSCSI options", () =
   assertEquals(parseBootCmdline("isboot.timeout=5 isboot.timeout=7").timeoutMs, 7000);
 });
 
-Deno.test("cmdline: RFC 4173 netroot with credentials, IPv6 and hex LUN", () => {
-  assertEquals(parseNetRoot("iscsi:10.0.2.2::3260:1:iqn.2026-11.test:disk1"), {
-    server: "10.0.2.2",
-    port: 3260,
-    lun: 1,
-    targetName: "iqn.2026-11.test:disk1",
-  });
-  assertEquals(parseNetRoot("iscsi:u:p:ru:rp@[fd00::2]:6::0001000000000000:iqn.x:y"), {
-    server: "fd00::2",
-    port: 3260,
-    lun: 1,
-    targetName: "iqn.x:y",
-    chapUser: "u",
-    chapSecret: "p",
-    mutualUser: "ru",
-    mutualSecret: "rp",
-  });
-  assertEquals(parseNetRoot("iscsi:host.example::::iqn").lun, 0);
-  assertEquals(parseNetRoot("iscsi:h:::10:iqn").lun, 16);
-  assertEquals(parseNetRoot("iscsi:h:::0002-0000:iqn").lun, 2);
-  for (
-    const bad of [
-      "nfs:1.2.3.4:/x",
-      "iscsi:1.2.3.4",
-      "iscsi::::1:iqn.x",
-      "iscsi:1.2.3.4:17::1:iqn.x",
-      "iscsi:1.2.3.4::70000:1:iqn.x",
-      "iscsi:1.2.3.4::3260:1:",
-      "iscsi:[1.2.3.4]::3260:1:iqn.x",
-      "iscsi:u@1.2.3.4::3260:1:iqn.x",
-    ]
-  ) assertThrows(() => parseNetRoot(bad), InvalidInputError, undefined, bad);
-});
-
 Deno.test("cmdline: rd.iscsi.username/password apply to netroot without credentials", () => {
   const c = parseBootCmdline(
     "netroot=iscsi:10.0.2.2::::iqn.t:d rd.iscsi.username=u rd.iscsi.password=s " +
@@ -143,27 +85,6 @@ Deno.test("cmdline: rd.iscsi.username/password apply to netroot without credenti
   assertEquals(c.requested, true);
   assertEquals(c.netroots[0].chapUser, "u");
   assertEquals(c.netroots[0].mutualSecret, "ts");
-});
-
-Deno.test("cmdline: static ip= in dracut form", () => {
-  const s = parseIpArg(
-    "192.168.7.10::192.168.7.1:255.255.255.0:box:eth1:none:9000:52-54-00-AA-BB-CC",
-  );
-  if (s === "ibft") throw new Error("unexpected");
-  assertEquals(formatIp(s.address), "192.168.7.10");
-  assertEquals(s.prefixLength, 24);
-  assertEquals(formatIp(s.gateway!), "192.168.7.1");
-  assertEquals(s.hostname, "box");
-  assertEquals(s.iface, "eth1");
-  assertEquals(s.mtu, 9000);
-  assertEquals(s.mac, "52:54:00:aa:bb:cc");
-  const v6 = parseIpArg("[fd00::10/64]::[fd00::1]:::eth0:none");
-  if (v6 === "ibft") throw new Error("unexpected");
-  assertEquals(v6.prefixLength, 64);
-  assertEquals(formatIp(v6.gateway!), "fd00::1");
-  assertThrows(() => parseIpArg("10.0.0.1::10.0.0.254:255.0.255.0::eth0:none"), InvalidInputError);
-  assertThrows(() => parseIpArg("10.0.0.1:::24::eth0:dhcp"), InvalidInputError);
-  assertThrows(() => parseIpArg("eth0:dhcp"), InvalidInputError);
 });
 
 Deno.test("cmdline: bad isboot values are one-line InvalidInputError", () => {
@@ -185,28 +106,6 @@ Deno.test("cmdline: bad isboot values are one-line InvalidInputError", () => {
 });
 
 // --- property tests --------------------------------------------------------
-
-const token = fc.stringMatching(/^[A-Za-z0-9._\/:,@+-]{1,12}$/);
-const spaced = fc.stringMatching(/^[A-Za-z0-9 ._=-]{0,12}$/);
-
-Deno.test("cmdline property: join then split returns the arguments", () => {
-  fc.assert(
-    fc.property(
-      fc.array(fc.record({ name: token, value: fc.option(spaced, { nil: null }) }), {
-        maxLength: 8,
-      }),
-      fc.array(fc.constantFrom(" ", "  ", "\t", "\n"), { minLength: 9, maxLength: 9 }),
-      (args, seps) => {
-        const names = args.filter((a) => a.name !== "--").map((a) => ({ ...a }));
-        const line = names.map((a, i) =>
-          (a.value === null ? a.name : `${a.name}="${a.value}"`) + seps[i]
-        ).join("");
-        assertEquals(splitKernelCmdline(line), names);
-      },
-    ),
-    fuzzOptions(300),
-  );
-});
 
 Deno.test("cmdline property: arbitrary text never throws anything but InvalidInputError", () => {
   const alphabet = fc.constantFrom(
@@ -231,23 +130,5 @@ Deno.test("cmdline property: arbitrary text never throws anything but InvalidInp
       }
     }),
     fuzzOptions(500),
-  );
-});
-
-Deno.test("cmdline property: netroot format/parse round trip", () => {
-  const ipv4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((t) => t.join("."));
-  const iqn = fc.stringMatching(/^iqn\.20[0-9]{2}-[01][0-9]\.[a-z]{1,8}(:[a-z0-9.:-]{1,20})?$/);
-  fc.assert(
-    fc.property(
-      ipv4,
-      fc.integer({ min: 1, max: 65535 }),
-      fc.nat(16383),
-      iqn,
-      (ip, port, lun, name) => {
-        const n = parseNetRoot(`iscsi:${ip}::${port}:${lun.toString(16)}:${name}`);
-        assertEquals(n, { server: ip, port, lun, targetName: name });
-      },
-    ),
-    fuzzOptions(300),
   );
 });

@@ -27,7 +27,7 @@ import {
   startNsTgtd,
   type VmResult,
 } from "../vm/lib.ts";
-import type { Tgtd } from "../helpers/tgtd.ts";
+import type { Tgtd } from "../../peers/tgtd.ts";
 import { exists } from "../helpers/fs.ts";
 
 export const E2E_DIR = `${ROOT}build/e2e`;

@@ -24,7 +24,7 @@
  * ```
  */
 import { isbootCommand, ROOT } from "../helpers/cli.ts";
-import { Tgtd } from "../helpers/tgtd.ts";
+import { Tgtd } from "../../peers/tgtd.ts";
 import { FaultProxy, type PduInfo, type ProxiedConnection } from "./proxy.ts";
 
 export type Workload = "seq-write-fua" | "rand-write-flush" | "rand-read-verify";

@@ -19,6 +19,7 @@
  * await t.close();
  * ```
  */
+import { concatBytes } from "../../src/bytes.ts";
 import {
   chapResponse,
   decodeChapBinary,
@@ -512,7 +513,7 @@ export class FakeTarget {
       return;
     }
     c.loginText.push(data.slice());
-    const all = concat(c.loginText);
+    const all = concatBytes(c.loginText);
     c.loginText = [];
     let pairs: TextPair[] = [];
     try {
@@ -1159,15 +1160,4 @@ export class FakeTarget {
     await this.#accepting;
     await Promise.allSettled([...this.#tasks]);
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const n = parts.reduce((a, p) => a + p.length, 0);
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { runCli } from "../helpers/cli.ts";
-import { withTgtd } from "../helpers/tgtd.ts";
+import { withTgtd } from "../../peers/tgtd.ts";
 import {
   defaultInitiatorName,
   parseTargetOptions,

@@ -16,7 +16,7 @@ import { IscsiProtocolError } from "../../src/iscsi/errors.ts";
 import { login, randomIsid } from "../../src/iscsi/login.ts";
 import { loginSession, type SessionConfig } from "../../src/iscsi/session.ts";
 import { encodeText } from "../../src/iscsi/text.ts";
-import { withTgtd } from "../helpers/tgtd.ts";
+import { withTgtd } from "../../peers/tgtd.ts";
 import { echoOffers, type FakeConn, FakeDisk, type FakePdu, FakeTarget } from "./fake_target.ts";
 
 const quiet = new Logger({ quiet: true, sink: () => {} });

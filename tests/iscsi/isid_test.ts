@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { claimIsid } from "../../src/iscsi/isid.ts";
 import { stableIsid } from "../../src/iscsi/login.ts";
 import { isbootCommand, ROOT } from "../helpers/cli.ts";
-import { withTgtd } from "../helpers/tgtd.ts";
+import { withTgtd } from "../../peers/tgtd.ts";
 
 const IQN = "iqn.2026-11.test:isid-initiator";
 

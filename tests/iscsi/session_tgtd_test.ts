@@ -1,6 +1,6 @@
 /**
  * The iSCSI initiator against a real target: a private tgtd per test
- * (tests/helpers/tgtd.ts). Raw READ(16)/WRITE(16) CDBs go through the
+ * (peers/tgtd.ts). Raw READ(16)/WRITE(16) CDBs go through the
  * Session (the ScsiTransport the SCSI layer uses) with 32+ commands in
  * flight, and every byte is checked against tgtd's backing file, with and
  * without CRC32C digests and with unsolicited data (InitialR2T=No) as well
@@ -16,7 +16,7 @@ import { discoverTargets } from "../../src/iscsi/discovery.ts";
 import type { ChapAlgorithmName } from "../../src/iscsi/chap.ts";
 import { TMF_ABORT_TASK, TMF_LOGICAL_UNIT_RESET } from "../../src/iscsi/constants.ts";
 import { loginSession, type Session, type SessionConfig } from "../../src/iscsi/session.ts";
-import { type Tgtd, withTgtd } from "../helpers/tgtd.ts";
+import { type Tgtd, withTgtd } from "../../peers/tgtd.ts";
 
 const IQN = "iqn.2026-11.test.isboot:iscsi";
 const INITIATOR = "iqn.2026-11.test.isboot:initiator";

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import * as C from "../../src/nbd/constants.ts";
 import { MemoryDevice } from "../../src/memory_device.ts";
-import { newCounters, serveTransmission } from "../../src/nbd/server.ts";
+import { newCounters, serveTransmission } from "../../src/nbd/transmission.ts";
 import { memoryStreamPair } from "../../src/nbd/stream.ts";
 import { encodeRequest } from "../../src/nbd/protocol.ts";
 import { Logger } from "../../src/log.ts";

@@ -6,15 +6,10 @@
 import { assert_, assertEquals } from "./assert.ts";
 import * as C from "../../src/nbd/constants.ts";
 import { MemoryDevice } from "../../src/memory_device.ts";
-import {
-  blockSizes,
-  BufferPool,
-  IoBudget,
-  NbdServer,
-  newCounters,
-  serveTransmission,
-  transmissionFlags,
-} from "../../src/nbd/server.ts";
+import { BufferPool, IoBudget } from "../../src/nbd/buffers.ts";
+import { blockSizes, transmissionFlags } from "../../src/nbd/export.ts";
+import { NbdServer } from "../../src/nbd/server.ts";
+import { newCounters, serveTransmission } from "../../src/nbd/transmission.ts";
 import { memoryStreamPair } from "../../src/nbd/stream.ts";
 import { Logger } from "../../src/log.ts";
 import type { BlockDevice } from "../../src/blockdev.ts";

@@ -5,7 +5,7 @@
  */
 import { assert_, assertEquals } from "./assert.ts";
 import { mustRun, startServe, tool } from "./serve_helper.ts";
-import { withTgtd } from "../helpers/tgtd.ts";
+import { withTgtd } from "../../peers/tgtd.ts";
 
 const IQN = "iqn.2026-11.test.isboot:nbd";
 const MiB = 1024 * 1024;

@@ -11,15 +11,15 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import * as C from "../../src/nbd/constants.ts";
 import { MemoryDevice } from "../../src/memory_device.ts";
-import { newCounters, serveTransmission } from "../../src/nbd/server.ts";
+import { newCounters, serveTransmission } from "../../src/nbd/transmission.ts";
 import { memoryStreamPair } from "../../src/nbd/stream.ts";
 import { Logger } from "../../src/log.ts";
-import { openTarget } from "../../src/target.ts";
+import { openTarget } from "../../src/iscsi/open_target.ts";
 import { sessionConfigFromUri } from "../../src/cli/target_options.ts";
 import { BlockRequestError } from "../../src/scsi/errors.ts";
 import { WireClient } from "../nbd/wire_client.ts";
 import { startServe, tool } from "../nbd/serve_helper.ts";
-import { withTgtd } from "../helpers/tgtd.ts";
+import { withTgtd } from "../../peers/tgtd.ts";
 import { fuzzOptions } from "../helpers/fuzz.ts";
 
 const MiB = 1024 * 1024;

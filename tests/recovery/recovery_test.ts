@@ -1,5 +1,5 @@
 /**
- * Session recovery against a real tgtd (tests/helpers/tgtd.ts) behind the
+ * Session recovery against a real tgtd (peers/tgtd.ts) behind the
  * fault proxy (tests/faults/proxy.ts): with writes in flight the connection
  * is cut, reset, black-holed, stalled past the NOP-Out timeout, deleted by
  * the target, or tgtd is killed with SIGKILL and restarted on the same
@@ -20,7 +20,7 @@ import { loginSession, type Session, type SessionConfig } from "../../src/iscsi/
 import { Lun } from "../../src/scsi/lun.ts";
 import { failoverPortals, loginTarget } from "../../src/boot/login.ts";
 import { FaultProxy } from "../faults/proxy.ts";
-import { type Tgtd, withTgtd } from "../helpers/tgtd.ts";
+import { type Tgtd, withTgtd } from "../../peers/tgtd.ts";
 
 const IQN = "iqn.2026-11.test.isboot:recovery";
 const MiB = 1 << 20;

@@ -1,6 +1,6 @@
 /**
  * The SCSI layer through the real iSCSI session against a private tgtd
- * (tests/helpers/tgtd.ts): identity and size on 512- and 4096-byte LUNs, a
+ * (peers/tgtd.ts): identity and size on 512- and 4096-byte LUNs, a
  * read-only LUN, UNMAP and WRITE SAME checked in the backing file, flush,
  * and the issue's criterion: 256 MiB of random writes at random aligned
  * offsets, then reads, with 32+ requests in flight, byte for byte against
@@ -10,13 +10,13 @@
  * and not the disk.
  */
 import assert from "node:assert/strict";
-import { type OpenedTarget, openTarget } from "../../src/target.ts";
+import { type OpenedTarget, openTarget } from "../../src/iscsi/open_target.ts";
 import { Logger } from "../../src/log.ts";
 import { ReadOnlyError } from "../../src/scsi/errors.ts";
 import { rw16 } from "../../src/scsi/cdb.ts";
 import { executeWithRetry, type RetryEvent } from "../../src/scsi/retry.ts";
 import { SenseError } from "../../src/scsi/sense.ts";
-import { type Tgtd, withTgtd } from "../helpers/tgtd.ts";
+import { type Tgtd, withTgtd } from "../../peers/tgtd.ts";
 import { sessionConfigFromUri, type TargetOptionValues } from "../../src/cli/target_options.ts";
 
 const IQN = "iqn.2026-11.test.isboot:scsi";

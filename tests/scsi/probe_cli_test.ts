@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { runCli } from "../helpers/cli.ts";
-import { withTgtd } from "../helpers/tgtd.ts";
+import { withTgtd } from "../../peers/tgtd.ts";
 
 const IQN = "iqn.2026-11.test.isboot:probe";
 const MiB = 1024 * 1024;

@@ -14,7 +14,7 @@
  */
 import assert from "node:assert/strict";
 import { isbootCommand, ROOT, runCli } from "../helpers/cli.ts";
-import { Tgtd } from "../helpers/tgtd.ts";
+import { Tgtd } from "../../peers/tgtd.ts";
 
 const INIT_USER = "isb-sec-user1";
 const INIT_SECRET = "isb-Init-Secret-7Qz93x";

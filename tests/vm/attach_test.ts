@@ -17,7 +17,7 @@ import {
   startNsTgtd,
   type VmResult,
 } from "./lib.ts";
-import type { Tgtd } from "../helpers/tgtd.ts";
+import type { Tgtd } from "../../peers/tgtd.ts";
 
 const PATTERN_OFFSET = 1 << 20;
 const PATTERN_BYTES = 1 << 20;

@@ -15,7 +15,7 @@
  *   modules.dep (so the guest's `modprobe` works), isboot (+ deno + its glibc
  *   libraries), extra files, and an /init made from a shell body.
  * - {@link NetNs}: `ip netns add`, lo up, `exec()` a command inside, delete.
- * - {@link startNsTgtd}: a private tgtd (tests/helpers/tgtd.ts) inside a NetNs.
+ * - {@link startNsTgtd}: a private tgtd (peers/tgtd.ts) inside a NetNs.
  * - {@link runVm}: qemu with serial to a log, a timeout, and result markers.
  *
  * Guest protocol: the init body prints `ISBOOT-VM: key=value` lines for data
@@ -35,7 +35,7 @@
  * ```
  */
 import { ROOT } from "../helpers/cli.ts";
-import { Tgtd } from "../helpers/tgtd.ts";
+import { Tgtd } from "../../peers/tgtd.ts";
 import { exists } from "../helpers/fs.ts";
 
 /** Where downloaded kernels and per-run files live (git-ignored). */
@@ -345,7 +345,7 @@ export class NetNs {
 }
 
 /**
- * A private tgtd ({@link Tgtd}, tests/helpers/tgtd.ts) inside a NetNs,
+ * A private tgtd ({@link Tgtd}, peers/tgtd.ts) inside a NetNs,
  * listening on 127.0.0.1:3260 there (the namespace is private). This process
  * cannot reach that portal, so it counts as up once tgtadm says so (tgtadm
  * talks to it over its filesystem socket, which the host shares).

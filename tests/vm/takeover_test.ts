@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { buildInitramfs, ensureKernel, NetNs, runDir, runVm, startNsTgtd } from "./lib.ts";
-import type { Tgtd } from "../helpers/tgtd.ts";
+import type { Tgtd } from "../../peers/tgtd.ts";
 
 const IQN = "iqn.2026-11.test:vm-takeover";
 const SIZE = 64 << 20;

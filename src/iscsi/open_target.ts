@@ -3,15 +3,10 @@
  * the LUN (src/scsi/lun.ts). The one entry point `probe`, `serve`, `attach`
  * and `boot` use, so they all see the same device the same way.
  */
-import type { Logger } from "./log.ts";
-import type { SessionParams } from "./iscsi/negotiate.ts";
-import {
-  loginSession,
-  type Session,
-  type SessionConfig,
-  type SessionInfo,
-} from "./iscsi/session.ts";
-import { Lun, type LunInventory, type LunOptions, reportLuns } from "./scsi/lun.ts";
+import type { Logger } from "../log.ts";
+import type { SessionParams } from "./negotiate.ts";
+import { loginSession, type Session, type SessionConfig, type SessionInfo } from "./session.ts";
+import { Lun, type LunInventory, type LunOptions, reportLuns } from "../scsi/lun.ts";
 
 /** Options for openTarget(). */
 export interface OpenTargetOptions {

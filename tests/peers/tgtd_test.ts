@@ -3,7 +3,7 @@
  * iscsi-readcapacity16) so it does not depend on our initiator.
  */
 import assert from "node:assert/strict";
-import { Tgtd, withTgtd } from "../helpers/tgtd.ts";
+import { Tgtd, withTgtd } from "../../peers/tgtd.ts";
 
 async function libiscsi(tool: string, url: string): Promise<{ code: number; out: string }> {
   // Bounded: a port reused by some other listener must not hang the test.
