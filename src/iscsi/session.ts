@@ -38,6 +38,7 @@ import {
   OP_DATA_IN,
   OP_LOGOUT_RESP,
   OP_NOP_IN,
+  OP_NOP_OUT,
   OP_R2T,
   OP_REJECT,
   OP_SCSI_CMD,
@@ -965,7 +966,11 @@ export class Session implements ScsiTransport {
     const p = this.#pending.get(itt);
     if (p) {
       this.#pending.delete(itt);
-      p.reject(err);
+      // A ping answered "not now" (too many immediate commands, §11.17.1)
+      // still shows the target alive and reading, which is all a ping asks;
+      // failing it would drop a working connection.
+      if (opcode === OP_NOP_OUT && action === "retry") p.resolve(h, data);
+      else p.reject(err);
       return;
     }
     this.#log.warn(`${err.message} (ITT 0x${itt.toString(16)})`);

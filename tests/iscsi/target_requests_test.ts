@@ -480,3 +480,36 @@ Deno.test("a Time2Wait beyond the RFC's 3600 s (Async Message, Logout Response) 
     }
   }
 });
+
+Deno.test("a ping rejected as 'immediate command reject' (too many immediate commands) proves the target alive; no reconnect", async () => {
+  const disk = new FakeDisk(8);
+  let rejectedPings = 0;
+  const fake = new FakeTarget(async (c) => {
+    const first = await c.acceptLogin();
+    await disk.serve(c, first, async (pdu, d) => {
+      if (pdu.opcode === 0x00 && pdu.itt !== 0xffffffff && rejectedPings < 3) {
+        rejectedPings++;
+        await d.reject(pdu, 0x06);
+        return true;
+      }
+      return false;
+    });
+  });
+  try {
+    const s = await loginSession(cfg(fake.port), quiet);
+    const ms = await s.ping(2000);
+    assert.ok(ms >= 0);
+    assert.equal(rejectedPings, 1);
+    // The idle pinger meets two more such Rejects: still the first connection.
+    const t = await loginSession(cfg(fake.port, { nopIntervalMs: 20, nopTimeoutMs: 1000 }), quiet);
+    await until("two rejected idle pings", () => rejectedPings === 3);
+    await sleep(100);
+    assert.equal(t.reconnects, 0);
+    assert.equal((await t.execute(read16(0, 1))).status, 0);
+    await t.close();
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
