@@ -59,7 +59,10 @@ Deno.test("boot attach: nbd0 busy past the wait -> the first free device, with a
   assert.equal(f.calls.filter((c) => c === 0).length, 6); // at 0, 100, ..., 500 ms
   assert.equal(f.calls.at(-1), undefined);
   assert.equal(lines.length, 1);
-  assert.match(lines[0], /^warn: warning: \/dev\/nbd0 is still held open by another process after 500 ms/);
+  assert.match(
+    lines[0],
+    /^warn: warning: \/dev\/nbd0 is still held open by another process after 500 ms/,
+  );
 });
 
 Deno.test("boot attach: a connected nbd0 (another disk) -> the first free device at once", async () => {
