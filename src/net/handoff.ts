@@ -8,6 +8,14 @@
  *   initramfs-tools' ipconfig writes (DEVICE, IPV4ADDR, ..., PROTO); scripts
  *   in the real root (and open-iscsi, resolvconf) read it. PROTO=dhcp when the
  *   firmware's address was a lease, so the root can renew it.
+ *   ifupdown 0.8 ignores what its pre-down scripts return, so nothing can
+ *   refuse an `ifdown`; so that shutdown runs none for the boot links (no
+ *   DHCP release, no flush), two systemd drop-ins:
+ *   `/run/systemd/system/ifup@IFACE.service.d/isboot.conf` empties the
+ *   instance's `ExecStop=` (`ifdown IFACE`), and
+ *   `/run/systemd/system/networking.service.d/isboot.conf` replaces Debian's
+ *   `ifdown -a --read-environment --exclude=lo` with one that also excludes
+ *   the boot links. Without ifupdown installed systemd ignores both.
  * - systemd-networkd: `/run/systemd/network/0-isboot-IFACE.network`.
  *   networkd applies the first .network file that matches a link, in the
  *   strcmp order of the file names across /etc, /run and /usr/lib (the
@@ -75,6 +83,34 @@ export function netConf(nic: ConfiguredNic): string {
     if (dns6.length) lines.push(`IPV6DNS0=${dns6[0]}`);
   }
   return lines.join("\n") + "\n";
+}
+
+/**
+ * systemd drop-ins that keep shutdown from running `ifdown` on the boot
+ * links: path under /run/systemd/system -> contents.
+ *
+ * @example
+ * ```ts
+ * ifupdownDropIns([nic]).get("ifup@ens3.service.d/isboot.conf"); // "...ExecStop=\n"
+ * ```
+ */
+export function ifupdownDropIns(nics: readonly ConfiguredNic[]): Map<string, string> {
+  const names = [...new Set(nics.flatMap((n) => [n.ifname, n.parentName]))];
+  const head =
+    "# written by isboot: these links carry the root disk; no ifdown for them at shutdown.";
+  const files = new Map<string, string>();
+  for (const n of names) {
+    files.set(`ifup@${n}.service.d/isboot.conf`, `${head}\n[Service]\nExecStop=\n`);
+  }
+  if (names.length) {
+    files.set(
+      "networking.service.d/isboot.conf",
+      `${head}\n[Service]\nExecStop=\nExecStop=/sbin/ifdown -a --read-environment --exclude=lo${
+        names.map((n) => ` --exclude=${n}`).join("")
+      }\n`,
+    );
+  }
+  return files;
 }
 
 /**
@@ -172,6 +208,12 @@ export async function writeHandoff(
     if (kinds.includes("ifupdown")) await put("/run", `net-${nic.ifname}.conf`, netConf(nic));
     if (kinds.includes("networkd")) {
       for (const [name, text] of networkdFiles(nic)) await put("/run/systemd/network", name, text);
+    }
+  }
+  if (kinds.includes("ifupdown")) {
+    for (const [path, text] of ifupdownDropIns(nics)) {
+      const slash = path.lastIndexOf("/");
+      await put(`/run/systemd/system/${path.slice(0, slash)}`, path.slice(slash + 1), text);
     }
   }
   if (kinds.includes("nm") && nics.length) {

@@ -151,7 +151,7 @@ export interface RootVariant {
   /**
    * Install the isboot under test as `make install PREFIX=/usr` lays it out
    * (/usr/bin/isboot; the bundle under /usr/lib/isboot) with the ifupdown
-   * hook in /etc/network/if-pre-down.d.
+   * hook in /etc/network/if-down.d.
    */
   installIsboot?: boolean;
 }
@@ -170,9 +170,9 @@ async function installIsbootInto(root: string, dir: string): Promise<void> {
     await Deno.copyFile(`${dir}/isboot`, `${root}/usr/bin/isboot`);
     await Deno.chmod(`${root}/usr/bin/isboot`, 0o755);
   }
-  const hook = `${root}/etc/network/if-pre-down.d/isboot`;
+  const hook = `${root}/etc/network/if-down.d/isboot`;
   await Deno.mkdir(hook.slice(0, hook.lastIndexOf("/")), { recursive: true });
-  await Deno.copyFile(`${ROOT}initramfs-hook/ifupdown/if-pre-down.d/isboot`, hook);
+  await Deno.copyFile(`${ROOT}initramfs-hook/ifupdown/if-down.d/isboot`, hook);
   await Deno.chmod(hook, 0o755);
 }
 
@@ -212,7 +212,7 @@ export async function ensureBaseImage(variant?: RootVariant, isbootDir?: string)
         (await exists(`${isbootDir}/isboot.js`))
           ? await Deno.readFile(`${isbootDir}/isboot.js`)
           : String((await Deno.stat(`${isbootDir}/isboot`)).mtime?.getTime()),
-        await Deno.readFile(`${ROOT}initramfs-hook/ifupdown/if-pre-down.d/isboot`),
+        await Deno.readFile(`${ROOT}initramfs-hook/ifupdown/if-down.d/isboot`),
       );
     }
   }
