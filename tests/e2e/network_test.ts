@@ -110,6 +110,9 @@ function variant(
   };
 }
 
+/** A restore the daemon logged (kernel log lines, not `isboot status` text). */
+const RESTORE_LINE = /isboot\[\d+\]: boot NIC guard: \S+: .*(?:added it back|set it up)/;
+
 const IFUPDOWN = ["ifupdown", "isc-dhcp-client", "iproute2"];
 
 interface NetCase {
@@ -141,6 +144,55 @@ done`,
         new RegExp(`boot NIC guard: ${IFACE}: .*(added it back|set it up)`),
         `no restore line${why}`,
       );
+    },
+  },
+  {
+    name: "ifupdown + dhclient, the installer's DHCP stanza; dhclient renews",
+    root: variant(
+      "net-ifupdown-dhcp",
+      IFUPDOWN,
+      `echo "ISBOOT-VM: ifup=$(systemctl is-active ifup@$iface.service)"
+if dhclient -1 -v -pf /run/dhclient.renew.pid -lf /var/lib/dhcp/dhclient.$iface.leases "$iface"; then
+  echo "ISBOOT-VM: renew=ok"
+else
+  echo "ISBOOT-VM: renew=failed"
+fi`,
+      {
+        "/etc/network/interfaces":
+          `source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nallow-hotplug ${IFACE}\niface ${IFACE} inet dhcp\n`,
+      },
+    ),
+    check(r, why) {
+      assert.equal(r.vm.kv.get("ifup"), "active", why);
+      assert.equal(r.vm.kv.get("renew"), "ok", why);
+      // At poweroff no ifdown runs for the boot NIC (the hand-off's drop-ins):
+      // no DHCP release, no flush, nothing for the guard to put back.
+      assert.doesNotMatch(r.vm.serial, /DHCPRELEASE/, why);
+      assert.doesNotMatch(
+        r.vm.serial,
+        new RegExp(`ifdown ${IFACE}: it carries the root disk`),
+        why,
+      );
+      assert.doesNotMatch(r.vm.serial, RESTORE_LINE, why);
+    },
+  },
+  {
+    name: "ifupdown, a static stanza for the boot address; ifdown by hand",
+    root: variant(
+      "net-ifupdown-static",
+      IFUPDOWN,
+      `echo "ISBOOT-VM: ifup=$(systemctl is-active ifup@$iface.service)"
+ifdown "$iface"; echo "ISBOOT-VM: ifdown_rc=$?"`,
+      {
+        "/etc/network/interfaces":
+          `source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nallow-hotplug ${IFACE}\niface ${IFACE} inet static\n\taddress ${ADDRESS}\n\tgateway 10.0.2.2\n`,
+      },
+    ),
+    check(r, why) {
+      // ifup's `ip addr add` of the address the NIC already has fails (EEXIST),
+      // so ifupdown never marks it up and neither ifdown nor shutdown touch it.
+      assert.equal(r.vm.kv.get("ifup"), "failed", why);
+      assert.doesNotMatch(r.vm.serial, RESTORE_LINE, why);
     },
   },
 ];
@@ -186,9 +238,7 @@ for (const c of CASES) {
       const r = await bootOnce(bc, { timeoutMs: 600_000 });
       const why = checkCommon(r, c);
       c.check(r, why);
-      const restoreLines = r.vm.serial.match(
-        /isboot\[\d+\]: boot NIC guard: \S+: .*(?:added it back|set it up)/g,
-      );
+      const restoreLines = r.vm.serial.match(new RegExp(RESTORE_LINE.source, "g"));
       console.log(
         `  ${c.root.name}: switch_root ${
           r.switchRootMs !== null ? (r.switchRootMs / 1000).toFixed(1) : "?"
