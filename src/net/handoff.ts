@@ -24,7 +24,7 @@
  *   `KeepConfiguration=yes` always, also for a lease: with `dhcp` networkd
  *   drops, on start, every foreign address without a lifetime, which is what
  *   the boot address is; only `yes` makes it skip dropping foreign addresses,
- *   routes and neighbours altogether. `ActivationPolicy=always-up` has
+ *   routes and neighbours altogether. `ActivationPolicy=always-up` ([Link]) has
  *   networkd set the link up again if anything downs it. A VLAN's parent
  *   gets its own file naming the VLAN.
  * - NetworkManager: `/run/NetworkManager/conf.d/10-isboot.conf` adding the
@@ -132,9 +132,12 @@ export function networkdFiles(nic: ConfiguredNic): Map<string, string> {
     "[Match]",
     `Name=${nic.ifname}`,
     "",
+    // A [Link] setting: networkd 252 ignores it, with a warning, under [Network].
+    "[Link]",
+    "ActivationPolicy=always-up",
+    "",
     "[Network]",
     "KeepConfiguration=yes",
-    "ActivationPolicy=always-up",
     ...(dhcp ? [`DHCP=${family === 6 ? "ipv6" : "ipv4"}`] : []),
     ...(!dhcp && c.address ? [`Address=${formatIp(c.address)}/${c.prefixLength}`] : []),
     ...(!dhcp && c.gateway ? [`Gateway=${formatIp(c.gateway)}`] : []),
@@ -152,10 +155,12 @@ export function networkdFiles(nic: ConfiguredNic): Map<string, string> {
         "[Match]",
         `Name=${nic.parentName}`,
         "",
+        "[Link]",
+        "ActivationPolicy=always-up",
+        "",
         "[Network]",
         `VLAN=${nic.ifname}`,
         "KeepConfiguration=yes",
-        "ActivationPolicy=always-up",
         "LinkLocalAddressing=no",
         "IgnoreCarrierLoss=yes",
         "",

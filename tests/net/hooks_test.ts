@@ -102,6 +102,18 @@ Deno.test("networkd: the hand-off file sorts before every catch-all networkd cou
   assert.ok(old.indexOf("10-isboot-ens3.network") > 0);
 });
 
+/** The key=value lines of each [Section] of a systemd unit-style file. */
+function sectionsOf(text: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  let cur = "";
+  for (const l of text.split("\n")) {
+    const m = /^\[(\w+)\]$/.exec(l);
+    if (m) out.set(cur = m[1], []);
+    else if (cur && l && !l.startsWith("#")) out.get(cur)!.push(l);
+  }
+  return out;
+}
+
 Deno.test("networkd: keeps foreign addresses and routes for static and DHCP-origin NICs alike (KeepConfiguration=yes)", () => {
   for (const [origin, family] of [["static", 4], ["dhcp", 4], ["dhcp", 6]] as const) {
     const files = networkdFiles(nic(origin, family));
@@ -110,8 +122,12 @@ Deno.test("networkd: keeps foreign addresses and routes for static and DHCP-orig
     // "dhcp" would drop the boot address at start: it is foreign and has no lifetime.
     assert.match(f, /^KeepConfiguration=yes$/m, `${origin}/${family}`);
     assert.doesNotMatch(f, /^KeepConfiguration=(dhcp|static|no)/m);
-    assert.match(f, /^ActivationPolicy=always-up$/m);
-    assert.match(f, /^IgnoreCarrierLoss=yes$/m);
+    // Each key in the section networkd reads it from (a key in the wrong one is ignored).
+    const sections = sectionsOf(f);
+    assert.deepEqual(sections.get("Link"), ["ActivationPolicy=always-up"]);
+    assert.ok(sections.get("Network")!.includes("IgnoreCarrierLoss=yes"));
+    assert.ok(sections.get("Network")!.includes("KeepConfiguration=yes"));
+    assert.ok(!sections.get("Network")!.some((l) => l.startsWith("ActivationPolicy=")));
     assert.match(f, /^\[Match\]\nName=ens3$/m);
     if (origin === "dhcp") {
       assert.match(f, new RegExp(`^DHCP=ipv${family}$`, "m"));
