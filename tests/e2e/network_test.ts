@@ -195,6 +195,22 @@ ifdown "$iface"; echo "ISBOOT-VM: ifdown_rc=$?"`,
       assert.doesNotMatch(r.vm.serial, RESTORE_LINE, why);
     },
   },
+  {
+    name: "NetworkManager, Debian's default configuration; nmcli networking off/on",
+    root: variant(
+      "net-nm",
+      ["network-manager", "dbus", "libpam-systemd", "iproute2"],
+      `echo "ISBOOT-VM: nm_state=$(nmcli -t -f DEVICE,STATE device | sed -n "s/^$iface://p")"
+nmcli networking off; echo "ISBOOT-VM: nm_off_rc=$?"
+sleep 3
+nmcli networking on; echo "ISBOOT-VM: nm_on_rc=$?"
+nmcli device reapply "$iface"; echo "ISBOOT-VM: nm_reapply_rc=$?"`,
+    ),
+    check(r, why) {
+      assert.equal(r.vm.kv.get("nm_state"), "unmanaged", why);
+      assert.equal(r.vm.kv.get("nm_off_rc"), "0", why);
+    },
+  },
 ];
 
 function checkCommon(r: BootOutcome, c: NetCase): string {
