@@ -196,6 +196,44 @@ ifdown "$iface"; echo "ISBOOT-VM: ifdown_rc=$?"`,
     },
   },
   {
+    name: "systemd-networkd with a catch-all DHCP .network and wait-online; networkctl renew",
+    root: variant(
+      "net-networkd",
+      // dbus: networkctl renew asks networkd over the bus (a cloud image has it).
+      ["iproute2", "dbus"],
+      `state=/run/systemd/netif/links/$(cat /sys/class/net/$iface/ifindex)
+echo "ISBOOT-VM: network_file=$(sed -n 's/^NETWORK_FILE=//p' $state)"
+echo "ISBOOT-VM: networkd_state=$(sed -n 's/^ADMIN_STATE=//p' $state)/$(sed -n 's/^OPER_STATE=//p' $state)"
+networkctl renew "$iface"; echo "ISBOOT-VM: renew_rc=$?"
+sleep 3
+networkctl status "$iface" --no-pager | head -20`,
+      {
+        "/etc/systemd/network/05-catchall.network": "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n",
+      },
+      {
+        "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service":
+          "/lib/systemd/system/systemd-networkd.service",
+        "/etc/systemd/system/sockets.target.wants/systemd-networkd.socket":
+          "/lib/systemd/system/systemd-networkd.socket",
+        "/etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service":
+          "/lib/systemd/system/systemd-networkd-wait-online.service",
+        "/etc/systemd/system/dbus-org.freedesktop.network1.service":
+          "/lib/systemd/system/systemd-networkd.service",
+      },
+    ),
+    check(r, why) {
+      assert.equal(
+        r.vm.kv.get("network_file"),
+        `/run/systemd/network/0-isboot-${IFACE}.network`,
+        why,
+      );
+      assert.equal(r.vm.kv.get("renew_rc"), "0", why);
+      assert.match(r.vm.serial, new RegExp(`${IFACE}: DHCPv4 address ${ADDRESS} acquired`), why);
+      // Every key of the hand-off file is one networkd 252 knows where it is.
+      assert.doesNotMatch(r.vm.serial, /0-isboot-\S+\.network:\d+: Unknown key/, why);
+    },
+  },
+  {
     name: "NetworkManager, Debian's default configuration; nmcli networking off/on",
     root: variant(
       "net-nm",
