@@ -107,11 +107,12 @@ install: dist/isboot
 	  ! grep -q '@ISBOOT_BIN@$$' $$to.tmp || { echo "make install: $$to: placeholder left" >&2; exit 1; }; \
 	  chmod 0755 $$to.tmp && mv -f $$to.tmp $$to; \
 	done
-# The booted system's network stacks: ifupdown must not take down the links
-# that carry the root disk (networkd and NetworkManager get their hand-off
-# files under /run from the daemon at boot; nothing to install for them).
-	install -D -m 0755 initramfs-hook/ifupdown/if-pre-down.d/isboot \
-	  $(DESTDIR)$(IFUPDOWN_DIR)/if-pre-down.d/isboot
+# The booted system's network stacks: a line from ifupdown's pre-down hook
+# when someone runs ifdown on a link that carries the root disk (the daemon's
+# hand-off under /run keeps shutdown from running ifdown on it; networkd and
+# NetworkManager get their files there too: nothing to install for them).
+	install -D -m 0755 initramfs-hook/ifupdown/if-down.d/isboot \
+	  $(DESTDIR)$(IFUPDOWN_DIR)/if-down.d/isboot
 # The kernel initiator must not see the firmware target while isboot serves it.
 	install -D -m 0644 initramfs-hook/modprobe.d/isboot.conf $(DESTDIR)$(MODPROBE_DIR)/isboot.conf
 

@@ -3,7 +3,7 @@
  * NICs the boot configured and every target of the plan, stopped when the
  * daemon ends. It also publishes `/run/isboot/boot-nics` (one interface name
  * a line, the VLAN link and its parent), which the real root's hooks read to
- * refuse taking those links down (initramfs-hook/ifupdown/if-pre-down.d).
+ * name those links when they are taken down (initramfs-hook/ifupdown/if-down.d).
  * The file exists only while the daemon serves the disk.
  *
  * @example

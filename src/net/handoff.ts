@@ -8,6 +8,14 @@
  *   initramfs-tools' ipconfig writes (DEVICE, IPV4ADDR, ..., PROTO); scripts
  *   in the real root (and open-iscsi, resolvconf) read it. PROTO=dhcp when the
  *   firmware's address was a lease, so the root can renew it.
+ *   ifupdown 0.8 ignores what its pre-down scripts return, so nothing can
+ *   refuse an `ifdown`; so that shutdown runs none for the boot links (no
+ *   DHCP release, no flush), two systemd drop-ins:
+ *   `/run/systemd/system/ifup@IFACE.service.d/isboot.conf` empties the
+ *   instance's `ExecStop=` (`ifdown IFACE`), and
+ *   `/run/systemd/system/networking.service.d/isboot.conf` replaces Debian's
+ *   `ifdown -a --read-environment --exclude=lo` with one that also excludes
+ *   the boot links. Without ifupdown installed systemd ignores both.
  * - systemd-networkd: `/run/systemd/network/0-isboot-IFACE.network`.
  *   networkd applies the first .network file that matches a link, in the
  *   strcmp order of the file names across /etc, /run and /usr/lib (the
@@ -16,7 +24,7 @@
  *   `KeepConfiguration=yes` always, also for a lease: with `dhcp` networkd
  *   drops, on start, every foreign address without a lifetime, which is what
  *   the boot address is; only `yes` makes it skip dropping foreign addresses,
- *   routes and neighbours altogether. `ActivationPolicy=always-up` has
+ *   routes and neighbours altogether. `ActivationPolicy=always-up` ([Link]) has
  *   networkd set the link up again if anything downs it. A VLAN's parent
  *   gets its own file naming the VLAN.
  * - NetworkManager: `/run/NetworkManager/conf.d/10-isboot.conf` adding the
@@ -82,6 +90,34 @@ export function netConf(nic: ConfiguredNic): string {
 }
 
 /**
+ * systemd drop-ins that keep shutdown from running `ifdown` on the boot
+ * links: path under /run/systemd/system -> contents.
+ *
+ * @example
+ * ```ts
+ * ifupdownDropIns([nic]).get("ifup@ens3.service.d/isboot.conf"); // "...ExecStop=\n"
+ * ```
+ */
+export function ifupdownDropIns(nics: readonly ConfiguredNic[]): Map<string, string> {
+  const names = [...new Set(nics.flatMap((n) => [n.ifname, n.parentName]))];
+  const head =
+    "# written by isboot: these links carry the root disk; no ifdown for them at shutdown.";
+  const files = new Map<string, string>();
+  for (const n of names) {
+    files.set(`ifup@${n}.service.d/isboot.conf`, `${head}\n[Service]\nExecStop=\n`);
+  }
+  if (names.length) {
+    files.set(
+      "networking.service.d/isboot.conf",
+      `${head}\n[Service]\nExecStop=\nExecStop=/sbin/ifdown -a --read-environment --exclude=lo${
+        names.map((n) => ` --exclude=${n}`).join("")
+      }\n`,
+    );
+  }
+  return files;
+}
+
+/**
  * The .network file name for `ifname`: "0-" sorts before every "NN-" name
  * (strcmp: '-' is below every digit), which is how catch-alls are named.
  */
@@ -100,9 +136,12 @@ export function networkdFiles(nic: ConfiguredNic): Map<string, string> {
     "[Match]",
     `Name=${nic.ifname}`,
     "",
+    // A [Link] setting: networkd 252 ignores it, with a warning, under [Network].
+    "[Link]",
+    "ActivationPolicy=always-up",
+    "",
     "[Network]",
     "KeepConfiguration=yes",
-    "ActivationPolicy=always-up",
     ...(dhcp ? [`DHCP=${family === 6 ? "ipv6" : "ipv4"}`] : []),
     ...(!dhcp && c.address ? [`Address=${formatIp(c.address)}/${c.prefixLength}`] : []),
     ...(!dhcp && c.gateway ? [`Gateway=${formatIp(c.gateway)}`] : []),
@@ -120,10 +159,12 @@ export function networkdFiles(nic: ConfiguredNic): Map<string, string> {
         "[Match]",
         `Name=${nic.parentName}`,
         "",
+        "[Link]",
+        "ActivationPolicy=always-up",
+        "",
         "[Network]",
         `VLAN=${nic.ifname}`,
         "KeepConfiguration=yes",
-        "ActivationPolicy=always-up",
         "LinkLocalAddressing=no",
         "IgnoreCarrierLoss=yes",
         "",
@@ -176,6 +217,12 @@ export async function writeHandoff(
     if (kinds.includes("ifupdown")) await put("/run", `net-${nic.ifname}.conf`, netConf(nic));
     if (kinds.includes("networkd")) {
       for (const [name, text] of networkdFiles(nic)) await put("/run/systemd/network", name, text);
+    }
+  }
+  if (kinds.includes("ifupdown")) {
+    for (const [path, text] of ifupdownDropIns(nics)) {
+      const slash = path.lastIndexOf("/");
+      await put(`/run/systemd/system/${path.slice(0, slash)}`, path.slice(slash + 1), text);
     }
   }
   if (kinds.includes("nm") && nics.length) {

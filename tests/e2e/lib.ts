@@ -134,10 +134,58 @@ ExecStart=/usr/local/sbin/isboot-e2e
 WantedBy=multi-user.target
 `;
 
-/** build/e2e/rootfs.tar: debootstrap of bookworm minbase + systemd (cached). */
-export async function ensureRootfs(): Promise<string> {
-  await run(`${ROOT}tests/e2e/rootfs.sh`, [E2E_DIR]);
-  return `${E2E_DIR}/rootfs.tar`;
+/**
+ * build/e2e/rootfs.tar: debootstrap of bookworm minbase + systemd (cached);
+ * with `packages`, that root plus them (`debootstrap --include`), cached as
+ * its own tarball keyed by the set (tests/e2e/rootfs.sh).
+ */
+export async function ensureRootfs(packages: readonly string[] = []): Promise<string> {
+  const out = await run(`${ROOT}tests/e2e/rootfs.sh`, [E2E_DIR, packages.join(",")]);
+  const tar = /(\S+\.tar)( \(cached\))?\s*$/.exec(out)?.[1];
+  if (!tar) throw new Error(`tests/e2e/rootfs.sh printed no tarball: ${out.slice(-500)}`);
+  return tar.startsWith("/") ? tar : `${E2E_DIR}/${tar.replace(/^.*\//, "")}`;
+}
+
+/**
+ * A root that carries more than the stock one: what a real install adds
+ * (a network stack and its configuration), and isboot itself where the test
+ * runs `isboot status` or needs the hooks `make install` puts in the root.
+ */
+export interface RootVariant {
+  /** Short name; the disk image is cached as root-NAME-HASH.img. */
+  name: string;
+  /** Debian packages added by debootstrap (the tarball is cached per set). */
+  packages: string[];
+  /** Files to write: absolute path in the root -> text (0644) or text and mode. */
+  files?: Record<string, string | { text: string; mode: number }>;
+  /** Symbolic links to make (enabling or masking units): path -> target. */
+  links?: Record<string, string>;
+  /**
+   * Install the isboot under test as `make install PREFIX=/usr` lays it out
+   * (/usr/bin/isboot; the bundle under /usr/lib/isboot) with the ifupdown
+   * hook in /etc/network/if-down.d.
+   */
+  installIsboot?: boolean;
+}
+
+/** The isboot build in `dir` into the root `root`, laid out as `make install PREFIX=/usr` does. */
+async function installIsbootInto(root: string, dir: string): Promise<void> {
+  await Deno.mkdir(`${root}/usr/bin`, { recursive: true });
+  if (await exists(`${dir}/isboot.js`)) {
+    await Deno.mkdir(`${root}/usr/lib/isboot`, { recursive: true });
+    for (const f of ["isboot", "isboot.js", "deno"]) {
+      await Deno.copyFile(`${dir}/${f}`, `${root}/usr/lib/isboot/${f}`);
+      await Deno.chmod(`${root}/usr/lib/isboot/${f}`, f === "isboot.js" ? 0o644 : 0o755);
+    }
+    await Deno.symlink("../lib/isboot/isboot", `${root}/usr/bin/isboot`);
+  } else {
+    await Deno.copyFile(`${dir}/isboot`, `${root}/usr/bin/isboot`);
+    await Deno.chmod(`${root}/usr/bin/isboot`, 0o755);
+  }
+  const hook = `${root}/etc/network/if-down.d/isboot`;
+  await Deno.mkdir(hook.slice(0, hook.lastIndexOf("/")), { recursive: true });
+  await Deno.copyFile(`${ROOT}initramfs-hook/ifupdown/if-down.d/isboot`, hook);
+  await Deno.chmod(hook, 0o755);
 }
 
 /** Write a one-partition MBR (type 0x83 from PART_OFFSET, `sectors` long) into `disk`. */
@@ -160,19 +208,46 @@ export function mbr(sectors: number): Uint8Array {
  * build/e2e/root-base.img: MBR + ext4 (fixed UUID/label) made by
  * `mke2fs -d` from the rootfs with the check unit enabled. Cached.
  */
-export async function ensureBaseImage(): Promise<string> {
-  const tar = await ensureRootfs();
-  const key = await sha256([
+export async function ensureBaseImage(variant?: RootVariant, isbootDir?: string): Promise<string> {
+  const tar = await ensureRootfs(variant?.packages);
+  const parts: (string | Uint8Array)[] = [
     CHECK_SCRIPT,
     CHECK_UNIT,
     String((await Deno.stat(tar)).size),
     ROOT_UUID,
-  ]);
-  const img = `${E2E_DIR}/root-base-${key}.img`;
+  ];
+  if (variant) {
+    parts.push(JSON.stringify([variant.files ?? {}, variant.links ?? {}]));
+    if (variant.installIsboot) {
+      if (!isbootDir) throw new Error(`root ${variant.name}: installIsboot needs the isboot build`);
+      parts.push(
+        (await exists(`${isbootDir}/isboot.js`))
+          ? await Deno.readFile(`${isbootDir}/isboot.js`)
+          : String((await Deno.stat(`${isbootDir}/isboot`)).mtime?.getTime()),
+        await Deno.readFile(`${ROOT}initramfs-hook/ifupdown/if-down.d/isboot`),
+      );
+    }
+  }
+  const prefix = `root-${variant ? variant.name : "base"}-`;
+  const img = `${E2E_DIR}/${prefix}${await sha256(parts)}.img`;
   if (await exists(img)) return img;
   const dir = await Deno.makeTempDir({ dir: E2E_DIR, prefix: "rootdir-" });
   try {
     await run("tar", ["-C", dir, "--numeric-owner", "-xf", tar]);
+    if (variant?.installIsboot) await installIsbootInto(dir, isbootDir!);
+    for (const [path, f] of Object.entries(variant?.files ?? {})) {
+      const p = `${dir}${path}`;
+      await Deno.mkdir(p.slice(0, p.lastIndexOf("/")), { recursive: true });
+      const { text, mode } = typeof f === "string" ? { text: f, mode: 0o644 } : f;
+      await Deno.writeTextFile(p, text);
+      await Deno.chmod(p, mode);
+    }
+    for (const [path, to] of Object.entries(variant?.links ?? {})) {
+      const p = `${dir}${path}`;
+      await Deno.mkdir(p.slice(0, p.lastIndexOf("/")), { recursive: true });
+      await Deno.remove(p).catch(() => {});
+      await Deno.symlink(to, p);
+    }
     await Deno.writeTextFile(`${dir}/usr/local/sbin/isboot-e2e`, CHECK_SCRIPT, { mode: 0o755 });
     await Deno.writeTextFile(`${dir}/etc/systemd/system/isboot-e2e.service`, CHECK_UNIT);
     await Deno.mkdir(`${dir}/etc/systemd/system/multi-user.target.wants`, { recursive: true });
@@ -217,7 +292,7 @@ export async function ensureBaseImage(): Promise<string> {
     ]);
     await Deno.remove(fs);
     await Deno.rename(tmp, img);
-    await pruneCache("root-base-", ".img", img);
+    await pruneCache(prefix, ".img", img);
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
@@ -456,6 +531,8 @@ export interface BootCase {
   chap: "none" | "chap" | "mutual";
   /** Extra kernel command line. */
   append?: string;
+  /** The root to boot (default: the stock minimal root). */
+  root?: RootVariant;
 }
 
 const CHAP = {
@@ -523,12 +600,12 @@ export async function bootOnce(
   opts: { onLine?: (l: string) => void; timeoutMs?: number } = {},
 ): Promise<BootOutcome> {
   const kernel = await ensureKernel();
-  const base = await ensureBaseImage();
   const isboot = await isbootBuildDir();
   const ns = await NetNs.create();
   const dir = await Deno.makeTempDir({ dir: E2E_DIR, prefix: `run-${c.firmware}-${c.initramfs}-` });
   let tgtd: Tgtd | undefined;
   try {
+    const base = await ensureBaseImage(c.root, isboot.dir);
     const initrd = await buildInitrd(c.initramfs, kernel, isboot.dir);
     const disk = `${dir}/disk.img`;
     await run("cp", ["--sparse=always", base, disk]);
