@@ -13,7 +13,7 @@ export DENO_NO_UPDATE_CHECK := 1
 
 SOURCES := main.ts deno.json $(shell find src -name '*.ts' 2>/dev/null)
 
-.PHONY: all deno deps check fmt lint test test-deps unit fuzz demo bench install clean
+.PHONY: all deno deps check fmt lint test test-deps unit fuzz demo bench install deb clean
 
 all: dist/isboot
 
@@ -107,6 +107,12 @@ install: dist/isboot
 # files under /run from the daemon at boot; nothing to install for them).
 	install -D -m 0755 initramfs-hook/ifupdown/if-pre-down.d/isboot \
 	  $(DESTDIR)$(IFUPDOWN_DIR)/if-pre-down.d/isboot
+
+# The Debian package dist/isboot_VERSION_amd64.deb: `make install
+# DESTDIR=... PREFIX=/usr` staged, packed by dpkg-deb (docs/boot.md, "The
+# Debian package").
+deb: dist/isboot
+	scripts/deb.sh
 
 # Performance (never part of `make test`): installs bench/deps.apt, then runs the
 # CRC32C study and isboot serve against qemu-nbd (libiscsi) and the ceilings;
