@@ -111,7 +111,11 @@ install: dist/isboot
 # The Debian package dist/isboot_VERSION_amd64.deb: `make install
 # DESTDIR=... PREFIX=/usr` staged, packed by dpkg-deb (docs/boot.md, "The
 # Debian package").
-deb: dist/isboot
+VERSION := $(shell sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' deno.json | head -1)
+DEB     := dist/isboot_$(VERSION)_amd64.deb
+deb: $(DEB)
+$(DEB): dist/isboot scripts/deb.sh $(wildcard packaging/deb/*) man/isboot.8 README.md Makefile \
+  $(addprefix initramfs-hook/,$(HOOK_FILES)) initramfs-hook/ifupdown/if-pre-down.d/isboot
 	scripts/deb.sh
 
 # Performance (never part of `make test`): installs bench/deps.apt, then runs the
