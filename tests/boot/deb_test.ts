@@ -221,8 +221,10 @@ Deno.test({
           );
           assert.equal(refusal.length, 1, r.out);
           assert.match(refusal[0], /serves this system's root disk.*ISBOOT_FORCE_REMOVE=1/);
-          const s = await chroot(root, "dpkg-query -W -f='${Status}' isboot");
-          assert.equal(s.out.trim(), "install ok installed", "still installed and configured");
+          assert.match(r.out, /pre-removal script subprocess returned error exit status 1/);
+          // `dpkg -r` set the selection to deinstall; the state stays installed (configured).
+          const s = await chroot(root, "dpkg-query -W -f='${db:Status-Status}' isboot");
+          assert.equal(s.out.trim(), "installed", "still installed and configured");
           assert.ok(
             await exists(`${root}/usr/lib/isboot/isboot`) || await exists(`${root}/usr/bin/isboot`),
           );
