@@ -105,9 +105,9 @@ say oom=$(cat /proc/$(pgrep -f '^@isboot' | head -1)/oom_score_adj)
 } > /isboot-e2e.marker
 sync
 case "$root" in
-/dev/nbd0p1) [ "$daemons" -ge 1 ] && echo "ISBOOT-VM-RESULT: PASS" > /dev/ttyS0 ||
+/dev/nbd[0-9]*p1) [ "$daemons" -ge 1 ] && echo "ISBOOT-VM-RESULT: PASS" > /dev/ttyS0 ||
   echo "ISBOOT-VM-RESULT: FAIL no @isboot process" > /dev/ttyS0 ;;
-*) echo "ISBOOT-VM-RESULT: FAIL root is $root, not /dev/nbd0p1" > /dev/ttyS0 ;;
+*) echo "ISBOOT-VM-RESULT: FAIL root is $root, not partition 1 of an nbd device" > /dev/ttyS0 ;;
 esac
 systemctl poweroff --no-block
 `;
