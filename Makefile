@@ -13,7 +13,7 @@ export DENO_NO_UPDATE_CHECK := 1
 
 SOURCES := main.ts deno.json $(shell find src -name '*.ts' 2>/dev/null)
 
-.PHONY: all deno deps check fmt lint test test-deps unit fuzz demo bench install clean
+.PHONY: all deno deps check fmt lint test test-deps unit fuzz demo bench install deb clean
 
 all: dist/isboot
 
@@ -115,6 +115,17 @@ install: dist/isboot
 	  $(DESTDIR)$(IFUPDOWN_DIR)/if-down.d/isboot
 # The kernel initiator must not see the firmware target while isboot serves it.
 	install -D -m 0644 initramfs-hook/modprobe.d/isboot.conf $(DESTDIR)$(MODPROBE_DIR)/isboot.conf
+
+# The Debian package dist/isboot_VERSION_amd64.deb: `make install
+# DESTDIR=... PREFIX=/usr` staged, packed by dpkg-deb (docs/boot.md, "The
+# Debian package").
+VERSION := $(shell sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' deno.json | head -1)
+DEB     := dist/isboot_$(VERSION)_amd64.deb
+deb: $(DEB)
+$(DEB): dist/isboot scripts/deb.sh $(wildcard packaging/deb/*) man/isboot.8 README.md Makefile \
+  $(addprefix initramfs-hook/,$(HOOK_FILES)) initramfs-hook/ifupdown/if-down.d/isboot \
+  initramfs-hook/modprobe.d/isboot.conf
+	scripts/deb.sh
 
 # Performance (never part of `make test`): installs bench/deps.apt, then runs the
 # CRC32C study and isboot serve against qemu-nbd (libiscsi) and the ceilings;

@@ -26,6 +26,7 @@ import {
   runMkinitramfs,
 } from "../e2e/lib.ts";
 import { exists } from "../helpers/fs.ts";
+import { resolveIn, unpackInitramfs } from "../helpers/initramfs.ts";
 
 const dec = new TextDecoder();
 /** Where isboot goes with the default PREFIX, as the hooks record it. */
@@ -87,36 +88,6 @@ async function build(
   }
 }
 
-/** `path` inside the image at `root` with its symbolic links followed there, not on the host. */
-async function resolveIn(root: string, path: string): Promise<string> {
-  const todo = path.split("/").filter((c) => c);
-  const done: string[] = [];
-  for (let links = 0; todo.length > 0;) {
-    const c = todo.shift()!;
-    if (c === ".") continue;
-    if (c === "..") {
-      done.pop();
-      continue;
-    }
-    const p = `${root}/${[...done, c].join("/")}`;
-    if (!(await Deno.lstat(p)).isSymlink) {
-      done.push(c);
-      continue;
-    }
-    if (++links > 40) throw new Error(`${path}: too many links in the image`);
-    const t = await Deno.readLink(p);
-    if (t.startsWith("/")) done.length = 0;
-    todo.unshift(...t.split("/").filter((x) => x));
-  }
-  return `/${done.join("/")}`;
-}
-
-/** Unpack `img` (either builder's; an early microcode archive is skipped) and return the root. */
-async function unpack(img: string, dir: string): Promise<string> {
-  await run("unmkinitramfs", [img, dir]);
-  return (await exists(`${dir}/main`)) ? `${dir}/main` : dir;
-}
-
 for (const kind of ["mkinitramfs", "dracut"] as const) {
   Deno.test({
     name: `make install (default PREFIX, DESTDIR): ${kind} with DESTDIR's installed hooks, ` +
@@ -131,7 +102,7 @@ for (const kind of ["mkinitramfs", "dracut"] as const) {
         const r = await build(kind, kernel, destdir, img);
         assert.equal(r.code, 0, `${kind} failed:\n${(r.stdout + r.stderr).slice(-3000)}`);
         assert.doesNotMatch(r.stderr, /isboot: cannot add/);
-        const root = await unpack(img, `${destdir}/unpacked`);
+        const root = await unpackInitramfs(img, `${destdir}/unpacked`);
         const bin = await resolveIn(root, "/usr/bin/isboot");
         const st = await Deno.stat(`${root}${bin}`);
         assert.ok(st.isFile && (st.mode! & 0o111) !== 0, "/usr/bin/isboot is an executable");

@@ -139,6 +139,9 @@ WantedBy=multi-user.target
  * with `packages`, that root plus them (`debootstrap --include`), cached as
  * its own tarball keyed by the set (tests/e2e/rootfs.sh).
  */
+/** What a user's root that builds its own initramfs carries besides the stock root. */
+export const KERNEL_PACKAGES = ["linux-image-amd64", "initramfs-tools", "zstd"];
+
 export async function ensureRootfs(packages: readonly string[] = []): Promise<string> {
   const out = await run(`${ROOT}tests/e2e/rootfs.sh`, [E2E_DIR, packages.join(",")]);
   const tar = /(\S+\.tar)( \(cached\))?\s*$/.exec(out)?.[1];
@@ -163,7 +166,7 @@ export interface RootVariant {
   /**
    * Install the isboot under test as `make install PREFIX=/usr` lays it out
    * (/usr/bin/isboot; the bundle under /usr/lib/isboot) with the ifupdown
-   * hook in /etc/network/if-down.d.
+   * hook in /etc/network/if-down.d and /etc/modprobe.d/isboot.conf.
    */
   installIsboot?: boolean;
 }
@@ -186,6 +189,9 @@ async function installIsbootInto(root: string, dir: string): Promise<void> {
   await Deno.mkdir(hook.slice(0, hook.lastIndexOf("/")), { recursive: true });
   await Deno.copyFile(`${ROOT}initramfs-hook/ifupdown/if-down.d/isboot`, hook);
   await Deno.chmod(hook, 0o755);
+  const conf = `${root}/etc/modprobe.d/isboot.conf`;
+  await Deno.mkdir(`${root}/etc/modprobe.d`, { recursive: true });
+  await Deno.copyFile(`${ROOT}initramfs-hook/modprobe.d/isboot.conf`, conf);
 }
 
 /** Write a one-partition MBR (type 0x83 from PART_OFFSET, `sectors` long) into `disk`. */
@@ -225,6 +231,7 @@ export async function ensureBaseImage(variant?: RootVariant, isbootDir?: string)
           ? await Deno.readFile(`${isbootDir}/isboot.js`)
           : String((await Deno.stat(`${isbootDir}/isboot`)).mtime?.getTime()),
         await Deno.readFile(`${ROOT}initramfs-hook/ifupdown/if-down.d/isboot`),
+        await Deno.readFile(`${ROOT}initramfs-hook/modprobe.d/isboot.conf`),
       );
     }
   }
@@ -248,55 +255,72 @@ export async function ensureBaseImage(variant?: RootVariant, isbootDir?: string)
       await Deno.remove(p).catch(() => {});
       await Deno.symlink(to, p);
     }
-    await Deno.writeTextFile(`${dir}/usr/local/sbin/isboot-e2e`, CHECK_SCRIPT, { mode: 0o755 });
-    await Deno.writeTextFile(`${dir}/etc/systemd/system/isboot-e2e.service`, CHECK_UNIT);
-    await Deno.mkdir(`${dir}/etc/systemd/system/multi-user.target.wants`, { recursive: true });
-    await Deno.symlink(
-      "/etc/systemd/system/isboot-e2e.service",
-      `${dir}/etc/systemd/system/multi-user.target.wants/isboot-e2e.service`,
-    );
-    await Deno.writeTextFile(
-      `${dir}/etc/fstab`,
-      `UUID=${ROOT_UUID} / ext4 rw,errors=remount-ro 0 1\n`,
-    );
-    await Deno.writeTextFile(`${dir}/etc/hostname`, "isboot-e2e\n");
-    // No login prompt on the serial line: the check unit owns it.
-    await Deno.symlink("/dev/null", `${dir}/etc/systemd/system/serial-getty@ttyS0.service`);
-    const fs = `${dir}.fs`;
-    await run("mke2fs", [
-      "-q",
-      "-F",
-      "-t",
-      "ext4",
-      "-L",
-      ROOT_LABEL,
-      "-U",
-      ROOT_UUID,
-      "-d",
-      dir,
-      fs,
-      `${FS_BYTES / 1024}k`,
-    ]);
-    const tmp = `${img}.tmp`;
-    const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-    await f.write(mbr(FS_BYTES / 512));
-    await f.truncate(PART_OFFSET + FS_BYTES);
-    f.close();
-    await run("dd", [
-      `if=${fs}`,
-      `of=${tmp}`,
-      "bs=1M",
-      `seek=${PART_OFFSET >> 20}`,
-      "conv=sparse,notrunc",
-      "status=none",
-    ]);
-    await Deno.remove(fs);
-    await Deno.rename(tmp, img);
+    await prepareRootDir(dir);
+    await makeDiskImage(dir, img);
     await pruneCache(prefix, ".img", img);
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   return img;
+}
+
+/**
+ * Make the unpacked root at `dir` an e2e root: the check unit (marker,
+ * `@isboot` in ps, result line, poweroff) enabled, fstab with ROOT_UUID, no
+ * serial getty.
+ */
+export async function prepareRootDir(dir: string): Promise<void> {
+  await Deno.writeTextFile(`${dir}/usr/local/sbin/isboot-e2e`, CHECK_SCRIPT, { mode: 0o755 });
+  await Deno.writeTextFile(`${dir}/etc/systemd/system/isboot-e2e.service`, CHECK_UNIT);
+  await Deno.mkdir(`${dir}/etc/systemd/system/multi-user.target.wants`, { recursive: true });
+  await Deno.symlink(
+    "/etc/systemd/system/isboot-e2e.service",
+    `${dir}/etc/systemd/system/multi-user.target.wants/isboot-e2e.service`,
+  );
+  await Deno.writeTextFile(
+    `${dir}/etc/fstab`,
+    `UUID=${ROOT_UUID} / ext4 rw,errors=remount-ro 0 1\n`,
+  );
+  await Deno.writeTextFile(`${dir}/etc/hostname`, "isboot-e2e\n");
+  // No login prompt on the serial line: the check unit owns it.
+  await Deno.symlink("/dev/null", `${dir}/etc/systemd/system/serial-getty@ttyS0.service`);
+}
+
+/**
+ * Write `img`: MBR + one ext4 partition (ROOT_UUID, ROOT_LABEL) of
+ * `fsBytes` made by `mke2fs -d` from the tree at `dir`; sparse.
+ */
+export async function makeDiskImage(dir: string, img: string, fsBytes = FS_BYTES): Promise<void> {
+  const fs = `${img}.fs`;
+  await run("mke2fs", [
+    "-q",
+    "-F",
+    "-t",
+    "ext4",
+    "-L",
+    ROOT_LABEL,
+    "-U",
+    ROOT_UUID,
+    "-d",
+    dir,
+    fs,
+    `${Math.floor(fsBytes / 1024)}k`,
+  ]);
+  const tmp = `${img}.tmp`;
+  const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  await f.write(mbr(Math.floor(fsBytes / 512)));
+  await f.truncate(PART_OFFSET + fsBytes);
+  f.close();
+  await run("dd", [
+    `if=${fs}`,
+    `of=${tmp}`,
+    "bs=1M",
+    `seek=${PART_OFFSET >> 20}`,
+    "conv=sparse,notrunc",
+    "status=none",
+  ]);
+  await Deno.remove(fs);
+  await Deno.rename(tmp, img);
 }
 
 export type InitramfsKind = "dracut" | "initramfs-tools";
@@ -601,18 +625,49 @@ export async function bootOnce(
 ): Promise<BootOutcome> {
   const kernel = await ensureKernel();
   const isboot = await isbootBuildDir();
-  const ns = await NetNs.create();
   const dir = await Deno.makeTempDir({ dir: E2E_DIR, prefix: `run-${c.firmware}-${c.initramfs}-` });
-  let tgtd: Tgtd | undefined;
   try {
     const base = await ensureBaseImage(c.root, isboot.dir);
     const initrd = await buildInitrd(c.initramfs, kernel, isboot.dir);
     const disk = `${dir}/disk.img`;
     await run("cp", ["--sparse=always", base, disk]);
+    return await bootDisk(c, { vmlinuz: kernel.vmlinuz, initrd, disk, dir }, opts);
+  } finally {
+    await isboot.cleanup();
+    if (Deno.env.get("ISBOOT_E2E_KEEP") !== "1") {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }
+}
+
+/** What {@link bootDisk} boots: kernel and initramfs served to iPXE, the disk tgtd exports. */
+export interface BootFiles {
+  vmlinuz: string;
+  initrd: string;
+  /** The partitioned disk image (see {@link makeDiskImage}); the boot writes to it. */
+  disk: string;
+  /** Where the serial log and the HTTP root go (the caller removes it). */
+  dir: string;
+}
+
+/**
+ * Boot `c` from `files` and check it: tgtd exporting its disk as LUN 1,
+ * httpd serving its kernel and initramfs to iPXE, qemu, all in a fresh netns;
+ * then the marker and e2fsck on the disk. Everything started is stopped.
+ */
+export async function bootDisk(
+  c: BootCase,
+  files: BootFiles,
+  opts: { onLine?: (l: string) => void; timeoutMs?: number } = {},
+): Promise<BootOutcome> {
+  const { vmlinuz, initrd, disk, dir } = files;
+  const ns = await NetNs.create();
+  let tgtd: Tgtd | undefined;
+  try {
     const www = `${dir}/www`;
     await Deno.mkdir(www);
-    await Deno.link(kernel.vmlinuz, `${www}/vmlinuz`).catch(() =>
-      Deno.copyFile(kernel.vmlinuz, `${www}/vmlinuz`)
+    await Deno.link(vmlinuz, `${www}/vmlinuz`).catch(() =>
+      Deno.copyFile(vmlinuz, `${www}/vmlinuz`)
     );
     await Deno.link(initrd, `${www}/initrd.img`).catch(() =>
       Deno.copyFile(initrd, `${www}/initrd.img`)
@@ -637,7 +692,8 @@ export async function bootOnce(
     ].join(",");
     const cuts: Promise<number>[] = [];
     const vm = await runVm({
-      kernel,
+      // iPXE loads the kernel over HTTP (directBoot): runVm does not use this one.
+      kernel: { kver: "", vmlinuz, root: "" },
       initrd,
       netns: ns,
       directBoot: true,
@@ -694,9 +750,5 @@ export async function bootOnce(
   } finally {
     await tgtd?.stop();
     await ns.delete();
-    await isboot.cleanup();
-    if (Deno.env.get("ISBOOT_E2E_KEEP") !== "1") {
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    }
   }
 }
