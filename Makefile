@@ -13,7 +13,7 @@ export DENO_NO_UPDATE_CHECK := 1
 
 SOURCES := main.ts deno.json $(shell find src -name '*.ts' 2>/dev/null)
 
-.PHONY: all deno deps check fmt lint test test-deps unit fuzz demo bench install deb clean
+.PHONY: all deno deps check fmt lint test test-deps unit fuzz soak demo bench install deb clean
 
 all: dist/isboot
 
@@ -54,6 +54,13 @@ test-deps:
 # The whole suite: static checks, then every test (real peers included).
 test: test-deps check dist/isboot
 	ISBOOT_BIN=$(CURDIR)/dist/isboot scripts/run-tests.sh tests/
+
+# The VM boots kept out of `make test` for their time (their names say
+# "(make soak)"): the initramfs-tools e2e boots with the harness's images and
+# the ifupdown-static and NetworkManager roots. `make test` proves the same
+# paths with the other boots.
+soak: test-deps dist/isboot
+	ISBOOT_SOAK=1 ISBOOT_BIN=$(CURDIR)/dist/isboot scripts/run-tests.sh --filter "make soak" tests/e2e/
 
 # Property and fuzz tests at full strength, exploring from a fresh seed (printed;
 # `make test` uses a fixed one). A failure prints the ISBOOT_FUZZ_SEED and
