@@ -14,6 +14,9 @@
  *   builds the image. BIOS, CHAP.
  * - make install: the source tree bind-mounted in the root, `make install`
  *   (default PREFIX=/usr/local) there, then `update-initramfs -u`. UEFI.
+ * - dracut: `apt install dracut` (replacing initramfs-tools), the package,
+ *   whose postinst says to run `dracut -a isboot --force --regenerate-all`,
+ *   and that command. BIOS, mutual CHAP.
  *
  * ISBOOT_E2E=0 skips these.
  */
@@ -165,6 +168,41 @@ Deno.test({
       assert.ok(await exists(`${root}/usr/local/bin/isboot`), r.out);
       const after = await Deno.readFile(`${root}/boot/initrd.img-${kver}`);
       assert.notDeepEqual(after, before, "update-initramfs rebuilt the initrd");
+      check(c, await bootRoot(c, dir, root, kver));
+    });
+  },
+});
+
+Deno.test({
+  name: "user path, dracut: apt install dracut, then apt install ./dist/isboot_*_amd64.deb and " +
+    "dracut -a isboot --force --regenerate-all in a Debian 12 root; that initrd boots it " +
+    "(BIOS, mutual CHAP)",
+  ignore: !enabled,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const c: BootCase = { firmware: "bios", initramfs: "dracut", chap: "mutual" };
+    await withRunDir("user-dracut-", async (dir) => {
+      await ok("sh", ["-c", "make deb"], ROOT);
+      const deb = `isboot_${VERSION}_amd64.deb`;
+      const { root, kver } = await userRoot(dir);
+      // `apt install dracut` (it replaces initramfs-tools); the root has no package lists,
+      // so the packages come from the host's apt.
+      await Deno.mkdir(`${root}/root/dracut`);
+      await ok(
+        "apt-get",
+        ["download", "-q", "dracut", "dracut-core", "kpartx"],
+        `${root}/root/dracut`,
+      );
+      await inRoot(root, "apt install -y ./dracut/*.deb && rm -r ./dracut");
+      await Deno.mkdir(`${root}/root/dist`);
+      await Deno.copyFile(`${ROOT}dist/${deb}`, `${root}/root/dist/${deb}`);
+      const out = await inRoot(root, "apt install ./dist/isboot_*_amd64.deb");
+      assert.match(out, /dracut -a isboot --force --regenerate-all/, "postinst says what to run");
+      const before = await Deno.readFile(`${root}/boot/initrd.img-${kver}`).catch(() => null);
+      await inRoot(root, "dracut -a isboot --force --regenerate-all");
+      const after = await Deno.readFile(`${root}/boot/initrd.img-${kver}`);
+      assert.notDeepEqual(after, before, "dracut rebuilt the initrd");
       check(c, await bootRoot(c, dir, root, kver));
     });
   },
