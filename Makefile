@@ -56,9 +56,9 @@ test: test-deps check dist/isboot
 	ISBOOT_BIN=$(CURDIR)/dist/isboot scripts/run-tests.sh tests/
 
 # The VM boots kept out of `make test` for their time (their names say
-# "(make soak)"): the initramfs-tools e2e boots with the harness's images and
-# the ifupdown-static and NetworkManager roots. `make test` proves the same
-# paths with the other boots.
+# "(make soak)"): three of the e2e boots with the harness's images and the
+# ifupdown-static and NetworkManager roots. `make test` proves the same paths
+# with the other boots (the user-path ones build their images as users do).
 soak: test-deps dist/isboot
 	ISBOOT_SOAK=1 ISBOOT_BIN=$(CURDIR)/dist/isboot scripts/run-tests.sh --filter "make soak" tests/e2e/
 
