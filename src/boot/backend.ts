@@ -8,12 +8,19 @@ import { attachDevice, NbdKernel, parseNbdDevice, readNbdSysfs } from "../nbd/ke
 import { SysError } from "../sys/errno.ts";
 import type { Attached, BootBackend, LoginOptions } from "./sequence.ts";
 import type { BootTarget } from "./spec.ts";
-import { loginTarget } from "./login.ts";
+import { openBootTarget } from "./login.ts";
+import type { Session } from "../iscsi/session.ts";
 
 /** The backend `isboot boot` uses in the initramfs. */
 export function realBackend(): BootBackend {
+  let session: Session | null = null;
   return {
-    login: (t: BootTarget, o: LoginOptions): Promise<BlockDevice> => loginTarget(t, o),
+    async login(t: BootTarget, o: LoginOptions): Promise<BlockDevice> {
+      const opened = await openBootTarget(t, o);
+      session = opened.transport;
+      return opened.device;
+    },
+    reconnects: () => session?.reconnects ?? 0,
     async attach(dev, o): Promise<Attached> {
       const nbd = await NbdKernel.open({ log: o.log });
       const at = (index?: number) =>

@@ -6,7 +6,7 @@
  */
 import type { BlockDevice } from "../blockdev.ts";
 import { DEFAULT_CHAP_ALGORITHMS } from "../iscsi/chap.ts";
-import { openTarget } from "../iscsi/open_target.ts";
+import { type OpenedTarget, openTarget } from "../iscsi/open_target.ts";
 import type { LoginOptions } from "./sequence.ts";
 import type { BootTarget } from "./spec.ts";
 
@@ -19,7 +19,12 @@ const enc = new TextEncoder();
  * ```
  */
 export async function loginTarget(t: BootTarget, o: LoginOptions): Promise<BlockDevice> {
-  const opened = await openTarget({
+  return (await openBootTarget(t, o)).device;
+}
+
+/** {@link loginTarget}, with the session too (its counters feed `isboot status`). */
+export async function openBootTarget(t: BootTarget, o: LoginOptions): Promise<OpenedTarget> {
+  return await openTarget({
     portal: { host: t.host, port: t.port },
     targetName: t.targetName,
     lun: t.lun,
@@ -42,7 +47,6 @@ export async function loginTarget(t: BootTarget, o: LoginOptions): Promise<Block
     ...(o.commandTimeoutMs ? { commandTimeoutMs: o.commandTimeoutMs } : {}),
     portals: failoverPortals(t, o.targets ?? []),
   }, { log: o.log });
-  return opened.device;
 }
 
 /**

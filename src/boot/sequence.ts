@@ -59,6 +59,8 @@ export interface Attached {
 export interface BootBackend {
   /** Log in to `t` and return its LUN. AuthError when CHAP is refused. */
   login(t: BootTarget, o: LoginOptions): Promise<BlockDevice>;
+  /** Connections the session of the last login has recovered (for `isboot status`). */
+  reconnects?(): number;
   /** Serve `dev` to a kernel NBD device (`device` names one, else the first free). */
   attach(
     dev: BlockDevice,
@@ -81,6 +83,8 @@ export interface Booted {
    * start-up, plan), network, login, attach + partition scan.
    */
   readonly timing: { startMs: number; networkMs: number; loginMs: number; attachMs: number };
+  /** Connections the root disk's session has recovered since the boot. */
+  reconnects(): number;
 }
 
 export interface RunOptions {
@@ -238,5 +242,6 @@ export async function runBoot(
     partitions,
     handoff,
     timing,
+    reconnects: () => backend.reconnects?.() ?? 0,
   };
 }

@@ -218,7 +218,7 @@ async function listenControl(b: Booted, guard: BootGuard, log: Logger): Promise<
     bytesRead: a.counters.bytesRead,
     bytesWritten: a.counters.bytesWritten,
     errors: a.counters.errors,
-    reconnects: 0,
+    reconnects: b.reconnects(),
     session: { role: "root-storage daemon (isboot boot)", interfaces: b.nics.map((n) => n.ifname) },
     guard: guard.status(),
   });

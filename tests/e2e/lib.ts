@@ -114,6 +114,10 @@ done
 say journal_serving=$(journalctl -q -t isboot -o cat | grep -c 'as the root-storage daemon')
 say journal_lost=$(journalctl -q -t isboot -o cat | grep -c 'connection to .* lost')
 say journal_recovered=$(journalctl -q -t isboot -o cat | grep -c 'session recovered')
+# Where isboot is installed in the root, the daemon's own count of recoveries.
+if command -v isboot >/dev/null; then
+  say status_reconnects=$(isboot status --json | sed -n 's/.*"reconnects": *\\([0-9]*\\).*/\\1/p' | head -1)
+fi
 echo "after the reconnect" >> /isboot-e2e.marker
 sync
 case "$root" in

@@ -91,6 +91,9 @@ function check(c: BootCase, r: BootOutcome): void {
   assert.ok(Number(r.vm.kv.get("daemons")) >= 1, why);
   assert.equal(r.vm.kv.get("oom"), "-1000", why);
   assert.match(r.vm.kv.get("control") ?? "", new RegExp(`\\b${dev}\\.ctl\\b`), why);
+  // The host cut the connection once after switch_root: the daemon recovered it and says so.
+  assert.deepEqual(r.cutCodes, [0], `the host cut no iSCSI connection${why}`);
+  assert.ok(Number(r.vm.kv.get("status_reconnects")) >= 1, `isboot status: reconnects${why}`);
   assert.match(r.vm.serial, /reboot: Power down/, `poweroff did not complete${why}`);
   assert.ok(r.marker, `marker not found in the image${why}`);
   assert.equal(r.fsck.code, 0, `e2fsck -fn: ${r.fsck.output}`);
