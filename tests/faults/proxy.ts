@@ -25,6 +25,7 @@
  * await proxy.close();
  * ```
  */
+import { concatBytes } from "../../src/bytes.ts";
 import * as net from "node:net";
 
 /** RFC 7143 §11.2.1: the Basic Header Segment is 48 bytes. */
@@ -498,7 +499,7 @@ export class FaultProxy {
       const transit = (pdu.flags & 0x80) !== 0;
       const nsg = pdu.flags & 0x03;
       if (transit && nsg === FULL_FEATURE_PHASE) {
-        const all = concat(pair.loginText);
+        const all = concatBytes(pair.loginText);
         const hd = textValue(all, "HeaderDigest") === "CRC32C";
         const dd = textValue(all, "DataDigest") === "CRC32C";
         for (const f of [info.toTarget, info.toInitiator]) {
@@ -741,15 +742,4 @@ export class FaultProxy {
 
 function errCode(e: Error): string {
   return (e as Error & { code?: string }).code ?? e.message;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const n = parts.reduce((a, p) => a + p.length, 0);
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
