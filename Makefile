@@ -55,12 +55,14 @@ test-deps:
 test: test-deps check dist/isboot
 	ISBOOT_BIN=$(CURDIR)/dist/isboot scripts/run-tests.sh tests/
 
-# The VM boots kept out of `make test` for their time (their names say
-# "(make soak)"): three of the e2e boots with the harness's images and the
-# ifupdown-static and NetworkManager roots. `make test` proves the same paths
-# with the other boots (the user-path ones build their images as users do).
+# The runs kept out of `make test` for their time (their names say "(make
+# soak)"): three of the e2e boots with the harness's images, the user-path
+# dracut boot, the ifupdown-static and NetworkManager roots, and 22 of the 36
+# fault-matrix rows. `make test` proves the same paths with the other boots and
+# rows.
 soak: test-deps dist/isboot
-	ISBOOT_SOAK=1 ISBOOT_BIN=$(CURDIR)/dist/isboot scripts/run-tests.sh --filter "make soak" tests/e2e/
+	ISBOOT_SOAK=1 ISBOOT_BIN=$(CURDIR)/dist/isboot scripts/run-tests.sh --filter "make soak" \
+	  tests/e2e/ tests/faults/matrix_test.ts
 
 # Property and fuzz tests at full strength, exploring from a fresh seed (printed;
 # `make test` uses a fixed one). A failure prints the ISBOOT_FUZZ_SEED and
