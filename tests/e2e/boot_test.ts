@@ -29,7 +29,9 @@ const CASES: (BootCase & { soak?: boolean })[] = [
 
 for (const c of CASES) {
   Deno.test({
-    name: `e2e boot${
+    // "harness image": the initramfs is built by the test with ISBOOT_BIN, not
+    // by the root's own tools; tests/e2e/user_path_test.ts boots the plain path.
+    name: `e2e boot, harness image${
       c.soak ? " (make soak)" : ""
     }: ${c.firmware.toUpperCase()} + ${c.initramfs} + ${
       c.chap === "none" ? "no CHAP" : c.chap === "chap" ? "CHAP" : "mutual CHAP"

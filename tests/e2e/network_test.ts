@@ -302,7 +302,10 @@ function checkCommon(r: BootOutcome, c: NetCase): string {
 
 for (const c of CASES) {
   Deno.test({
-    name: `e2e network${c.soak ? " (make soak)" : ""}: ${c.name}`,
+    // "harness image": the initramfs is built by the test and isboot is copied
+    // into the root as `make install PREFIX=/usr` lays it out; the user's own
+    // install steps are booted by tests/e2e/user_path_test.ts.
+    name: `e2e network, harness image${c.soak ? " (make soak)" : ""}: ${c.name}`,
     ignore: !enabled || (c.soak === true && !soak),
     sanitizeResources: false,
     sanitizeOps: false,

@@ -59,7 +59,9 @@ const OPEN_ISCSI: RootVariant = {
 
 Deno.test({
   name:
-    "e2e stock root: open-iscsi + iscsiadm -m fw -l after boot: no second session, one root disk",
+    // "harness image": initramfs built by the test, isboot and modprobe.d/isboot.conf copied in
+    // as `make install PREFIX=/usr` lays them out (the plain install: user_path_test.ts).
+    "e2e stock root, harness image: open-iscsi + iscsiadm -m fw -l after boot: no second session, one root disk",
   ignore: !enabled,
   sanitizeResources: false,
   sanitizeOps: false,
