@@ -239,6 +239,12 @@ export type State = "open" | "recovering" | "closing" | "closed" | "failed";
 const EMPTY = new Uint8Array(0);
 
 /**
+ * How long the ITT of a task that task management ended is remembered, so a
+ * late answer for it is dropped rather than taken for a protocol error.
+ */
+const ENDED_ITT_MEMORY_MS = 120_000;
+
+/**
  * A logged-in iSCSI session (full feature phase).
  *
  * @example
@@ -299,6 +305,14 @@ export class Session implements ScsiTransport {
   #nextItt = 1;
 
   readonly #tasks = new Map<number, Task>();
+  /**
+   * ITTs of tasks a task management function ended on this connection (and
+   * that were issued again under new ITTs), with when: a target may still
+   * answer one of them as the function takes effect (tgtd does). Such a late
+   * PDU is dropped with a line; the ITT is not reused while it is here
+   * (docs/iscsi.md, "Late answers after task management").
+   */
+  readonly #endedByTmf = new Map<number, number>();
   #queue: Task[] = [];
   readonly #pending = new Map<number, Pending>();
   readonly #bhs = new Uint8Array(BHS_LENGTH);
@@ -537,7 +551,9 @@ export class Session implements ScsiTransport {
       const itt = this.#nextItt;
       this.#nextItt = (this.#nextItt + 1) >>> 0;
       if (this.#nextItt === RESERVED_TAG) this.#nextItt = 1;
-      if (!this.#tasks.has(itt) && !this.#pending.has(itt)) return itt;
+      if (!this.#tasks.has(itt) && !this.#pending.has(itt) && !this.#endedByTmf.has(itt)) {
+        return itt;
+      }
     }
   }
 
@@ -706,6 +722,7 @@ export class Session implements ScsiTransport {
   readonly #place = (h: PduHeader): Uint8Array | null => {
     if (h.opcode !== OP_DATA_IN) return null;
     const t = this.#tasks.get(h.itt);
+    if (!t && this.#endedByTmf.has(h.itt)) return null; // read and dropped by #onDataIn
     if (!t) throw new IscsiProtocolError(`Data-In for unknown ITT 0x${h.itt.toString(16)}`);
     if (!t.read || !t.dataIn) {
       throw new IscsiProtocolError(`Data-In for a command that reads nothing`);
@@ -793,7 +810,13 @@ export class Session implements ScsiTransport {
   }
 
   #onDataIn(h: PduHeader): void {
-    const t = this.#tasks.get(h.itt) as Task; // #place checked it exists
+    const t = this.#tasks.get(h.itt);
+    if (!t) {
+      // #place let through only the ITT of a task that task management ended.
+      const final = (h.flags & DATA_IN_FLAG_STATUS) !== 0;
+      if (final) this.#ackStatus(h);
+      return this.#late(h, final);
+    }
     t.received += h.dataSegmentLength;
     t.nextDataSN = (t.nextDataSN + 1) >>> 0;
     if (h.flags & DATA_IN_FLAG_STATUS) {
@@ -814,6 +837,7 @@ export class Session implements ScsiTransport {
 
   #onScsiResponse(h: PduHeader, data: Uint8Array): void {
     const t = this.#tasks.get(h.itt);
+    if (!t && this.#endedByTmf.has(h.itt)) return this.#late(h, true);
     if (!t) throw new IscsiProtocolError(`SCSI Response for unknown ITT 0x${h.itt.toString(16)}`);
     this.#checkResidual(t, h);
     let sense: Uint8Array | undefined;
@@ -843,6 +867,7 @@ export class Session implements ScsiTransport {
 
   #onR2T(h: PduHeader): void {
     const t = this.#tasks.get(h.itt);
+    if (!t && this.#endedByTmf.has(h.itt)) return this.#late(h, false);
     if (!t) throw new IscsiProtocolError(`R2T for unknown ITT 0x${h.itt.toString(16)}`);
     if (!t.write) throw new IscsiProtocolError("R2T for a command that writes nothing");
     const off = h.bufferOffset;
@@ -864,6 +889,30 @@ export class Session implements ScsiTransport {
     t.nextR2TSN = (t.nextR2TSN + 1) >>> 0;
     if (t.aborting) return;
     this.#sendDataOut(t, h.ttt, off, off + n);
+  }
+
+  /**
+   * A PDU for a task that task management ended: the target answered it as
+   * the function took effect. Its command was issued again under a new ITT,
+   * so this answer belongs to nobody and is dropped; `final` (status came)
+   * forgets the ITT.
+   */
+  #late(h: PduHeader, final: boolean): void {
+    this.#log.info(
+      `late ${h.name} for ITT 0x${
+        h.itt.toString(16)
+      }, a task ended by task management and issued again; dropped`,
+    );
+    if (final) this.#endedByTmf.delete(h.itt);
+  }
+
+  /** Remember the ITTs of tasks a task management function ended (see #endedByTmf). */
+  #rememberEnded(tasks: Task[]): void {
+    const now = performance.now();
+    for (const [itt, at] of this.#endedByTmf) {
+      if (now - at > ENDED_ITT_MEMORY_MS) this.#endedByTmf.delete(itt);
+    }
+    for (const t of tasks) if (this.#tasks.get(t.itt) === t) this.#endedByTmf.set(t.itt, now);
   }
 
   #onNopIn(h: PduHeader, data: Uint8Array): void {
@@ -1171,7 +1220,10 @@ export class Session implements ScsiTransport {
     const abort = await this.#tmf(TMF_ABORT_TASK, t.lun, t, tmfMs);
     if (conn !== this.#conn || this.#state !== "open") return;
     if (abort === TMF_RESP_COMPLETE || abort === TMF_RESP_NO_TASK) {
-      if (this.#current(t, sends)) this.#reissue([t], timedOut);
+      if (this.#current(t, sends)) {
+        this.#rememberEnded([t]);
+        this.#reissue([t], timedOut);
+      }
       return;
     }
     this.#log.warn(
@@ -1191,6 +1243,7 @@ export class Session implements ScsiTransport {
         x.lun === t.lun && serialLt(x.cmdSN, resetCmdSN)
       );
       this.#log.warn(`LOGICAL UNIT RESET done; issuing ${ended.length} command(s) again`);
+      this.#rememberEnded(ended);
       this.#reissue(
         ended,
         new OperationalError(`${timedOut.message}; ended by LOGICAL UNIT RESET`),
@@ -1466,6 +1519,7 @@ export class Session implements ScsiTransport {
     if (this.#recoveryTimer !== undefined) clearTimeout(this.#recoveryTimer);
     this.#recoveryTimer = undefined;
     this.#conn = r.conn;
+    this.#endedByTmf.clear(); // a new connection carries no answer for the old one's tasks
     this.#login = r;
     this.#params = r.params;
     this.#cmdSN = r.cmdSN;

@@ -629,6 +629,7 @@ export async function bootOnce(
 ): Promise<BootOutcome> {
   const kernel = await ensureKernel();
   const isboot = await isbootBuildDir();
+  await Deno.mkdir(E2E_DIR, { recursive: true });
   const dir = await Deno.makeTempDir({ dir: E2E_DIR, prefix: `run-${c.firmware}-${c.initramfs}-` });
   try {
     const base = await ensureBaseImage(c.root, isboot.dir);

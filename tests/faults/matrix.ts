@@ -685,6 +685,8 @@ export async function runRow(
       }
       await child.status.catch(() => {});
     }
+    const late = serverOut.filter((l) => /late .* ended by task management/.test(l)).length;
+    if (late) note(`${late} late answer(s) for tasks task management ended, dropped`);
     if (!row.pass && serverOut.length) {
       note(`server said: ${serverOut.slice(-4).join(" | ").slice(0, 400)}`);
     }

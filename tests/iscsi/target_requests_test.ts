@@ -405,6 +405,63 @@ Deno.test("LOGICAL UNIT RESET re-issues only the tasks it covered (CmdSN below i
   }
 });
 
+Deno.test("a late answer for a task LOGICAL UNIT RESET ended (Data-In and SCSI Response) is dropped with a line; no reconnect", async () => {
+  const disk = new FakeDisk(64);
+  disk.bytes.fill(0x4d);
+  const log: string[] = [];
+  // The read and the write hang; ABORT TASK is refused; the reset is
+  // answered "function complete" and then, as tgtd may, the target still
+  // answers both ended tasks under their old ITTs.
+  const held: FakePdu[] = [];
+  const fake = new FakeTarget(async (c, index) => {
+    const first = await c.acceptLogin();
+    if (index > 0) log.push("relogin");
+    await disk.serve(c, first, async (pdu: FakePdu, d: DiskConn) => {
+      if (pdu.opcode === 0x02) {
+        const func = pdu.bhs[1] & 0x7f;
+        log.push(`tmf ${func}`);
+        if (func === 1) {
+          await d.tmfResponse(pdu, 255);
+          return true;
+        }
+        await d.tmfResponse(pdu, 0);
+        for (const p of held.splice(0)) await d.execute(p); // the late answers
+        return true;
+      }
+      if (pdu.opcode !== 0x01) return false;
+      log.push(`command ${pdu.bhs[32].toString(16)}`);
+      if (log.filter((l) => l.startsWith("command")).length <= 2) {
+        d.take(pdu);
+        held.push(pdu);
+        return true;
+      }
+      return false;
+    });
+  });
+  const lines: string[] = [];
+  const logger = new Logger({ sink: (_level, l: string) => lines.push(l) });
+  try {
+    const s = await loginSession(cfg(fake.port, { commandTimeoutMs: 200 }), logger);
+    const data = pattern(7, BLOCK);
+    const [r, w] = await Promise.all([s.execute(read16(0, 1)), s.execute(write16(2, data))]);
+    assert.equal(r.status, 0);
+    assert.ok(r.data.every((x) => x === 0x4d));
+    assert.equal(w.status, 0);
+    assert.deepEqual(disk.bytes.subarray(2 * BLOCK, 3 * BLOCK), data);
+    assert.deepEqual(log.slice(0, 4), ["command 88", "command 8a", "tmf 1", "tmf 5"]);
+    assert.deepEqual(log.slice(4).sort(), ["command 88", "command 8a"]);
+    assert.equal(s.reconnects, 0, "a late answer after the reset cost the connection");
+    const late = lines.filter((l) => /late .* ended by task management .*dropped/.test(l));
+    assert.equal(late.length, 2, lines.join("\n"));
+    // The session still works, and its ITTs do not collide with the dropped ones.
+    assert.equal((await s.execute(read16(2, 1))).status, 0);
+    await s.close();
+    assert.deepEqual(fake.errors, []);
+  } finally {
+    await fake.close();
+  }
+});
+
 Deno.test("a Logout the target never answers is bounded: the session drops the connection, logs in again and replays", async () => {
   const disk = new FakeDisk(64);
   disk.bytes.fill(0x2d);
