@@ -511,8 +511,8 @@ class LoginExchange {
       }
       throw new OperationalError(msg);
     }
-    if (h.byte3 !== 0) {
-      throw new IscsiProtocolError(`target speaks iSCSI version ${h.byte3}, not 0`);
+    if (h.versionActive !== 0) {
+      throw new IscsiProtocolError(`target speaks iSCSI version ${h.versionActive}, not 0`);
     }
     if (loginCsg(h.flags) !== this.#csg) {
       throw new IscsiProtocolError(

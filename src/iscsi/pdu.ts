@@ -35,6 +35,61 @@ import {
 import type { Crc32c } from "./digest.ts";
 import { IscsiProtocolError } from "./errors.ts";
 
+/**
+ * Where each BHS field sits (RFC 7143 §11), for the getters and the encoders
+ * alike. Some bytes carry a different field by PDU: bytes 24..31 are CmdSN and
+ * ExpStatSN in what the initiator sends, StatSN and ExpCmdSN in what the
+ * target sends; byte 2 is the Response of a SCSI, Task Management or Logout
+ * Response, the Reason of a Reject, Version-max of a Login Response; byte 3
+ * the SCSI status (SCSI Response, Data-In with S) or Version-active (Login
+ * Response).
+ */
+export const BHS_OFFSET = {
+  opcode: 0,
+  flags: 1,
+  response: 2,
+  rejectReason: 2,
+  versionMax: 2,
+  status: 3,
+  versionActive: 3,
+  totalAhsLength: 4,
+  dataSegmentLength: 5,
+  lun: 8,
+  isid: 8,
+  tsih: 14,
+  itt: 16,
+  ttt: 20,
+  expectedDataTransferLength: 20,
+  referencedTaskTag: 20,
+  cid: 20,
+  cmdSN: 24,
+  statSN: 24,
+  expStatSN: 28,
+  expCmdSN: 28,
+  maxCmdSN: 32,
+  cdb: 32,
+  refCmdSN: 32,
+  dataSN: 36,
+  r2tSN: 36,
+  expDataSN: 36,
+  statusClass: 36,
+  statusDetail: 37,
+  asyncEvent: 36,
+  asyncParameter1: 38,
+  asyncParameter2: 40,
+  asyncParameter3: 42,
+  bufferOffset: 40,
+  time2Wait: 40,
+  time2Retain: 42,
+  residualCount: 44,
+  desiredDataTransferLength: 44,
+} as const;
+
+const O = BHS_OFFSET;
+
+/** The low 7 bits of byte 1: a Logout's reason code, a Task Management function (§11.5.1, §11.14.1). */
+const FUNCTION_MASK = 0x7f;
+
 /** Bytes of padding that bring `n` to a multiple of 4 (§11.2.3). */
 export function padLength(n: number): number {
   return (4 - (n & 3)) & 3;
@@ -58,103 +113,123 @@ export class PduHeader {
   }
 
   get opcode(): number {
-    return this.bytes[0] & OPCODE_MASK;
+    return this.bytes[O.opcode] & OPCODE_MASK;
   }
   get immediate(): boolean {
-    return (this.bytes[0] & FLAG_IMMEDIATE) !== 0;
+    return (this.bytes[O.opcode] & FLAG_IMMEDIATE) !== 0;
   }
   /** Byte 1: F bit and opcode-specific flags. */
   get flags(): number {
-    return this.bytes[1];
+    return this.bytes[O.flags];
   }
   get final(): boolean {
-    return (this.bytes[1] & FLAG_FINAL) !== 0;
+    return (this.bytes[O.flags] & FLAG_FINAL) !== 0;
   }
-  /** Byte 2: Response (SCSI/TMF/Logout), Reason (Reject), Version-max (Login). */
-  get byte2(): number {
-    return this.bytes[2];
+  /** Response of a SCSI Response (§11.4.3), Task Management (§11.6.1) or Logout Response (§11.15.1). */
+  get response(): number {
+    return this.bytes[O.response];
   }
-  /** Byte 3: Status (SCSI Response, Data-In with S). */
-  get byte3(): number {
-    return this.bytes[3];
+  /** SCSI status of a SCSI Response or of a Data-In with the S bit (§11.4.2, §11.7.4). */
+  get status(): number {
+    return this.bytes[O.status];
+  }
+  /** Reason of a Reject (§11.17.1). */
+  get rejectReason(): number {
+    return this.bytes[O.rejectReason];
+  }
+  /** Version-max and Version-active of a Login Response (§11.13.2). */
+  get versionMax(): number {
+    return this.bytes[O.versionMax];
+  }
+  get versionActive(): number {
+    return this.bytes[O.versionActive];
   }
   /** TotalAHSLength in bytes (the field counts 4-byte words, §11.2.1.4). */
   get totalAhsLength(): number {
-    return this.bytes[4] * 4;
+    return this.bytes[O.totalAhsLength] * 4;
   }
   get dataSegmentLength(): number {
-    return (this.bytes[5] << 16) | (this.bytes[6] << 8) | this.bytes[7];
+    const b = this.bytes, o = O.dataSegmentLength;
+    return (b[o] << 16) | (b[o + 1] << 8) | b[o + 2];
   }
-  /** The 8-byte LUN field (bytes 8..15) as a view. */
+  /** The 8-byte LUN field as a view. */
   get lunBytes(): Uint8Array {
-    return this.bytes.subarray(8, 16);
+    return this.bytes.subarray(O.lun, O.lun + 8);
   }
-  /** Login: ISID (bytes 8..13). */
+  /** Login: ISID (6 bytes). */
   get isid(): Uint8Array {
-    return this.bytes.subarray(8, 14);
+    return this.bytes.subarray(O.isid, O.isid + 6);
   }
-  /** Login: TSIH (bytes 14..15). */
+  /** Login: TSIH. */
   get tsih(): number {
-    return this.#v.getUint16(14);
+    return this.#v.getUint16(O.tsih);
   }
   get itt(): number {
-    return this.#v.getUint32(16);
+    return this.#v.getUint32(O.itt);
   }
   /** Target Transfer Tag (Data-In, R2T, NOP-In, Text). */
   get ttt(): number {
-    return this.#v.getUint32(20);
+    return this.#v.getUint32(O.ttt);
   }
   get statSN(): number {
-    return this.#v.getUint32(24);
+    return this.#v.getUint32(O.statSN);
   }
   get expCmdSN(): number {
-    return this.#v.getUint32(28);
+    return this.#v.getUint32(O.expCmdSN);
   }
   get maxCmdSN(): number {
-    return this.#v.getUint32(32);
+    return this.#v.getUint32(O.maxCmdSN);
   }
-  /** Data-In DataSN / R2T R2TSN / SCSI Response ExpDataSN (bytes 36..39). */
+  /** Data-In DataSN (§11.7.5). */
   get dataSN(): number {
-    return this.#v.getUint32(36);
+    return this.#v.getUint32(O.dataSN);
+  }
+  /** R2T R2TSN (§11.8.4). */
+  get r2tSN(): number {
+    return this.#v.getUint32(O.r2tSN);
+  }
+  /** SCSI Response ExpDataSN (§11.4.6). */
+  get expDataSN(): number {
+    return this.#v.getUint32(O.expDataSN);
   }
   /** Data-In / R2T Buffer Offset. */
   get bufferOffset(): number {
-    return this.#v.getUint32(40);
+    return this.#v.getUint32(O.bufferOffset);
   }
   /** SCSI Response / Data-In Residual Count. */
   get residualCount(): number {
-    return this.#v.getUint32(44);
+    return this.#v.getUint32(O.residualCount);
   }
   /** R2T Desired Data Transfer Length. */
   get desiredDataTransferLength(): number {
-    return this.#v.getUint32(44);
+    return this.#v.getUint32(O.desiredDataTransferLength);
   }
   /** Login Response Status-Class and Status-Detail. */
   get statusClass(): number {
-    return this.bytes[36];
+    return this.bytes[O.statusClass];
   }
   get statusDetail(): number {
-    return this.bytes[37];
+    return this.bytes[O.statusDetail];
   }
-  /** Async Message: AsyncEvent, AsyncVCode, Parameter1..3 (§11.9). */
+  /** Async Message: AsyncEvent, Parameter1..3 (§11.9). */
   get asyncEvent(): number {
-    return this.bytes[36];
+    return this.bytes[O.asyncEvent];
   }
   get asyncParameter1(): number {
-    return this.#v.getUint16(38);
+    return this.#v.getUint16(O.asyncParameter1);
   }
   get asyncParameter2(): number {
-    return this.#v.getUint16(40);
+    return this.#v.getUint16(O.asyncParameter2);
   }
   get asyncParameter3(): number {
-    return this.#v.getUint16(42);
+    return this.#v.getUint16(O.asyncParameter3);
   }
   /** Logout Response Time2Wait / Time2Retain (§11.15). */
   get time2Wait(): number {
-    return this.#v.getUint16(40);
+    return this.#v.getUint16(O.time2Wait);
   }
   get time2Retain(): number {
-    return this.#v.getUint16(42);
+    return this.#v.getUint16(O.time2Retain);
   }
 
   /** Opcode name for messages. */
@@ -255,9 +330,10 @@ export function decodePdu(
 
 function setDsl(b: Uint8Array, n: number): void {
   if (n < 0 || n > 0xffffff) throw new RangeError(`DataSegmentLength ${n} out of range`);
-  b[5] = n >>> 16;
-  b[6] = (n >>> 8) & 0xff;
-  b[7] = n & 0xff;
+  const o = O.dataSegmentLength;
+  b[o] = n >>> 16;
+  b[o + 1] = (n >>> 8) & 0xff;
+  b[o + 2] = n & 0xff;
 }
 
 function u32(b: Uint8Array, off: number, v: number): void {
@@ -265,6 +341,25 @@ function u32(b: Uint8Array, off: number, v: number): void {
   b[off + 1] = (v >>> 16) & 0xff;
   b[off + 2] = (v >>> 8) & 0xff;
   b[off + 3] = v & 0xff;
+}
+
+function u16(b: Uint8Array, off: number, v: number): void {
+  b[off] = (v >>> 8) & 0xff;
+  b[off + 1] = v & 0xff;
+}
+
+/** Zero a BHS and set its opcode byte and flags byte (byte 1). */
+function start(b: Uint8Array, opcode: number, flags: number): void {
+  b.fill(0, 0, BHS_LENGTH);
+  b[O.opcode] = opcode;
+  b[O.flags] = flags;
+}
+
+/** The fields every initiator PDU below carries: ITT, CmdSN, ExpStatSN. */
+function sequence(b: Uint8Array, itt: number, cmdSN: number, expStatSN: number): void {
+  u32(b, O.itt, itt);
+  u32(b, O.cmdSN, cmdSN);
+  u32(b, O.expStatSN, expStatSN);
 }
 
 /**
@@ -302,18 +397,17 @@ export interface ScsiCommandFields {
 /** Write a SCSI Command BHS into `b` (48 bytes, zeroed here). */
 export function encodeScsiCommand(b: Uint8Array, f: ScsiCommandFields): void {
   if (f.cdb.length > 16) throw new RangeError("CDBs over 16 bytes need an AHS (not supported)");
-  b.fill(0, 0, BHS_LENGTH);
-  b[0] = OP_SCSI_CMD | (f.immediate ? FLAG_IMMEDIATE : 0);
-  b[1] = (f.final ? FLAG_FINAL : 0) | (f.read ? CMD_FLAG_READ : 0) |
-    (f.write ? CMD_FLAG_WRITE : 0) |
-    CMD_ATTR_SIMPLE;
+  start(
+    b,
+    OP_SCSI_CMD | (f.immediate ? FLAG_IMMEDIATE : 0),
+    (f.final ? FLAG_FINAL : 0) | (f.read ? CMD_FLAG_READ : 0) | (f.write ? CMD_FLAG_WRITE : 0) |
+      CMD_ATTR_SIMPLE,
+  );
   setDsl(b, f.dataSegmentLength);
-  encodeLun(b, 8, f.lun);
-  u32(b, 16, f.itt);
-  u32(b, 20, f.expectedDataTransferLength);
-  u32(b, 24, f.cmdSN);
-  u32(b, 28, f.expStatSN);
-  b.set(f.cdb, 32);
+  encodeLun(b, O.lun, f.lun);
+  sequence(b, f.itt, f.cmdSN, f.expStatSN);
+  u32(b, O.expectedDataTransferLength, f.expectedDataTransferLength);
+  b.set(f.cdb, O.cdb);
 }
 
 /** Fields of a SCSI Data-Out PDU (§11.8). */
@@ -330,16 +424,14 @@ export interface DataOutFields {
 
 /** Write a Data-Out BHS. */
 export function encodeDataOut(b: Uint8Array, f: DataOutFields): void {
-  b.fill(0, 0, BHS_LENGTH);
-  b[0] = OP_DATA_OUT;
-  b[1] = f.final ? FLAG_FINAL : 0;
+  start(b, OP_DATA_OUT, f.final ? FLAG_FINAL : 0);
   setDsl(b, f.dataSegmentLength);
-  encodeLun(b, 8, f.lun);
-  u32(b, 16, f.itt);
-  u32(b, 20, f.ttt);
-  u32(b, 28, f.expStatSN);
-  u32(b, 36, f.dataSN);
-  u32(b, 40, f.bufferOffset);
+  encodeLun(b, O.lun, f.lun);
+  u32(b, O.itt, f.itt);
+  u32(b, O.ttt, f.ttt);
+  u32(b, O.expStatSN, f.expStatSN); // bytes 24..27 are reserved in a Data-Out (§11.7)
+  u32(b, O.dataSN, f.dataSN);
+  u32(b, O.bufferOffset, f.bufferOffset);
 }
 
 /** Fields of a NOP-Out (§11.18). */
@@ -354,15 +446,11 @@ export interface NopOutFields {
 
 /** Write a NOP-Out BHS; always immediate (a ping must not consume a CmdSN, §11.18). */
 export function encodeNopOut(b: Uint8Array, f: NopOutFields): void {
-  b.fill(0, 0, BHS_LENGTH);
-  b[0] = OP_NOP_OUT | FLAG_IMMEDIATE;
-  b[1] = FLAG_FINAL;
+  start(b, OP_NOP_OUT | FLAG_IMMEDIATE, FLAG_FINAL);
   setDsl(b, f.dataSegmentLength);
-  if (f.lunBytes) b.set(f.lunBytes.subarray(0, 8), 8);
-  u32(b, 16, f.itt);
-  u32(b, 20, f.ttt);
-  u32(b, 24, f.cmdSN);
-  u32(b, 28, f.expStatSN);
+  if (f.lunBytes) b.set(f.lunBytes.subarray(0, 8), O.lun);
+  sequence(b, f.itt, f.cmdSN, f.expStatSN);
+  u32(b, O.ttt, f.ttt);
 }
 
 /** Fields of a Login Request (§11.12). */
@@ -392,19 +480,17 @@ export function loginNsg(flags: number): number {
 
 /** Write a Login Request BHS (always immediate, Version-max = Version-min = 0). */
 export function encodeLoginRequest(b: Uint8Array, f: LoginRequestFields): void {
-  b.fill(0, 0, BHS_LENGTH);
-  b[0] = OP_LOGIN_REQ | FLAG_IMMEDIATE;
-  b[1] = (f.transit ? LOGIN_FLAG_TRANSIT : 0) | (f.cont ? TEXT_FLAG_CONTINUE : 0) |
-    ((f.csg & LOGIN_STAGE_MASK) << LOGIN_CSG_SHIFT) | (f.nsg & LOGIN_STAGE_MASK);
+  start(
+    b,
+    OP_LOGIN_REQ | FLAG_IMMEDIATE,
+    (f.transit ? LOGIN_FLAG_TRANSIT : 0) | (f.cont ? TEXT_FLAG_CONTINUE : 0) |
+      ((f.csg & LOGIN_STAGE_MASK) << LOGIN_CSG_SHIFT) | (f.nsg & LOGIN_STAGE_MASK),
+  );
   setDsl(b, f.dataSegmentLength);
-  b.set(f.isid.subarray(0, 6), 8);
-  b[14] = f.tsih >>> 8;
-  b[15] = f.tsih & 0xff;
-  u32(b, 16, f.itt);
-  b[20] = f.cid >>> 8;
-  b[21] = f.cid & 0xff;
-  u32(b, 24, f.cmdSN);
-  u32(b, 28, f.expStatSN);
+  b.set(f.isid.subarray(0, 6), O.isid);
+  u16(b, O.tsih, f.tsih);
+  u16(b, O.cid, f.cid);
+  sequence(b, f.itt, f.cmdSN, f.expStatSN);
 }
 
 /** Fields of a Text Request (§11.10). */
@@ -421,14 +507,14 @@ export interface TextRequestFields {
 
 /** Write a Text Request BHS. */
 export function encodeTextRequest(b: Uint8Array, f: TextRequestFields): void {
-  b.fill(0, 0, BHS_LENGTH);
-  b[0] = OP_TEXT_REQ | (f.immediate ? FLAG_IMMEDIATE : 0);
-  b[1] = (f.final ? FLAG_FINAL : 0) | (f.cont ? TEXT_FLAG_CONTINUE : 0);
+  start(
+    b,
+    OP_TEXT_REQ | (f.immediate ? FLAG_IMMEDIATE : 0),
+    (f.final ? FLAG_FINAL : 0) | (f.cont ? TEXT_FLAG_CONTINUE : 0),
+  );
   setDsl(b, f.dataSegmentLength);
-  u32(b, 16, f.itt);
-  u32(b, 20, f.ttt);
-  u32(b, 24, f.cmdSN);
-  u32(b, 28, f.expStatSN);
+  sequence(b, f.itt, f.cmdSN, f.expStatSN);
+  u32(b, O.ttt, f.ttt);
 }
 
 /** Fields of a Logout Request (§11.14). */
@@ -442,14 +528,9 @@ export interface LogoutRequestFields {
 
 /** Write a Logout Request BHS (immediate, so it is not stuck behind a closed window). */
 export function encodeLogoutRequest(b: Uint8Array, f: LogoutRequestFields): void {
-  b.fill(0, 0, BHS_LENGTH);
-  b[0] = OP_LOGOUT_REQ | FLAG_IMMEDIATE;
-  b[1] = FLAG_FINAL | (f.reason & 0x7f);
-  u32(b, 16, f.itt);
-  b[20] = f.cid >>> 8;
-  b[21] = f.cid & 0xff;
-  u32(b, 24, f.cmdSN);
-  u32(b, 28, f.expStatSN);
+  start(b, OP_LOGOUT_REQ | FLAG_IMMEDIATE, FLAG_FINAL | (f.reason & FUNCTION_MASK));
+  u16(b, O.cid, f.cid);
+  sequence(b, f.itt, f.cmdSN, f.expStatSN);
 }
 
 /** Fields of a Task Management Function Request (§11.5). */
@@ -465,15 +546,11 @@ export interface TaskMgmtFields {
 
 /** Write a Task Management Function Request BHS (immediate, §11.5). */
 export function encodeTaskMgmt(b: Uint8Array, f: TaskMgmtFields): void {
-  b.fill(0, 0, BHS_LENGTH);
-  b[0] = OP_TASK_MGMT_REQ | FLAG_IMMEDIATE;
-  b[1] = FLAG_FINAL | (f.func & 0x7f);
-  encodeLun(b, 8, f.lun);
-  u32(b, 16, f.itt);
-  u32(b, 20, f.referencedTaskTag);
-  u32(b, 24, f.cmdSN);
-  u32(b, 28, f.expStatSN);
-  u32(b, 32, f.refCmdSN);
+  start(b, OP_TASK_MGMT_REQ | FLAG_IMMEDIATE, FLAG_FINAL | (f.func & FUNCTION_MASK));
+  encodeLun(b, O.lun, f.lun);
+  sequence(b, f.itt, f.cmdSN, f.expStatSN);
+  u32(b, O.referencedTaskTag, f.referencedTaskTag);
+  u32(b, O.refCmdSN, f.refCmdSN);
 }
 
 export { RESERVED_TAG };

@@ -44,8 +44,6 @@ import {
   OP_SCSI_CMD,
   OP_SCSI_RESP,
   OP_TASK_MGMT_RESP,
-  OPCODE_MASK,
-  OPCODE_NAMES,
   REJECT_ACTIONS,
   REJECT_REASON_NAMES,
   RESERVED_TAG,
@@ -78,7 +76,7 @@ import {
   encodeNopOut,
   encodeScsiCommand,
   encodeTaskMgmt,
-  type PduHeader,
+  PduHeader,
 } from "./pdu.ts";
 import { formatPortal, type Portal } from "./uri.ts";
 
@@ -823,7 +821,7 @@ export class Session implements ScsiTransport {
       if (!h.final) throw new IscsiProtocolError("Data-In with S bit but without F bit");
       this.#ackStatus(h);
       this.#checkResidual(t, h);
-      this.#complete(t, h.byte3, h.flags, h.residualCount);
+      this.#complete(t, h.status, h.flags, h.residualCount);
     }
   }
 
@@ -850,11 +848,11 @@ export class Session implements ScsiTransport {
     } else if (data.length === 1) {
       throw new IscsiProtocolError("SCSI Response data segment of 1 byte");
     }
-    if (h.byte2 !== RESPONSE_COMPLETED) {
+    if (h.response !== RESPONSE_COMPLETED) {
       if (this.#finish(t)) {
         t.reject(
           new OperationalError(
-            `target failure (iSCSI response 0x${h.byte2.toString(16)}) for CDB 0x${
+            `target failure (iSCSI response 0x${h.response.toString(16)}) for CDB 0x${
               t.cmd.cdb[0].toString(16)
             }`,
           ),
@@ -862,7 +860,7 @@ export class Session implements ScsiTransport {
       }
       return;
     }
-    this.#complete(t, h.byte3, h.flags, h.residualCount, sense);
+    this.#complete(t, h.status, h.flags, h.residualCount, sense);
   }
 
   #onR2T(h: PduHeader): void {
@@ -880,8 +878,8 @@ export class Session implements ScsiTransport {
         `R2T for ${n} bytes exceeds MaxBurstLength ${this.#params.maxBurstLength}`,
       );
     }
-    if (h.dataSN !== t.nextR2TSN) {
-      throw new IscsiProtocolError(`R2TSN ${h.dataSN}, expected ${t.nextR2TSN}`);
+    if (h.r2tSN !== t.nextR2TSN) {
+      throw new IscsiProtocolError(`R2TSN ${h.r2tSN}, expected ${t.nextR2TSN}`);
     }
     if (h.ttt === RESERVED_TAG) {
       throw new IscsiProtocolError("R2T with the reserved Target Transfer Tag");
@@ -983,15 +981,16 @@ export class Session implements ScsiTransport {
   }
 
   #onReject(h: PduHeader, data: Uint8Array): void {
-    const reason = REJECT_REASON_NAMES[h.byte2] ?? `reason 0x${h.byte2.toString(16)}`;
+    const reason = REJECT_REASON_NAMES[h.rejectReason] ?? `reason 0x${h.rejectReason.toString(16)}`;
     if (data.length < BHS_LENGTH) {
       throw new IscsiProtocolError("Reject without the rejected header");
     }
-    const rejected = new DataView(data.buffer, data.byteOffset, BHS_LENGTH);
-    const itt = rejected.getUint32(16);
-    const opcode = data[0] & OPCODE_MASK;
-    const what = OPCODE_NAMES[opcode] ?? `opcode 0x${opcode.toString(16)}`;
-    const action = REJECT_ACTIONS[h.byte2];
+    // The data segment is the header of the PDU rejected (one of ours).
+    const rejected = new PduHeader(data.subarray(0, BHS_LENGTH));
+    const itt = rejected.itt;
+    const opcode = rejected.opcode;
+    const what = rejected.name;
+    const action = REJECT_ACTIONS[h.rejectReason];
     const err = new OperationalError(`target rejected a ${what}: ${reason}`);
     if (action === "recover") {
       // §7.8 / §6.7: at ERL 0 the data cannot be resent on its own; the
@@ -1184,7 +1183,7 @@ export class Session implements ScsiTransport {
       timeoutMs,
       "task management",
     );
-    return h.byte2;
+    return h.response;
   }
 
   /** A command ran past its timeout: queue its escalation behind any running one. */
@@ -1288,7 +1287,9 @@ export class Session implements ScsiTransport {
       timeoutMs,
       "logout",
     );
-    if (h.byte2 !== 0) this.#log.warn(`logout response ${h.byte2} (session not closed cleanly)`);
+    if (h.response !== 0) {
+      this.#log.warn(`logout response ${h.response} (session not closed cleanly)`);
+    }
     // §11.15: Time2Wait before a new login (0 when not given).
     if (h.time2Wait) this.#time2Wait = h.time2Wait;
   }
