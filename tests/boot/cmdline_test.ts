@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "./assert.ts";
+import { assertEquals, assertThrows } from "../helpers/assert.ts";
 import fc from "fast-check";
 import { fuzzOptions } from "../helpers/fuzz.ts";
 import { BOOT_DEFAULTS, parseBootCmdline } from "../../src/boot/cmdline.ts";

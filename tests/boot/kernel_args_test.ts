@@ -1,5 +1,5 @@
 /** splitKernelCmdline (src/boot/kernel_args.ts): the kernel's own next_arg() splitting. */
-import { assertEquals } from "./assert.ts";
+import { assertEquals } from "../helpers/assert.ts";
 import fc from "fast-check";
 import { fuzzOptions } from "../helpers/fuzz.ts";
 import { splitKernelCmdline } from "../../src/boot/kernel_args.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { assertEquals } from "./assert.ts";
+import { assertEquals } from "../helpers/assert.ts";
 import { parseFileMappings } from "../../src/sys/process.ts";
 
 const HELPER = new URL("./process_helper.ts", import.meta.url).pathname;

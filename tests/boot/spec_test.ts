@@ -3,7 +3,7 @@
  * loginWithRetry's order, backoff, CHAP refusal and deadline.
  */
 import assert from "node:assert/strict";
-import { assertEquals, assertThrows } from "./assert.ts";
+import { assertEquals, assertThrows } from "../helpers/assert.ts";
 import { parseBootCmdline } from "../../src/boot/cmdline.ts";
 import { resolveBoot } from "../../src/boot/spec.ts";
 import { loadIbft } from "../../src/ibft/sources.ts";

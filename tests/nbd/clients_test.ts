@@ -2,7 +2,7 @@
  * Real NBD clients (libnbd's nbdinfo, nbdcopy, nbdsh; qemu-img; fio's nbd
  * engine) against `isboot serve memory:...`. Data lives on /dev/shm.
  */
-import { assert_, assertEquals } from "./assert.ts";
+import { assert_, assertEquals } from "../helpers/assert.ts";
 import { mustRun, startServe, tool } from "./serve_helper.ts";
 import { runCli } from "../helpers/cli.ts";
 

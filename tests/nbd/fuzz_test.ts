@@ -5,7 +5,7 @@
  * spec's, and data matches a model of the disk.
  */
 import fc from "fast-check";
-import { assert_, assertEquals } from "./assert.ts";
+import { assert_, assertEquals } from "../helpers/assert.ts";
 import * as C from "../../src/nbd/constants.ts";
 import { encodeRequest } from "../../src/nbd/protocol.ts";
 import { MemoryDevice } from "../../src/memory_device.ts";

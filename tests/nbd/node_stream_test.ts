@@ -4,7 +4,7 @@
  * each connection to NbdServer through the adapter, and nbdcopy/nbdsh drive it.
  */
 import net from "node:net";
-import { assertEquals } from "./assert.ts";
+import { assertEquals } from "../helpers/assert.ts";
 import { MemoryDevice } from "../../src/memory_device.ts";
 import { NbdServer } from "../../src/nbd/server.ts";
 import { nodeSocketStream } from "../../src/nbd/stream.ts";

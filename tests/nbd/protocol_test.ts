@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "./assert.ts";
+import { assertEquals, assertThrows } from "../helpers/assert.ts";
 import * as C from "../../src/nbd/constants.ts";
 import {
   decodeString,

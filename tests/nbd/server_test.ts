@@ -3,7 +3,7 @@
  * out-of-order replies, bounded memory against a client that never reads,
  * protocol violations, shutdown, and the no-handshake kernel entry point.
  */
-import { assert_, assertEquals } from "./assert.ts";
+import { assert_, assertEquals } from "../helpers/assert.ts";
 import * as C from "../../src/nbd/constants.ts";
 import { MemoryDevice } from "../../src/memory_device.ts";
 import { BufferPool, IoBudget } from "../../src/nbd/buffers.ts";

@@ -3,7 +3,7 @@
  * clients as clients_test.ts, and the data checked in the target's backing
  * files (on /dev/shm).
  */
-import { assert_, assertEquals } from "./assert.ts";
+import { assert_, assertEquals } from "../helpers/assert.ts";
 import { mustRun, startServe, tool } from "./serve_helper.ts";
 import { withTgtd } from "../../peers/tgtd.ts";
 

@@ -4,7 +4,7 @@
  * (tests/net/configure_helper.ts under `ip netns exec`), and reads the result
  * back with `ip -j`. Nothing leaves the namespace; it is deleted afterwards.
  */
-import { assertEquals } from "../boot/assert.ts";
+import { assertEquals } from "../helpers/assert.ts";
 import assert from "node:assert/strict";
 
 const HELPER = new URL("./configure_helper.ts", import.meta.url).pathname;
