@@ -39,6 +39,7 @@ import {
 import { type Crc32c, defaultCrc32c } from "../../src/iscsi/digest.ts";
 import { PduHeader } from "../../src/iscsi/pdu.ts";
 import { decodeText, encodeText, type TextPair } from "../../src/iscsi/text.ts";
+import { type SendFaults, TargetWire } from "../helpers/iscsi_target_wire.ts";
 
 /** How the fake breaks the protocol. */
 export type Scenario =
@@ -108,10 +109,6 @@ const BLOCK = 512;
 const OUR_MRDSL = 262144;
 const encoder = new TextEncoder();
 
-function pad4(n: number): number {
-  return (n + 3) & ~3;
-}
-
 function u32(b: Uint8Array, off: number, v: number): void {
   new DataView(b.buffer, b.byteOffset).setUint32(off, v >>> 0);
 }
@@ -123,11 +120,9 @@ function dsl(b: Uint8Array, n: number): void {
 }
 
 /** One connection's state. */
-class Conn {
+class Conn extends TargetWire {
   readonly id: number;
   readonly misbehave: boolean;
-  headerDigest = false;
-  dataDigest = false;
   /** The initiator's MaxRecvDataSegmentLength (8192 until it declares one, §13.12). */
   peerMrdsl = 8192;
   maxBurst = 262144;
@@ -148,80 +143,11 @@ class Conn {
   textTtt = 0x100;
   misbehaved = false;
   nextTtt = 1;
-  #r = new Uint8Array(0);
-  #rPos = 0;
-  #rEnd = 0;
 
-  constructor(
-    readonly tcp: Deno.Conn,
-    id: number,
-    misbehave: boolean,
-    readonly crc: Crc32c,
-  ) {
+  constructor(tcp: Deno.Conn, id: number, misbehave: boolean, crc: Crc32c) {
+    super(tcp, crc);
     this.id = id;
     this.misbehave = misbehave;
-  }
-
-  async readExactly(n: number): Promise<Uint8Array | null> {
-    const out = new Uint8Array(n);
-    let have = 0;
-    while (have < n) {
-      if (this.#rPos < this.#rEnd) {
-        const k = Math.min(n - have, this.#rEnd - this.#rPos);
-        out.set(this.#r.subarray(this.#rPos, this.#rPos + k), have);
-        this.#rPos += k;
-        have += k;
-        continue;
-      }
-      if (this.#r.length === 0) this.#r = new Uint8Array(65536);
-      const got = await this.tcp.read(this.#r);
-      if (got === null) return null;
-      this.#rPos = 0;
-      this.#rEnd = got;
-    }
-    return out;
-  }
-
-  /** Reads one initiator PDU; null at EOF. */
-  async readPdu(): Promise<{ h: PduHeader; data: Uint8Array } | null> {
-    const bhs = await this.readExactly(BHS_LENGTH);
-    if (!bhs) return null;
-    const h = new PduHeader(bhs);
-    const rest = h.totalAhsLength + (this.headerDigest ? 4 : 0);
-    if (rest && !(await this.readExactly(rest))) return null;
-    const n = h.dataSegmentLength;
-    const wire = pad4(n) + (this.dataDigest && n > 0 ? 4 : 0);
-    const body = wire ? await this.readExactly(wire) : new Uint8Array(0);
-    if (!body) return null;
-    return { h, data: body.subarray(0, n) };
-  }
-
-  /** Sends a BHS (48 bytes, DSL filled here) with data, digests as negotiated. */
-  async send(
-    bhs: Uint8Array,
-    data: Uint8Array = new Uint8Array(0),
-    opts: { badHeaderDigest?: boolean; badDataDigest?: boolean; dslOverride?: number } = {},
-  ): Promise<void> {
-    dsl(bhs, opts.dslOverride ?? data.length);
-    const hd = this.headerDigest ? 4 : 0;
-    const dd = this.dataDigest && data.length > 0 ? 4 : 0;
-    const out = new Uint8Array(BHS_LENGTH + hd + pad4(data.length) + dd);
-    out.set(bhs);
-    const view = new DataView(out.buffer);
-    if (hd) {
-      view.setUint32(BHS_LENGTH, this.crc.digest(bhs) ^ (opts.badHeaderDigest ? 1 : 0), true);
-    }
-    out.set(data, BHS_LENGTH + hd);
-    if (dd) {
-      const seg = out.subarray(BHS_LENGTH + hd, BHS_LENGTH + hd + pad4(data.length));
-      view.setUint32(
-        BHS_LENGTH + hd + pad4(data.length),
-        this.crc.digest(seg) ^ (opts.badDataDigest ? 1 : 0),
-        true,
-      );
-    }
-    let off = 0;
-    while (off < out.length) off += await this.tcp.write(out.subarray(off));
   }
 
   /** StatSNs used up, in order, and the CmdSNs of non-immediate commands received. */
@@ -920,8 +846,7 @@ export class FakeTarget {
         u32(b, 40, off);
         if (last) u32(b, 44, under ? edtl - n : 0);
         const seg = payload.subarray(off, off + len);
-        const opts: { badHeaderDigest?: boolean; badDataDigest?: boolean; dslOverride?: number } =
-          {};
+        const opts: SendFaults = {};
         if (bad("data-in-past-buffer")) {
           // In order up to 8 bytes before the end, then 512 bytes from there:
           // only a bounds check on BufferOffset + DataSegmentLength catches it.
@@ -953,7 +878,7 @@ export class FakeTarget {
           const hd = c.headerDigest ? 4 : 0;
           const out = new Uint8Array(BHS_LENGTH + hd + 100);
           out.set(b);
-          if (hd) new DataView(out.buffer).setUint32(BHS_LENGTH, c.crc.digest(b), true);
+          if (hd) new DataView(out.buffer).setUint32(BHS_LENGTH, c.crc!.digest(b), true);
           let w = 0;
           while (w < out.length) w += await c.tcp.write(out.subarray(w));
           return;

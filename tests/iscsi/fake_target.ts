@@ -7,7 +7,9 @@
  * a free port; `close()` ends the listener and every connection.
  */
 import type { Crc32c } from "../../src/iscsi/digest.ts";
+import { BHS_OFFSET } from "../../src/iscsi/pdu.ts";
 import { decodeText, encodeText, type TextPair } from "../../src/iscsi/text.ts";
+import { TargetWire } from "../helpers/iscsi_target_wire.ts";
 
 export interface FakePdu {
   bhs: Uint8Array;
@@ -21,89 +23,50 @@ export interface FakePdu {
 }
 
 /** One accepted connection, with helpers to read and write PDUs. */
-export class FakeConn {
-  readonly conn: Deno.TcpConn;
-  #buf = new Uint8Array(0);
+export class FakeConn extends TargetWire {
   statSN = 0;
-  /** When set, PDUs carry CRC32C header and data digests (after a login that agreed to them). */
-  crc: Crc32c | null = null;
   /** Corrupt the data digest of the next PDU sent with data. */
   corruptNextDataDigest = false;
+
   constructor(conn: Deno.TcpConn) {
-    this.conn = conn;
+    super(conn);
   }
 
-  async #need(n: number): Promise<boolean> {
-    while (this.#buf.length < n) {
-      const chunk = new Uint8Array(65536);
-      const got = await this.conn.read(chunk).catch(() => null);
-      if (got === null) return false;
-      const b = new Uint8Array(this.#buf.length + got);
-      b.set(this.#buf);
-      b.set(chunk.subarray(0, got), this.#buf.length);
-      this.#buf = b;
-    }
-    return true;
+  /** The TCP connection (a script may write raw bytes or close it). */
+  get conn(): Deno.Conn {
+    return this.tcp;
+  }
+
+  /** Send and expect CRC32C header and data digests from now on. */
+  useDigests(crc: Crc32c): void {
+    this.crc = crc;
+    this.headerDigest = true;
+    this.dataDigest = true;
   }
 
   /** Next PDU from the initiator, or null at EOF. */
   async read(): Promise<FakePdu | null> {
-    if (!(await this.#need(48))) return null;
-    const dsl = (this.#buf[5] << 16) | (this.#buf[6] << 8) | this.#buf[7];
-    const dg = this.crc ? 4 : 0;
-    const total = 48 + this.#buf[4] * 4 + dg + dsl + ((4 - (dsl & 3)) & 3) + (dsl ? dg : 0);
-    if (!(await this.#need(total))) return null;
-    const bhs = this.#buf.slice(0, 48);
-    const data = this.#buf.slice(48 + bhs[4] * 4 + dg, 48 + bhs[4] * 4 + dg + dsl);
-    this.#buf = this.#buf.slice(total);
-    const v = new DataView(bhs.buffer);
+    const p = await this.readPdu();
+    if (!p) return null;
+    const { bhs, h, data } = p;
+    const v = new DataView(bhs.buffer, bhs.byteOffset, bhs.length);
     return {
       bhs,
       data,
-      opcode: bhs[0] & 0x3f,
-      itt: v.getUint32(16),
-      cmdSN: v.getUint32(24),
-      expStatSN: v.getUint32(28),
-      flags: bhs[1],
+      opcode: h.opcode,
+      itt: h.itt,
+      cmdSN: v.getUint32(BHS_OFFSET.cmdSN),
+      expStatSN: v.getUint32(BHS_OFFSET.expStatSN),
+      flags: h.flags,
       pairs: () => decodeText(data),
     };
   }
 
-  #sending: Promise<void> = Promise.resolve();
-
-  /**
-   * Send a header (48 bytes) and data (padded here). Sends are queued, so a
-   * script may answer from a timer while it reads on.
-   */
-  send(bhs: Uint8Array, data: Uint8Array = new Uint8Array(0)): Promise<void> {
-    const b = bhs.slice(0, 48);
-    const next = this.#sending.then(() => this.#send(b, data));
-    this.#sending = next.catch(() => {});
-    return next;
-  }
-
-  async #send(bhs: Uint8Array, data: Uint8Array): Promise<void> {
-    const dsl = data.length;
-    bhs[5] = dsl >>> 16;
-    bhs[6] = (dsl >>> 8) & 0xff;
-    bhs[7] = dsl & 0xff;
-    const pad = (4 - (dsl & 3)) & 3;
-    const dg = this.crc ? 4 : 0;
-    const out = new Uint8Array(48 + dg + dsl + pad + (dsl ? dg : 0));
-    const v = new DataView(out.buffer);
-    out.set(bhs);
-    if (this.crc) v.setUint32(48, this.crc.digest(bhs.subarray(0, 48)), true);
-    out.set(data, 48 + dg);
-    if (this.crc && dsl) {
-      let d = this.crc.digest(out.subarray(48 + dg, 48 + dg + dsl + pad));
-      if (this.corruptNextDataDigest) {
-        d ^= 1;
-        this.corruptNextDataDigest = false;
-      }
-      v.setUint32(48 + dg + dsl + pad, d >>> 0, true);
-    }
-    let off = 0;
-    while (off < out.length) off += await this.conn.write(out.subarray(off));
+  /** Send a header (48 bytes) and data (padded here); queued behind earlier sends. */
+  override send(bhs: Uint8Array, data: Uint8Array = new Uint8Array(0)): Promise<void> {
+    const bad = this.corruptNextDataDigest && data.length > 0 && this.crc !== null;
+    if (bad) this.corruptNextDataDigest = false;
+    return super.send(bhs, data, { badDataDigest: bad });
   }
 
   /** A Login Response to `req`. */
@@ -156,16 +119,8 @@ export class FakeConn {
       pairs: echoOffers(req.pairs(), o.crc !== undefined),
       window: o.window,
     });
-    if (o.crc) this.crc = o.crc;
+    if (o.crc) this.useDigests(o.crc);
     return req.cmdSN;
-  }
-
-  close(): void {
-    try {
-      this.conn.close();
-    } catch {
-      // gone
-    }
   }
 }
 
