@@ -56,10 +56,9 @@ test: test-deps check dist/isboot
 	ISBOOT_BIN=$(CURDIR)/dist/isboot scripts/run-tests.sh tests/
 
 # The runs kept out of `make test` for their time (their names say "(make
-# soak)"): three of the e2e boots with the harness's images, the user-path
-# dracut boot, the ifupdown-static and NetworkManager roots, and 22 of the 36
-# fault-matrix rows. `make test` proves the same paths with the other boots and
-# rows.
+# soak)"): the four e2e boots of the harness's own images and 22 of the 36
+# fault-matrix rows. `make test` proves the same paths with the user-path boots
+# (package, make install, dracut) and the other rows.
 soak: test-deps dist/isboot
 	ISBOOT_SOAK=1 ISBOOT_BIN=$(CURDIR)/dist/isboot scripts/run-tests.sh --filter "make soak" \
 	  tests/e2e/ tests/faults/matrix_test.ts

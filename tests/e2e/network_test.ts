@@ -28,8 +28,6 @@ import assert from "node:assert/strict";
 import { type BootCase, bootOnce, type BootOutcome, type RootVariant } from "./lib.ts";
 
 const enabled = Deno.env.get("ISBOOT_E2E") !== "0";
-/** `make soak` sets it: the boots kept out of `make test` run too. */
-const soak = Deno.env.get("ISBOOT_SOAK") === "1";
 
 /** The name the guest gives the virtio NIC (PCI slot 3 on qemu's i440fx). */
 const IFACE = "ens3";
@@ -124,11 +122,6 @@ interface NetCase {
   check(r: BootOutcome, why: string): void;
   /** The guard must have put something back. */
   hostile?: boolean;
-  /**
-   * Run only by `make soak` (ISBOOT_SOAK=1): kept out of `make test` for its
-   * time; the same guard and hand-off are proven there by the other boots.
-   */
-  soak?: boolean;
 }
 
 const CASES: NetCase[] = [
@@ -185,7 +178,6 @@ fi`,
   },
   {
     name: "ifupdown, a static stanza for the boot address; ifdown by hand",
-    soak: true,
     root: variant(
       "net-ifupdown-static",
       IFUPDOWN,
@@ -243,7 +235,6 @@ networkctl status "$iface" --no-pager | head -20`,
   },
   {
     name: "NetworkManager, Debian's default configuration; nmcli networking off/on",
-    soak: true,
     root: variant(
       "net-nm",
       ["network-manager", "dbus", "libpam-systemd", "iproute2"],
@@ -305,8 +296,8 @@ for (const c of CASES) {
     // "harness image": the initramfs is built by the test and isboot is copied
     // into the root as `make install PREFIX=/usr` lays it out; the user's own
     // install steps are booted by tests/e2e/user_path_test.ts.
-    name: `e2e network, harness image${c.soak ? " (make soak)" : ""}: ${c.name}`,
-    ignore: !enabled || (c.soak === true && !soak),
+    name: `e2e network, harness image: ${c.name}`,
+    ignore: !enabled,
     sanitizeResources: false,
     sanitizeOps: false,
     fn: async () => {

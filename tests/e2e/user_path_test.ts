@@ -37,8 +37,6 @@ import {
 } from "./lib.ts";
 
 const enabled = Deno.env.get("ISBOOT_E2E") !== "0";
-/** `make soak` sets it: the boots kept out of `make test` run too. */
-const soak = Deno.env.get("ISBOOT_SOAK") === "1";
 const dec = new TextDecoder();
 
 async function ok(cmd: string, args: string[], cwd?: string): Promise<string> {
@@ -179,12 +177,10 @@ Deno.test({
 });
 
 Deno.test({
-  name:
-    "user path (make soak), dracut: apt install dracut, then apt install ./dist/isboot_*_amd64.deb and " +
+  name: "user path, dracut: apt install dracut, then apt install ./dist/isboot_*_amd64.deb and " +
     "dracut -a isboot --force --regenerate-all in a Debian 12 root; that initrd boots it " +
     "(BIOS, mutual CHAP)",
-  // `make test` boots dracut images through tests/e2e/boot_test.ts (UEFI, mutual CHAP).
-  ignore: !enabled || !soak,
+  ignore: !enabled,
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
