@@ -17,7 +17,7 @@ import { InvalidInputError, OperationalError, UsageError } from "../errors.ts";
 import { type ChapAlgorithmName, DEFAULT_CHAP_ALGORITHMS, parseChapAlgorithms } from "./chap.ts";
 import type { ChapCredentials } from "./login.ts";
 import type { DigestChoice } from "./negotiate.ts";
-import type { SessionConfig } from "./session.ts";
+import type { SessionConfig } from "./session_config.ts";
 import { type IscsiTargetUri, parsePortal, parseTargetUri, type Portal } from "./uri.ts";
 
 /** Authentication and negotiation settings from the shared options. */

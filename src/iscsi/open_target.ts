@@ -5,7 +5,8 @@
  */
 import type { Logger } from "../log.ts";
 import type { SessionParams } from "./negotiate.ts";
-import { loginSession, type Session, type SessionConfig, type SessionInfo } from "./session.ts";
+import { loginSession, type Session } from "./session.ts";
+import { type SessionConfig, type SessionInfo } from "./session_config.ts";
 import { Lun, type LunInventory, type LunOptions, reportLuns } from "../scsi/lun.ts";
 
 /** Options for openTarget(). */

@@ -3,9 +3,13 @@
  * implements {@link ScsiTransport} for the SCSI layer.
  *
  * Split of concerns (so that recovery can replace a connection):
- * - Session (this file): the commands and their state (ITT, CmdSN, transfer
- *   progress), the ISID/TSIH, negotiated parameters, CmdSN window and
- *   ExpStatSN. It outlives connections in the design.
+ * - Session (this file): what happens to each command (issue, Data-Out,
+ *   answers, timeouts and task management, Rejects, replay), the ISID/TSIH,
+ *   negotiated parameters, CmdSN window and ExpStatSN. It outlives
+ *   connections.
+ * - The task table (tasks.ts): where each command is (queued, in flight,
+ *   deferred) and the ITTs.
+ * - The reconnect loop (recovery.ts): Time2Wait, portals, backoff.
  * - Connection (connection.ts): socket and PDU framing only.
  * A lost connection (see {@link Session.#fail}) starts recovery: the tasks
  * are kept, new ones held, the session logs in again with the same ISID
@@ -21,7 +25,7 @@
  * MaxCmdSN.
  */
 import { reactor } from "../sys/reactor.ts";
-import { AuthError, IsbootError, OperationalError } from "../errors.ts";
+import { IsbootError, OperationalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ScsiCommand, ScsiResponse, ScsiTransport } from "../scsi/transport.ts";
 import {
@@ -57,19 +61,12 @@ import {
   TMF_RESP_NAMES,
   TMF_RESP_NO_TASK,
 } from "./constants.ts";
-import type { ChapAlgorithmName } from "./chap.ts";
 import type { Connection } from "./connection.ts";
 import { type Crc32c, defaultCrc32c } from "./digest.ts";
 import { IscsiProtocolError } from "./errors.ts";
 import { claimIsid, type IsidClaim } from "./isid.ts";
-import {
-  type ChapCredentials,
-  login,
-  type LoginConfig,
-  type LoginResult,
-  randomIsid,
-} from "./login.ts";
-import type { DigestChoice, SessionParams } from "./negotiate.ts";
+import { login, type LoginResult, randomIsid } from "./login.ts";
+import type { SessionParams } from "./negotiate.ts";
 import {
   encodeDataOut,
   encodeLogoutRequest,
@@ -78,153 +75,16 @@ import {
   encodeTaskMgmt,
   PduHeader,
 } from "./pdu.ts";
-import { formatPortal, type Portal } from "./uri.ts";
-
-/** RFC 1982 serial number comparison for 32-bit sequence numbers: a < b. */
-export function serialLt(a: number, b: number): boolean {
-  return ((a - b) | 0) < 0;
-}
-/** a <= b in serial arithmetic. */
-export function serialLe(a: number, b: number): boolean {
-  return ((a - b) | 0) <= 0;
-}
-
-/** Defaults of the recovery timers (docs/iscsi.md, "Recovery", says why). */
-export const RECOVERY_DEFAULTS = {
-  /** Idle time after which a NOP-Out checks the connection (open-iscsi noop_out_interval). */
-  nopIntervalMs: 5_000,
-  /** A NOP-Out unanswered this long ends the connection (open-iscsi noop_out_timeout). */
-  nopTimeoutMs: 10_000,
-  /** First reconnect delay after a failed attempt; doubled per round of portals. */
-  backoffInitialMs: 250,
-  /** Longest delay between reconnect rounds. */
-  backoffMaxMs: 5_000,
-  /** Consecutive authentication failures on relogin before the session gives up. */
-  authFailures: 3,
-  /**
-   * While recovering, or while commands wait for a closed CmdSN window, a
-   * line this often says what the session waits for (a stuck root disk
-   * says why on the console).
-   */
-  progressIntervalMs: 5_000,
-  /**
-   * The longest the commands in flight get to finish when the target asks
-   * for a logout or a renegotiation, before the Logout goes out; what is
-   * left is replayed after the relogin. Half of the target's Parameter3 when
-   * that is shorter (it drops the connection after Parameter3).
-   */
-  logoutDrainMs: 2_000,
-  /** How long a Logout Response is waited for. */
-  logoutTimeoutMs: 5_000,
-  /** First delay before a command rejected as "not now" is sent again; doubled per retry. */
-  rejectRetryInitialMs: 100,
-  /** Longest delay between resends of a rejected command. */
-  rejectRetryMaxMs: 2_000,
-  /**
-   * Longest wait for the answer to ABORT TASK or LOGICAL UNIT RESET
-   * (open-iscsi's abort_timeout); shorter when the command timeout is.
-   */
-  tmfTimeoutMs: 15_000,
-  /**
-   * A command re-issued after an abort or a reset gets twice its previous
-   * timeout, up to this many times the configured one: a command that is
-   * merely slow (a large UNMAP or SYNCHRONIZE CACHE on a busy target)
-   * completes in the end instead of being aborted for ever.
-   */
-  commandTimeoutGrowth: 16,
-} as const;
-
-/** What a session needs: where, who, how to authenticate, what to negotiate. */
-export interface SessionConfig {
-  portal: Portal;
-  /**
-   * Other portals of the same target (iBFT's second target, `--portal`),
-   * tried in order when the current one cannot be reached during recovery;
-   * every recovery starts again at `portal`.
-   */
-  portals?: readonly Portal[];
-  targetName: string;
-  /** The LUN the user named (commands carry their own; kept for display). */
-  lun: number;
-  initiatorName: string;
-  chap?: ChapCredentials;
-  mutual?: ChapCredentials;
-  chapAlgorithms: readonly ChapAlgorithmName[];
-  headerDigest: DigestChoice;
-  dataDigest: DigestChoice;
-  /**
-   * Makes the ISID stable (claimIsid(initiatorName, purpose), isid.ts): a
-   * later login for the same purpose reinstates this session, while another
-   * live session of this host with the same purpose gets its own ISID; omit
-   * for one-off sessions (random ISID).
-   */
-  isidPurpose?: string;
-  /** Where ISID slot locks live (default ISBOOT_RUN_DIR or /run/isboot). */
-  runDir?: string;
-  /**
-   * A command not done after this long is escalated: ABORT TASK, then
-   * LOGICAL UNIT RESET, then the connection is dropped and recovered; an
-   * aborted or reset command is re-issued, not failed (docs/iscsi.md,
-   * "Command timeout"). 0 or undefined = never.
-   */
-  commandTimeoutMs?: number;
-  /** Send a NOP-Out ping after this long without a PDU from the target (default 5 s); 0 = never. */
-  nopIntervalMs?: number;
-  /** A ping not answered within this is a connection failure (default 10 s). */
-  nopTimeoutMs?: number;
-  /** How often a waiting session says what it waits for (default RECOVERY_DEFAULTS.progressIntervalMs). */
-  progressIntervalMs?: number;
-  /**
-   * How long commands wait for a lost connection to be recovered before they
-   * fail with OperationalError (recovery goes on in the background).
-   * Undefined or Infinity: forever (the root disk); 0: no recovery at all,
-   * the first connection error fails the session.
-   */
-  recoveryTimeoutMs?: number;
-  connectTimeoutMs?: number;
-  loginTimeoutMs?: number;
-  /** CRC32C implementation (default: the process default). */
-  crc?: Crc32c;
-}
-
-/** What `probe` and `status` show about a session (no secrets). */
-export interface SessionInfo {
-  portal: string;
-  targetName: string;
-  isid: string;
-  tsih: number;
-  auth: "none" | "chap" | "mutual";
-  chapAlgorithm?: string;
-  loginMs: number;
-  params: SessionParams;
-}
-
-interface Task {
-  itt: number;
-  cmdSN: number;
-  lun: number;
-  cmd: ScsiCommand;
-  read: boolean;
-  write: boolean;
-  expectedLength: number;
-  dataIn: Uint8Array | null;
-  received: number;
-  nextDataSN: number;
-  nextR2TSN: number;
-  resolve: (r: ScsiResponse) => void;
-  reject: (e: Error) => void;
-  /** The command timeout, or the delay before a rejected command is resent. */
-  timer?: ReturnType<typeof setTimeout>;
-  aborting: boolean;
-  /** Times the command PDU was sent: tells a stale timer from the current one. */
-  sends: number;
-  /** Current command timeout (grows on re-issue after an abort); 0 = none. */
-  timeoutMs: number;
-  /** Resends after a "not now" Reject, for the backoff. */
-  rejects: number;
-  /** When the command first failed in a way that is retried (ms, performance.now()); 0: never. */
-  firstRetryAt: number;
-}
+import { reconnect } from "./recovery.ts";
+import { serialLe, serialLt } from "./serial.ts";
+import {
+  loginConfigFor,
+  RECOVERY_DEFAULTS,
+  type SessionConfig,
+  type SessionInfo,
+} from "./session_config.ts";
+import { byCmdSN, newTask, type Task, TaskTable } from "./tasks.ts";
+import { formatPortal } from "./uri.ts";
 
 interface Pending {
   resolve: (h: PduHeader, data: Uint8Array) => void;
@@ -235,12 +95,6 @@ interface Pending {
 export type State = "open" | "recovering" | "closing" | "closed" | "failed";
 
 const EMPTY = new Uint8Array(0);
-
-/**
- * How long the ITT of a task that task management ended is remembered, so a
- * late answer for it is dropped rather than taken for a protocol error.
- */
-const ENDED_ITT_MEMORY_MS = 120_000;
 
 /**
  * A logged-in iSCSI session (full feature phase).
@@ -285,13 +139,6 @@ export class Session implements ScsiTransport {
    * logout or a renegotiation, §11.9.1); null: they are not.
    */
   #holding: string | null = null;
-  /**
-   * Commands the target rejected that are to be issued again (after a delay
-   * or after the relogin): out of the in-flight map, still unfinished.
-   */
-  #deferred: Task[] = [];
-  /** Called when no command is in flight (the drain before a logout). */
-  #idleWaiters: (() => void)[] = [];
   /** Command timeout escalations run one at a time, as a SCSI error handler does. */
   #escalation: Promise<void> = Promise.resolve();
 
@@ -300,23 +147,13 @@ export class Session implements ScsiTransport {
   #expCmdSN: number;
   #maxCmdSN: number;
   #expStatSN: number;
-  #nextItt = 1;
 
-  readonly #tasks = new Map<number, Task>();
-  /**
-   * ITTs of tasks a task management function ended on this connection (and
-   * that were issued again under new ITTs), with when: a target may still
-   * answer one of them as the function takes effect (tgtd does). Such a late
-   * PDU is dropped with a line; the ITT is not reused while it is here
-   * (docs/iscsi.md, "Late answers after task management").
-   */
-  readonly #endedByTmf = new Map<number, number>();
-  #queue: Task[] = [];
+  /** Every unfinished command: queued, in flight or deferred (tasks.ts). */
+  readonly #t = new TaskTable();
   readonly #pending = new Map<number, Pending>();
   readonly #bhs = new Uint8Array(BHS_LENGTH);
   #nopTimer?: ReturnType<typeof setInterval>;
   #lastRx = performance.now();
-  #drained: (() => void) | null = null;
   #ended!: (e: Error | null) => void;
   /**
    * Settles when the session ends: null after close(), the error when the
@@ -356,7 +193,7 @@ export class Session implements ScsiTransport {
     const sentChallenges = new Set<string>();
     let r: LoginResult;
     try {
-      r = await login(loginConfig(cfg, cfg.portal, claim.isid, sentChallenges), crc, log);
+      r = await login(loginConfigFor(cfg, cfg.portal, claim.isid, sentChallenges), crc, log);
     } catch (e) {
       claim.release();
       throw e;
@@ -379,7 +216,7 @@ export class Session implements ScsiTransport {
 
   #start(): void {
     // Busy polling pays only at low depth (sys/reactor.ts): say how deep we are.
-    void this.ended.then(reactor().addDepthSource(() => this.#tasks.size));
+    void this.ended.then(reactor().addDepthSource(() => this.#t.inFlight.size));
     const conn = this.#conn;
     this.#lastRx = performance.now();
     void this.#readLoop(conn);
@@ -442,7 +279,7 @@ export class Session implements ScsiTransport {
 
   /** Commands sent and not yet answered, and commands waiting for the window. */
   get outstanding(): { inFlight: number; queued: number } {
-    return { inFlight: this.#tasks.size, queued: this.#queue.length };
+    return { inFlight: this.#t.inFlight.size, queued: this.#t.queue.length };
   }
 
   /** Current CmdSN window, for tests and status. */
@@ -487,27 +324,8 @@ export class Session implements ScsiTransport {
       return Promise.reject(new RangeError("dataInBuffer shorter than dataInLength"));
     }
     return new Promise<ScsiResponse>((resolve, reject) => {
-      const task: Task = {
-        itt: 0,
-        cmdSN: 0,
-        lun: cmd.lun,
-        cmd,
-        read: inLen > 0,
-        write: outLen > 0,
-        expectedLength: inLen || outLen,
-        dataIn: inLen ? (cmd.dataInBuffer ?? new Uint8Array(inLen)) : null,
-        received: 0,
-        nextDataSN: 0,
-        nextR2TSN: 0,
-        resolve,
-        reject,
-        aborting: false,
-        sends: 0,
-        timeoutMs: this.#cfg.commandTimeoutMs ?? 0,
-        rejects: 0,
-        firstRetryAt: 0,
-      };
-      this.#queue.push(task);
+      const task = newTask(cmd, this.#cfg.commandTimeoutMs ?? 0, resolve, reject);
+      this.#t.queue.push(task);
       this.#pump();
     });
   }
@@ -515,12 +333,12 @@ export class Session implements ScsiTransport {
   /** Issue queued commands while the target's window (ExpCmdSN..MaxCmdSN) has room (§4.2.2.1). */
   #pump(): void {
     while (
-      this.#queue.length && this.#state === "open" && this.#holding === null &&
+      this.#t.queue.length && this.#state === "open" && this.#holding === null &&
       serialLe(this.#cmdSN, this.#maxCmdSN)
     ) {
-      this.#issue(this.#queue.shift() as Task);
+      this.#issue(this.#t.queue.shift() as Task);
     }
-    if (this.#queue.length === 0 || this.#state !== "open") this.#windowClosedSince = 0;
+    if (this.#t.queue.length === 0 || this.#state !== "open") this.#windowClosedSince = 0;
     else if (this.#windowClosedSince === 0) this.#windowClosedSince = performance.now();
   }
 
@@ -530,14 +348,14 @@ export class Session implements ScsiTransport {
     if (this.#state === "recovering") {
       this.#log.warn(
         `iSCSI recovery: ${((now - this.#recoveryStarted) / 1000).toFixed(1)} s since the ` +
-          `connection was lost; waiting for ${this.#waitingFor}; ${this.#queue.length} command(s) held`,
+          `connection was lost; waiting for ${this.#waitingFor}; ${this.#t.queue.length} command(s) held`,
       );
     } else if (
       this.#state === "open" && this.#windowClosedSince > 0 &&
       now - this.#windowClosedSince >= RECOVERY_DEFAULTS.progressIntervalMs
     ) {
       this.#log.warn(
-        `iSCSI: ${this.#queue.length} command(s) waiting ${
+        `iSCSI: ${this.#t.queue.length} command(s) waiting ${
           ((now - this.#windowClosedSince) / 1000).toFixed(0)
         } s for the target's CmdSN window (CmdSN ${this.#cmdSN}, MaxCmdSN ${this.#maxCmdSN})`,
       );
@@ -545,14 +363,7 @@ export class Session implements ScsiTransport {
   }
 
   #allocItt(): number {
-    for (;;) {
-      const itt = this.#nextItt;
-      this.#nextItt = (this.#nextItt + 1) >>> 0;
-      if (this.#nextItt === RESERVED_TAG) this.#nextItt = 1;
-      if (!this.#tasks.has(itt) && !this.#pending.has(itt) && !this.#endedByTmf.has(itt)) {
-        return itt;
-      }
-    }
+    return this.#t.allocItt((itt) => this.#pending.has(itt));
   }
 
   #send(data: Uint8Array = EMPTY): void {
@@ -564,7 +375,7 @@ export class Session implements ScsiTransport {
     t.itt = this.#allocItt();
     t.cmdSN = this.#cmdSN;
     this.#cmdSN = (this.#cmdSN + 1) >>> 0;
-    this.#tasks.set(t.itt, t);
+    this.#t.inFlight.set(t.itt, t);
     this.#sendCommand(t);
   }
 
@@ -602,11 +413,6 @@ export class Session implements ScsiTransport {
     if (t.timeoutMs > 0) t.timer = setTimeout(() => this.#timedOut(t, sends), t.timeoutMs);
   }
 
-  /** The task is in flight and was last sent as `sends` (a timer or a reply is not stale). */
-  #current(t: Task, sends: number): boolean {
-    return this.#tasks.get(t.itt) === t && t.sends === sends;
-  }
-
   /** One Data-Out sequence for [from, to) of the task's buffer (§11.8), PDUs within the target's limit. */
   #sendDataOut(t: Task, ttt: number, from: number, to: number): void {
     const out = t.cmd.dataOut as Uint8Array;
@@ -626,41 +432,6 @@ export class Session implements ScsiTransport {
       });
       this.#send(out.subarray(off, off + n));
     }
-  }
-
-  #finish(t: Task): boolean {
-    if (!this.#takeOut(t)) return false;
-    if (this.#drained && this.#tasks.size === 0 && this.#queue.length === 0) this.#drained();
-    return true;
-  }
-
-  /** Remove a task from the in-flight map (finished, or to be issued again). */
-  #takeOut(t: Task): boolean {
-    if (this.#tasks.get(t.itt) !== t) return false;
-    this.#tasks.delete(t.itt);
-    if (t.timer !== undefined) clearTimeout(t.timer);
-    t.timer = undefined;
-    if (this.#tasks.size === 0) this.#wakeIdle();
-    return true;
-  }
-
-  #wakeIdle(): void {
-    const w = this.#idleWaiters;
-    this.#idleWaiters = [];
-    for (const f of w) f();
-  }
-
-  /** Resolves when no command is in flight, or after `ms`. */
-  #whenIdle(ms: number): Promise<void> {
-    if (this.#tasks.size === 0 || ms <= 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      this.#idleWaiters.push(done);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
   }
 
   /**
@@ -685,9 +456,9 @@ export class Session implements ScsiTransport {
   #reissue(tasks: Task[], err: Error): void {
     const again: Task[] = [];
     for (const t of tasks.sort(byCmdSN)) {
-      if (!this.#takeOut(t)) continue;
+      if (!this.#t.takeOut(t)) continue;
       if (!this.#mayRetry(t)) {
-        if (this.#drained && this.#tasks.size === 0 && this.#queue.length === 0) this.#drained();
+        this.#t.checkDrained();
         t.reject(err);
         continue;
       }
@@ -695,12 +466,12 @@ export class Session implements ScsiTransport {
       t.timeoutMs = Math.min(t.timeoutMs * 2, base * RECOVERY_DEFAULTS.commandTimeoutGrowth);
       again.push(t);
     }
-    this.#queue = [...again, ...this.#queue];
+    this.#t.queue = [...again, ...this.#t.queue];
     this.#pump();
   }
 
   #complete(t: Task, status: number, flags: number, residual: number, sense?: Uint8Array): void {
-    if (!this.#finish(t)) return;
+    if (!this.#t.finish(t)) return;
     const underflow = flags & RESP_FLAG_UNDERFLOW ? residual : 0;
     const overflow = flags & RESP_FLAG_OVERFLOW ? residual : 0;
     const dataLen = t.read ? Math.max(0, Math.min(t.received, t.expectedLength - underflow)) : 0;
@@ -719,8 +490,8 @@ export class Session implements ScsiTransport {
   /** Where a Data-In segment goes: straight into the task's buffer, after the checks. */
   readonly #place = (h: PduHeader): Uint8Array | null => {
     if (h.opcode !== OP_DATA_IN) return null;
-    const t = this.#tasks.get(h.itt);
-    if (!t && this.#endedByTmf.has(h.itt)) return null; // read and dropped by #onDataIn
+    const t = this.#t.inFlight.get(h.itt);
+    if (!t && this.#t.endedByTmf(h.itt)) return null; // read and dropped by #onDataIn
     if (!t) throw new IscsiProtocolError(`Data-In for unknown ITT 0x${h.itt.toString(16)}`);
     if (!t.read || !t.dataIn) {
       throw new IscsiProtocolError(`Data-In for a command that reads nothing`);
@@ -808,7 +579,7 @@ export class Session implements ScsiTransport {
   }
 
   #onDataIn(h: PduHeader): void {
-    const t = this.#tasks.get(h.itt);
+    const t = this.#t.inFlight.get(h.itt);
     if (!t) {
       // #place let through only the ITT of a task that task management ended.
       const final = (h.flags & DATA_IN_FLAG_STATUS) !== 0;
@@ -834,8 +605,8 @@ export class Session implements ScsiTransport {
   }
 
   #onScsiResponse(h: PduHeader, data: Uint8Array): void {
-    const t = this.#tasks.get(h.itt);
-    if (!t && this.#endedByTmf.has(h.itt)) return this.#late(h, true);
+    const t = this.#t.inFlight.get(h.itt);
+    if (!t && this.#t.endedByTmf(h.itt)) return this.#late(h, true);
     if (!t) throw new IscsiProtocolError(`SCSI Response for unknown ITT 0x${h.itt.toString(16)}`);
     this.#checkResidual(t, h);
     let sense: Uint8Array | undefined;
@@ -849,7 +620,7 @@ export class Session implements ScsiTransport {
       throw new IscsiProtocolError("SCSI Response data segment of 1 byte");
     }
     if (h.response !== RESPONSE_COMPLETED) {
-      if (this.#finish(t)) {
+      if (this.#t.finish(t)) {
         t.reject(
           new OperationalError(
             `target failure (iSCSI response 0x${h.response.toString(16)}) for CDB 0x${
@@ -864,8 +635,8 @@ export class Session implements ScsiTransport {
   }
 
   #onR2T(h: PduHeader): void {
-    const t = this.#tasks.get(h.itt);
-    if (!t && this.#endedByTmf.has(h.itt)) return this.#late(h, false);
+    const t = this.#t.inFlight.get(h.itt);
+    if (!t && this.#t.endedByTmf(h.itt)) return this.#late(h, false);
     if (!t) throw new IscsiProtocolError(`R2T for unknown ITT 0x${h.itt.toString(16)}`);
     if (!t.write) throw new IscsiProtocolError("R2T for a command that writes nothing");
     const off = h.bufferOffset;
@@ -901,16 +672,7 @@ export class Session implements ScsiTransport {
         h.itt.toString(16)
       }, a task ended by task management and issued again; dropped`,
     );
-    if (final) this.#endedByTmf.delete(h.itt);
-  }
-
-  /** Remember the ITTs of tasks a task management function ended (see #endedByTmf). */
-  #rememberEnded(tasks: Task[]): void {
-    const now = performance.now();
-    for (const [itt, at] of this.#endedByTmf) {
-      if (now - at > ENDED_ITT_MEMORY_MS) this.#endedByTmf.delete(itt);
-    }
-    for (const t of tasks) if (this.#tasks.get(t.itt) === t) this.#endedByTmf.set(t.itt, now);
+    if (final) this.#t.forgetEnded(h.itt);
   }
 
   #onNopIn(h: PduHeader, data: Uint8Array): void {
@@ -997,7 +759,7 @@ export class Session implements ScsiTransport {
       // connection is recovered and the command replayed whole.
       throw new IscsiProtocolError(`${err.message} (ITT 0x${itt.toString(16)})`);
     }
-    const t = this.#tasks.get(itt);
+    const t = this.#t.inFlight.get(itt);
     if (t && opcode !== OP_SCSI_CMD) {
       // §11.17.1: a Reject of a PDU of a running task (a Data-Out) does not
       // end the task; the target ends it with a SCSI Response, and the
@@ -1037,14 +799,14 @@ export class Session implements ScsiTransport {
     const cdb = `0x${t.cmd.cdb[0].toString(16)}`;
     const failed = new OperationalError(`SCSI command ${cdb}: ${err.message}`);
     if (action === undefined || !this.#mayRetry(t)) {
-      if (this.#finish(t)) t.reject(failed);
+      if (this.#t.finish(t)) t.reject(failed);
       return;
     }
     if (action === "relogin") {
       // The target takes nothing new until we log out: hold the command
       // for the replay, and log out if the Async Message was missed.
-      this.#takeOut(t);
-      this.#deferred.push(t);
+      this.#t.takeOut(t);
+      this.#t.deferred.push(t);
       this.#logoutAndRelogin(
         "target rejects commands while waiting for a logout",
         RECOVERY_DEFAULTS.logoutDrainMs,
@@ -1060,14 +822,14 @@ export class Session implements ScsiTransport {
     if (serialLt(t.cmdSN, expCmdSN)) {
       // The target counted the CmdSN (its ExpCmdSN is past it): issue the
       // command anew, with a fresh ITT and CmdSN.
-      this.#takeOut(t);
-      this.#deferred.push(t);
+      this.#t.takeOut(t);
+      this.#t.deferred.push(t);
       t.timer = setTimeout(() => {
         t.timer = undefined;
-        const i = this.#deferred.indexOf(t);
+        const i = this.#t.deferred.indexOf(t);
         if (i < 0 || conn !== this.#conn) return;
-        this.#deferred.splice(i, 1);
-        this.#queue.unshift(t);
+        this.#t.deferred.splice(i, 1);
+        this.#t.queue.unshift(t);
         this.#pump();
       }, delay);
       return;
@@ -1078,14 +840,14 @@ export class Session implements ScsiTransport {
     const sends = t.sends;
     t.timer = setTimeout(() => {
       t.timer = undefined;
-      if (!this.#current(t, sends) || conn !== this.#conn || this.#state !== "open") return;
+      if (!this.#t.isCurrent(t, sends) || conn !== this.#conn || this.#state !== "open") return;
       if (this.#holding === null) {
         this.#sendCommand(t);
         return;
       }
       // A logout is coming: the replay after it sends the command.
-      this.#takeOut(t);
-      this.#deferred.push(t);
+      this.#t.takeOut(t);
+      this.#t.deferred.push(t);
     }, delay);
   }
 
@@ -1206,7 +968,7 @@ export class Session implements ScsiTransport {
    * never failed (unless out of retries, see #mayRetry).
    */
   async #escalate(t: Task, sends: number): Promise<void> {
-    if (!this.#current(t, sends) || this.#state !== "open") return;
+    if (!this.#t.isCurrent(t, sends) || this.#state !== "open") return;
     const conn = this.#conn;
     const ms = t.timeoutMs;
     const tmfMs = Math.min(ms, RECOVERY_DEFAULTS.tmfTimeoutMs);
@@ -1219,8 +981,8 @@ export class Session implements ScsiTransport {
     const abort = await this.#tmf(TMF_ABORT_TASK, t.lun, t, tmfMs);
     if (conn !== this.#conn || this.#state !== "open") return;
     if (abort === TMF_RESP_COMPLETE || abort === TMF_RESP_NO_TASK) {
-      if (this.#current(t, sends)) {
-        this.#rememberEnded([t]);
+      if (this.#t.isCurrent(t, sends)) {
+        this.#t.rememberEnded([t]);
         this.#reissue([t], timedOut);
       }
       return;
@@ -1238,11 +1000,11 @@ export class Session implements ScsiTransport {
     if (conn !== this.#conn || this.#state !== "open") return;
     if (reset === TMF_RESP_COMPLETE) {
       // Every task of the LU the reset covered and still without status was ended by it.
-      const ended = [...this.#tasks.values()].filter((x) =>
+      const ended = [...this.#t.inFlight.values()].filter((x) =>
         x.lun === t.lun && serialLt(x.cmdSN, resetCmdSN)
       );
       this.#log.warn(`LOGICAL UNIT RESET done; issuing ${ended.length} command(s) again`);
-      this.#rememberEnded(ended);
+      this.#t.rememberEnded(ended);
       this.#reissue(
         ended,
         new OperationalError(`${timedOut.message}; ended by LOGICAL UNIT RESET`),
@@ -1306,7 +1068,7 @@ export class Session implements ScsiTransport {
     this.#holding = why;
     const conn = this.#conn;
     void (async () => {
-      await this.#whenIdle(drainMs);
+      await this.#t.whenIdle(drainMs);
       if (conn !== this.#conn || this.#state !== "open") return;
       try {
         await this.#logout(RECOVERY_DEFAULTS.logoutTimeoutMs);
@@ -1334,9 +1096,9 @@ export class Session implements ScsiTransport {
     if (this.#state !== "open") return;
     this.#state = "closing";
     if (this.#nopTimer !== undefined) clearInterval(this.#nopTimer);
-    if (this.#tasks.size || this.#queue.length) {
+    if (this.#t.inFlight.size || this.#t.queue.length) {
       // Queued commands still get the window as responses come in.
-      const drained = new Promise<void>((r) => (this.#drained = r));
+      const drained = new Promise<void>((r) => (this.#t.drained = r));
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([drained, new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
       clearTimeout(timer);
@@ -1386,23 +1148,14 @@ export class Session implements ScsiTransport {
     // Unfinished tasks go back to the front of the queue in the order they
     // were issued (Map order = CmdSN order): writes keep their order and a
     // SYNCHRONIZE CACHE stays behind the writes it covered.
-    const unfinished = [...this.#tasks.values(), ...this.#deferred].sort(byCmdSN);
-    this.#tasks.clear();
-    this.#deferred = [];
     this.#holding = null;
-    this.#wakeIdle();
-    for (const t of unfinished) {
-      if (t.timer !== undefined) clearTimeout(t.timer);
-      t.timer = undefined;
-      t.aborting = false;
-    }
-    this.#queue = [...unfinished, ...this.#queue];
+    this.#t.requeueUnfinished();
     const limit = this.#cfg.recoveryTimeoutMs;
     if (limit !== undefined && Number.isFinite(limit)) {
       this.#recoveryTimer = setTimeout(() => {
         if (this.#state !== "recovering") return;
         this.#recoveryExpired = true;
-        const held = this.#queue.length;
+        const held = this.#t.queue.length;
         this.#log.error(
           `iSCSI recovery not done within ${
             limit / 1000
@@ -1455,64 +1208,34 @@ export class Session implements ScsiTransport {
   }
 
   /**
-   * Reconnect loop: wait Time2Wait, then log in with the same ISID and TSIH 0
-   * (session reinstatement, RFC 7143 §6.3.5: the target ends the old session
-   * and, at ERL 0 with Time2Retain 0, its tasks), each portal in turn, with
-   * backoff between rounds; then re-issue the held tasks.
+   * Recovery after a lost connection: the reconnect loop (recovery.ts) over
+   * the portals, then the replay of the held tasks (#resume).
    */
   async #recover(started: number): Promise<void> {
-    const portals = [this.#cfg.portal, ...(this.#cfg.portals ?? [])];
     // §6.3.5/§13.15: wait at least DefaultTime2Wait (or the target's Time2Wait) first.
-    const wait = Math.min(this.#time2Wait ?? this.#params.defaultTime2Wait, TIME2WAIT_MAX);
+    const time2Wait = Math.min(this.#time2Wait ?? this.#params.defaultTime2Wait, TIME2WAIT_MAX);
     this.#time2Wait = null;
-    let delay = wait * 1000;
-    let backoff: number = RECOVERY_DEFAULTS.backoffInitialMs;
-    let authFailures = 0;
-    let attempt = 0;
-    for (;;) {
-      for (let i = 0; i < portals.length; i++) {
-        const portal = portals[i];
-        if (delay > 0) {
-          this.#waitingFor = attempt === 0
-            ? `Time2Wait (${wait} s) before the first relogin`
-            : `${delay} ms of backoff before relogin ${attempt + 1}`;
-          await this.#sleep(delay);
-        }
-        delay = 0;
-        if (this.#state !== "recovering") return;
-        attempt++;
-        this.#waitingFor = `relogin ${attempt} to ${formatPortal(portal)} (connect, then login)`;
-        let r: LoginResult;
-        try {
-          r = await login(
-            {
-              ...loginConfig(this.#cfg, portal, this.#isid, this.#sentChallenges),
-              // A tgt that numbers SHA-1 as 7 (login.ts) still does after a restart.
-              chapSha1As7: this.#login.chapAlgorithm?.includes("CHAP_A=7") ?? false,
-            },
-            this.#crc,
-            this.#log,
-          );
-        } catch (e) {
-          if (this.#state !== "recovering") return;
-          const msg = e instanceof Error ? e.message : String(e);
-          if (e instanceof AuthError && ++authFailures >= RECOVERY_DEFAULTS.authFailures) {
-            this.#failPermanently(e, `iSCSI relogin to ${formatPortal(portal)} refused: ${msg}`);
-            return;
-          }
-          this.#log.info(`iSCSI relogin ${attempt} to ${formatPortal(portal)} failed: ${msg}`);
-          continue;
-        }
-        if (this.#state !== "recovering") {
-          r.conn.close();
-          return;
-        }
-        this.#resume(r, performance.now() - started);
-        return;
-      }
-      delay = backoff;
-      backoff = Math.min(backoff * 2, RECOVERY_DEFAULTS.backoffMaxMs);
-    }
+    const out = await reconnect({
+      portals: [this.#cfg.portal, ...(this.#cfg.portals ?? [])],
+      time2Wait,
+      login: (portal) =>
+        login(
+          {
+            ...loginConfigFor(this.#cfg, portal, this.#isid, this.#sentChallenges),
+            // A tgt that numbers SHA-1 as 7 (login.ts) still does after a restart.
+            chapSha1As7: this.#login.chapAlgorithm?.includes("CHAP_A=7") ?? false,
+          },
+          this.#crc,
+          this.#log,
+        ),
+      sleep: (ms) => this.#sleep(ms),
+      recovering: () => this.#state === "recovering",
+      waitingFor: (what) => (this.#waitingFor = what),
+      log: this.#log,
+    });
+    if (out === null) return;
+    if ("refused" in out) this.#failPermanently(out.refused, out.message);
+    else this.#resume(out.login, performance.now() - started);
   }
 
   /** A relogin succeeded: take its numbers, start the connection, replay the held tasks. */
@@ -1520,7 +1243,7 @@ export class Session implements ScsiTransport {
     if (this.#recoveryTimer !== undefined) clearTimeout(this.#recoveryTimer);
     this.#recoveryTimer = undefined;
     this.#conn = r.conn;
-    this.#endedByTmf.clear(); // a new connection carries no answer for the old one's tasks
+    this.#t.clearEnded();
     this.#login = r;
     this.#params = r.params;
     this.#cmdSN = r.cmdSN;
@@ -1535,32 +1258,19 @@ export class Session implements ScsiTransport {
     this.#log.warn(
       `iSCSI session recovered on ${formatPortal(r.portal)} after ${
         (ms / 1000).toFixed(2)
-      } s (reconnect ${this.#reconnects}, tsih ${r.tsih}); replaying ${this.#queue.length} command(s)`,
+      } s (reconnect ${this.#reconnects}, tsih ${r.tsih}); replaying ${this.#t.queue.length} command(s)`,
     );
     this.#start();
     this.#pump();
   }
 
   #failAll(err: Error): void {
-    const tasks = [...this.#tasks.values(), ...this.#deferred, ...this.#queue];
-    this.#tasks.clear();
-    this.#deferred = [];
-    this.#queue = [];
-    this.#wakeIdle();
-    for (const t of tasks) {
-      if (t.timer !== undefined) clearTimeout(t.timer);
-      t.reject(err);
-    }
+    for (const t of this.#t.takeAll()) t.reject(err);
     const pend = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pend) p.reject(err);
-    if (this.#drained) this.#drained();
+    this.#t.drained?.();
   }
-}
-
-/** Serial (RFC 1982) CmdSN order, for replaying tasks in the order they were issued. */
-function byCmdSN(a: Task, b: Task): number {
-  return (a.cmdSN - b.cmdSN) | 0;
 }
 
 /** How a task management function went, for the log. */
@@ -1580,31 +1290,4 @@ function tmfOutcome(code: number | null, ms: number): string {
  */
 export function loginSession(cfg: SessionConfig, log: Logger): Promise<Session> {
   return Session.open(cfg, log);
-}
-
-function loginConfig(
-  cfg: SessionConfig,
-  portal: Portal,
-  isid: Uint8Array,
-  sentChallenges: Set<string>,
-): LoginConfig {
-  return {
-    portal,
-    initiatorName: cfg.initiatorName,
-    targetName: cfg.targetName,
-    sessionType: "Normal",
-    chap: cfg.chap,
-    mutual: cfg.mutual,
-    chapAlgorithms: cfg.chapAlgorithms,
-    headerDigest: cfg.headerDigest,
-    dataDigest: cfg.dataDigest,
-    isid,
-    // TSIH 0: a new session, or the reinstatement of the one with this ISID
-    // (§6.3.5; a non-zero TSIH would add a connection, which ERL 0 and
-    // MaxConnections=1 rule out).
-    tsih: 0,
-    connectTimeoutMs: cfg.connectTimeoutMs,
-    loginTimeoutMs: cfg.loginTimeoutMs,
-    sentChallenges,
-  };
 }

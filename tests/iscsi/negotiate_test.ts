@@ -115,15 +115,3 @@ Deno.test("FirstBurstLength never exceeds MaxBurstLength; keys the target offers
     ["MaxConnections", "1"],
   ]);
 });
-
-Deno.test("serial number arithmetic (RFC 1982) across the 32-bit wrap", async () => {
-  const { serialLe, serialLt } = await import("../../src/iscsi/session.ts");
-  assert.ok(serialLt(1, 2));
-  assert.ok(!serialLt(2, 1));
-  assert.ok(serialLt(0xffffffff, 0));
-  assert.ok(serialLt(0xfffffff0, 5));
-  assert.ok(!serialLt(5, 0xfffffff0));
-  assert.ok(serialLe(7, 7));
-  assert.ok(serialLe(0xffffffff, 0xffffffff));
-  assert.ok(!serialLe(1, 0xffffffff));
-});

@@ -15,7 +15,8 @@ import { Logger } from "../../src/log.ts";
 import { discoverTargets } from "../../src/iscsi/discovery.ts";
 import type { ChapAlgorithmName } from "../../src/iscsi/chap.ts";
 import { TMF_ABORT_TASK, TMF_LOGICAL_UNIT_RESET } from "../../src/iscsi/constants.ts";
-import { loginSession, type Session, type SessionConfig } from "../../src/iscsi/session.ts";
+import { loginSession, type Session } from "../../src/iscsi/session.ts";
+import { type SessionConfig } from "../../src/iscsi/session_config.ts";
 import { type Tgtd, withTgtd } from "../../peers/tgtd.ts";
 
 const IQN = "iqn.2026-11.test.isboot:iscsi";

@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { OperationalError } from "../../src/errors.ts";
 import { Logger } from "../../src/log.ts";
-import { loginSession, type Session, type SessionConfig } from "../../src/iscsi/session.ts";
+import { loginSession, type Session } from "../../src/iscsi/session.ts";
+import { type SessionConfig } from "../../src/iscsi/session_config.ts";
 import type { ScsiCommand } from "../../src/scsi/transport.ts";
 import { type DiskConn, FakeDisk, type FakePdu, FakeTarget } from "./fake_target.ts";
 

@@ -16,7 +16,8 @@
 import assert from "node:assert/strict";
 import { OperationalError } from "../../src/errors.ts";
 import { Logger } from "../../src/log.ts";
-import { loginSession, type Session, type SessionConfig } from "../../src/iscsi/session.ts";
+import { loginSession, type Session } from "../../src/iscsi/session.ts";
+import { type SessionConfig } from "../../src/iscsi/session_config.ts";
 import { Lun } from "../../src/scsi/lun.ts";
 import { failoverPortals, loginTarget } from "../../src/boot/login.ts";
 import { FaultProxy } from "../faults/proxy.ts";
