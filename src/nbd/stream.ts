@@ -1,6 +1,6 @@
 /**
  * Byte streams for the NBD server besides the reactor's sockets
- * (sys/reactor.ts): a `node:net` Socket and an in-memory pipe (tests). The
+ * (sys/reactor.ts): an in-memory pipe (tests). The
  * contract they keep, `ByteStream`, is in sys/stream.ts and re-exported here.
  *
  * @example
@@ -10,91 +10,9 @@
  * ```
  * @module
  */
-import type { Socket } from "node:net";
 import type { ByteStream } from "../sys/stream.ts";
 
 export { type ByteStream, denoConnStream } from "../sys/stream.ts";
-
-/**
- * Wrap a `node:net` Socket, e.g. `new net.Socket({ fd })` around one end of
- * a socketpair made through FFI. No path in src/ uses it (the kernel's
- * socketpair ends are `FdStream`s, src/sys/reactor.ts); it lets the server
- * run over node sockets (tests/nbd/node_stream_test.ts). Incoming
- * chunks are queued and the socket is paused while more than `highWater`
- * bytes wait, so memory stays bounded. `close()` calls `destroy()`, which
- * (measured) does not shut the socket down for other holders of the fd.
- *
- * @example
- * ```ts
- * const net = await import("node:net");
- * const stream = nodeSocketStream(new net.Socket({ fd, readable: true, writable: true }));
- * ```
- */
-export function nodeSocketStream(sock: Socket, highWater = 4 * 1024 * 1024): ByteStream {
-  const chunks: Uint8Array[] = [];
-  let queued = 0;
-  let ended = false;
-  let closed = false;
-  let waiter: (() => void) | null = null;
-  const wake = () => {
-    const w = waiter;
-    waiter = null;
-    w?.();
-  };
-  sock.on("data", (b: Uint8Array) => {
-    chunks.push(b);
-    queued += b.length;
-    if (queued > highWater) sock.pause();
-    wake();
-  });
-  sock.on("end", () => {
-    ended = true;
-    wake();
-  });
-  sock.on("close", () => {
-    ended = true;
-    wake();
-  });
-  sock.on("error", () => {
-    ended = true;
-    wake();
-  });
-  return {
-    async read(into) {
-      while (chunks.length === 0) {
-        if (ended || closed) return null;
-        await new Promise<void>((r) => (waiter = r));
-      }
-      let n = 0;
-      while (n < into.length && chunks.length > 0) {
-        const c = chunks[0];
-        const take = Math.min(c.length, into.length - n);
-        into.set(take === c.length ? c : c.subarray(0, take), n);
-        n += take;
-        if (take === c.length) chunks.shift();
-        else chunks[0] = c.subarray(take);
-      }
-      queued -= n;
-      if (queued <= highWater && sock.isPaused()) sock.resume();
-      return n;
-    },
-    write(data) {
-      return new Promise<void>((resolve, reject) => {
-        if (closed || sock.destroyed) {
-          reject(new Error("socket closed"));
-          return;
-        }
-        sock.write(data, (err?: Error | null) => (err ? reject(err) : resolve()));
-      });
-    },
-    close() {
-      if (closed) return;
-      closed = true;
-      sock.destroy();
-      wake();
-    },
-  };
-}
 
 /**
  * Two connected in-memory streams (for tests): what one writes the other

@@ -2,16 +2,15 @@
  * Sockets made through libc: the kind Deno cannot make (socketpair, netlink)
  * or must not make (a socket whose end the kernel will own; closing a
  * Deno.Conn shuts its write side down). An fd from here becomes an async
- * stream as an `FdStream` (reactor.ts), or a node:net Socket with `fdSocket`.
+ * stream as an `FdStream` (reactor.ts).
  *
  * @example
  * ```ts
  * const [mine, kernels] = socketPair();
- * const stream = await fdSocket(mine);   // node:net Socket, async I/O
+ * const stream = new FdStream(mine);   // async I/O on the reactor (reactor.ts)
  * // hand `kernels` to the kernel, then closeFd(kernels)
  * ```
  */
-import type { Socket } from "node:net";
 import { check, libc, retryEintr } from "./libc.ts";
 import { ERRNO, SysError } from "./errno.ts";
 
@@ -107,42 +106,6 @@ export function pollFd(fd: number, events: number, timeoutMs: number): number {
   dv.setInt16(4, events, true);
   const n = retryEintr("poll", () => libc().poll(pfd, 1n, timeoutMs));
   return n === 0 ? 0 : dv.getUint16(6, true);
-}
-
-/**
- * Wrap an fd made here into an async byte stream (node:net Socket), which
- * takes ownership of the fd: `destroy()` closes it. It does not shut the
- * socket down, so the peer end stays usable by whoever holds it.
- *
- * @example
- * ```ts
- * const s = await fdSocket(fd);
- * s.on("data", (chunk: Uint8Array) => ...);
- * ```
- */
-export async function fdSocket(fd: number): Promise<Socket> {
-  if (!Number.isInteger(fd) || fd < 0) throw new SysError("fdSocket", ERRNO.EBADF);
-  const net = await import("node:net");
-  return new net.Socket({ fd, readable: true, writable: true });
-}
-
-/**
- * Bytes an fd-wrapped socket carries as a Web stream pair, for code written
- * against ReadableStream/WritableStream. Nothing in src/ uses it (the NBD
- * server and the iSCSI connection work over `ByteStream`s, src/sys/stream.ts).
- */
-export async function fdStreams(
-  fd: number,
-): Promise<
-  { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array>; close(): void }
-> {
-  const sock = await fdSocket(fd);
-  const { Duplex } = await import("node:stream");
-  const { readable, writable } = Duplex.toWeb(sock) as {
-    readable: ReadableStream<Uint8Array>;
-    writable: WritableStream<Uint8Array>;
-  };
-  return { readable, writable, close: () => sock.destroy() };
 }
 
 /**
