@@ -22,29 +22,17 @@ import {
   RESERVED_TAG,
   TEXT_FLAG_CONTINUE,
 } from "./constants.ts";
-import type { ChapAlgorithmName } from "./chap.ts";
 import type { Connection } from "./connection.ts";
-import { type Crc32c, defaultCrc32c } from "./digest.ts";
+import { defaultCrc32c } from "./digest.ts";
 import { IscsiProtocolError } from "./errors.ts";
-import { type ChapCredentials, login, parseTargetAddress, randomIsid } from "./login.ts";
-import type { DigestChoice } from "./negotiate.ts";
+import { login, parseTargetAddress, randomIsid } from "./login.ts";
 import { encodeLogoutRequest, encodeNopOut, encodeTextRequest } from "./pdu.ts";
 import { encodeText, TextAccumulator, type TextPair } from "./text.ts";
+import type { TargetLogin } from "./session_config.ts";
 import type { Portal } from "./uri.ts";
 
-/** What discovery needs. */
-export interface DiscoveryConfig {
-  portal: Portal;
-  initiatorName: string;
-  chap?: ChapCredentials;
-  mutual?: ChapCredentials;
-  chapAlgorithms: readonly ChapAlgorithmName[];
-  headerDigest: DigestChoice;
-  dataDigest: DigestChoice;
-  connectTimeoutMs?: number;
-  loginTimeoutMs?: number;
-  crc?: Crc32c;
-}
+/** What discovery needs: the login to the portal. */
+export type DiscoveryConfig = TargetLogin;
 
 /** One portal of a discovered target. */
 export interface DiscoveredPortal {

@@ -556,14 +556,10 @@ export class Session implements ScsiTransport {
         this.#onNopIn(h, data);
         break;
       case OP_TASK_MGMT_RESP:
-      case OP_LOGOUT_RESP: {
+      case OP_LOGOUT_RESP:
         this.#ackStatus(h);
-        const p = this.#pending.get(h.itt);
-        if (!p) throw new IscsiProtocolError(`${h.name} for unknown ITT 0x${h.itt.toString(16)}`);
-        this.#pending.delete(h.itt);
-        p.resolve(h, data);
+        this.#answerPending(h, data);
         break;
-      }
       case OP_ASYNC_MSG:
         this.#ackStatus(h);
         this.#onAsync(h, data);
@@ -692,8 +688,13 @@ export class Session implements ScsiTransport {
       return;
     }
     this.#ackStatus(h);
+    this.#answerPending(h, data);
+  }
+
+  /** The answer to an immediate request (NOP-Out, task management, logout) ends its wait. */
+  #answerPending(h: PduHeader, data: Uint8Array): void {
     const p = this.#pending.get(h.itt);
-    if (!p) throw new IscsiProtocolError(`NOP-In for unknown ITT 0x${h.itt.toString(16)}`);
+    if (!p) throw new IscsiProtocolError(`${h.name} for unknown ITT 0x${h.itt.toString(16)}`);
     this.#pending.delete(h.itt);
     p.resolve(h, data);
   }

@@ -55,9 +55,26 @@ export const RECOVERY_DEFAULTS = {
   commandTimeoutGrowth: 16,
 } as const;
 
-/** What a session needs: where, who, how to authenticate, what to negotiate. */
-export interface SessionConfig {
+/**
+ * How to log in to a target's portal: who we are, how to authenticate, which
+ * digests to offer, how long to wait (a session and a discovery both).
+ */
+export interface TargetLogin {
   portal: Portal;
+  initiatorName: string;
+  chap?: ChapCredentials;
+  mutual?: ChapCredentials;
+  chapAlgorithms: readonly ChapAlgorithmName[];
+  headerDigest: DigestChoice;
+  dataDigest: DigestChoice;
+  connectTimeoutMs?: number;
+  loginTimeoutMs?: number;
+  /** CRC32C implementation (default: the process default). */
+  crc?: Crc32c;
+}
+
+/** What a session needs: where, who, how to authenticate, what to negotiate. */
+export interface SessionConfig extends TargetLogin {
   /**
    * Other portals of the same target (iBFT's second target, `--portal`),
    * tried in order when the current one cannot be reached during recovery;
@@ -67,12 +84,6 @@ export interface SessionConfig {
   targetName: string;
   /** The LUN the user named (commands carry their own; kept for display). */
   lun: number;
-  initiatorName: string;
-  chap?: ChapCredentials;
-  mutual?: ChapCredentials;
-  chapAlgorithms: readonly ChapAlgorithmName[];
-  headerDigest: DigestChoice;
-  dataDigest: DigestChoice;
   /**
    * Makes the ISID stable (claimIsid(initiatorName, purpose), isid.ts): a
    * later login for the same purpose reinstates this session, while another
@@ -102,10 +113,6 @@ export interface SessionConfig {
    * the first connection error fails the session.
    */
   recoveryTimeoutMs?: number;
-  connectTimeoutMs?: number;
-  loginTimeoutMs?: number;
-  /** CRC32C implementation (default: the process default). */
-  crc?: Crc32c;
 }
 
 /** What `probe` and `status` show about a session (no secrets). */
