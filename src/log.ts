@@ -15,9 +15,14 @@ export type LogSink = (level: LogLevel, line: string) => void;
 
 const encoder = new TextEncoder();
 
-/** Writes `isboot: LINE` to stderr. */
+/**
+ * Writes `isboot: LINE` to stderr. A daemon outlives the terminal or pipe it
+ * was started from: a line it can no longer write is dropped, never thrown.
+ */
 export const stderrSink: LogSink = (_level, line) => {
-  Deno.stderr.writeSync(encoder.encode(`isboot: ${line}\n`));
+  try {
+    Deno.stderr.writeSync(encoder.encode(`isboot: ${line}\n`));
+  } catch { /* stderr is gone (closed pipe, hung-up terminal) */ }
 };
 
 export class Logger {

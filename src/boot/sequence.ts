@@ -14,7 +14,7 @@
 import type { BlockDevice } from "../blockdev.ts";
 import { AuthError, IsbootError, OperationalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { type ConfiguredNic, configureNic, writeResolver } from "../net/configure.ts";
+import { adoptNic, type ConfiguredNic, configureNic, writeResolver } from "../net/configure.ts";
 import { writeHandoff } from "../net/handoff.ts";
 import { Rtnetlink } from "../net/rtnetlink.ts";
 import type { BootCmdline } from "./cmdline.ts";
@@ -97,6 +97,11 @@ export interface RunOptions {
   readonly startedAt: number;
   /** Backoff schedule override (tests). */
   readonly backoffMs?: readonly number[];
+  /**
+   * Take the NICs as they are (a live upgrade: the daemon being replaced
+   * configured them): no address, route, resolver or hand-off is written.
+   */
+  readonly adoptNics?: boolean;
 }
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000] as const;
@@ -189,7 +194,7 @@ export async function runBoot(
   try {
     for (const nic of spec.nics) {
       nics.push(
-        await configureNic(rt, nic, {
+        o.adoptNics ? adoptNic(rt, nic) : await configureNic(rt, nic, {
           linkTimeoutMs: Math.max(0, Math.min(cmd.linkTimeoutMs, deadline - Date.now())),
           log,
         }),
@@ -198,10 +203,13 @@ export async function runBoot(
   } finally {
     rt.close();
   }
-  const dns = nics.flatMap((n) => n.config.dns);
-  const hostname = nics.find((n) => n.config.hostname)?.config.hostname ?? null;
-  await writeResolver(`${o.root.replace(/\/$/, "")}/etc`, dns, hostname, o.kernelHostname);
-  const handoff = await writeHandoff(o.root, nics, cmd.handoff);
+  let handoff: readonly string[] = [];
+  if (!o.adoptNics) {
+    const dns = nics.flatMap((n) => n.config.dns);
+    const hostname = nics.find((n) => n.config.hostname)?.config.hostname ?? null;
+    await writeResolver(`${o.root.replace(/\/$/, "")}/etc`, dns, hostname, o.kernelHostname);
+    handoff = await writeHandoff(o.root, nics, cmd.handoff);
+  }
 
   const t1 = Date.now();
   const { target, device } = await loginWithRetry(

@@ -8,8 +8,8 @@ import { InvalidInputError, OperationalError, UsageError } from "../errors.ts";
 import { MemoryDevice, parseSize } from "../memory_device.ts";
 import {
   controlPath,
-  controlRequest,
   ControlServer,
+  selfIdentity,
   type SessionStatus,
 } from "../control/control.ts";
 import {
@@ -18,17 +18,12 @@ import {
   DEFAULT_DEAD_CONN_TIMEOUT_SEC,
   DEFAULT_TIMEOUT_SEC,
   type KernelAttachment,
-  nbdDevicePath,
   NbdKernel,
   NbdLinkWatch,
   parseNbdDevice,
-  readNbdSysfs,
-  RELEASE_FORCE_MS,
-  TAKEOVER_TIMEOUT_SEC,
   takeOverDevice,
 } from "../nbd/kernel.ts";
 import { NBD_FLAG_READ_ONLY } from "../nbd/constants.ts";
-import type { Logger } from "../log.ts";
 import { redactUri } from "../iscsi/uri.ts";
 import { openTarget } from "../iscsi/open_target.ts";
 import { parseCommand } from "./args.ts";
@@ -41,6 +36,7 @@ import {
 } from "./target_options.ts";
 import type { Command, CommandContext } from "./context.ts";
 import { limitMallocRetention } from "../sys/process.ts";
+import { takeOverServed } from "../control/takeover.ts";
 
 const USAGE = `usage: isboot attach TARGET [--device /dev/nbdN] [options]
 
@@ -194,6 +190,7 @@ function statusOf(a: KernelAttachment, b: Backend, started: Date): SessionStatus
     errors: c.errors,
     reconnects: b.reconnects?.() ?? 0,
     ...(b.session ? { session: b.session() } : {}),
+    ...selfIdentity(),
   };
 }
 
@@ -236,117 +233,44 @@ async function daemonize(args: string[], ctx: CommandContext): Promise<number> {
   return 0;
 }
 
-/**
- * Take a live device over (docs/kernel.md "Takeover under I/O"): check the
- * kernel's backend identifier, shorten the kernel's request timeout, ask the
- * old daemon to drain and release, RECONFIGURE with our socket and the
- * configured timeout, then wait for the old daemon to exit.
- */
-async function takeOver(
-  nbd: NbdKernel,
-  backend: Backend,
-  o: AttachOptions & { index: number },
-  log: Logger,
-  watch: NbdLinkWatch | undefined,
-): Promise<KernelAttachment> {
-  const dev = nbdDevicePath(o.index);
-  const sys = readNbdSysfs(o.index);
-  const live = nbd.status(o.index).find((d) => d.index === o.index)?.connected ?? false;
-  if (!sys.exists || !live) {
-    throw new OperationalError(`${dev} is not connected: nothing to take over`);
+/** The environment variables that carry CHAP secrets to `attach`. */
+const SECRET_ENV = ["ISBOOT_CHAP_SECRET", "ISBOOT_MUTUAL_SECRET"] as const;
+
+function secretEnv(ctx: CommandContext): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of SECRET_ENV) {
+    const v = ctx.env(name);
+    if (v !== undefined) out[name] = v;
   }
-  if (sys.backend !== backend.identifier) {
-    throw new OperationalError(
-      `${dev} serves '${sys.backend ?? "(no backend)"}', not '${backend.identifier}'`,
-    );
-  }
-  if (sys.sizeBytes !== backend.device.size) {
-    throw new OperationalError(
-      `${dev} has ${sys.sizeBytes} bytes, the target ${backend.device.size}`,
-    );
-  }
-  const timeoutSec = o.timeoutSec ?? DEFAULT_TIMEOUT_SEC;
-  // Requests the kernel writes into the old socket after the old daemon's
-  // last read are lost with it; the kernel resends them when they time out.
-  // A short timeout for requests started from now on makes that quick.
-  nbd.reconfigure(o.index, {
-    backendIdentifier: backend.identifier,
-    timeoutSec: Math.min(TAKEOVER_TIMEOUT_SEC, timeoutSec || TAKEOVER_TIMEOUT_SEC),
-  });
-  const path = controlPath(o.index);
-  let oldDaemon = false;
-  watch?.deadIndexes(); // only notifications from now on count
-  try {
-    try {
-      const r = await controlRequest(path, { cmd: "release" });
-      if (!r.ok) throw new OperationalError(`the isboot serving ${dev} refused: ${r.error}`);
-      oldDaemon = true;
-      log.info(`${dev}: the previous isboot is draining its requests`);
-    } catch (e) {
-      if (e instanceof OperationalError && /^control socket/.test(e.message)) {
-        log.info(`${dev}: no isboot answers for it (crashed?): taking it over`);
-      } else throw e;
-    }
-    // The old daemon half-closes its socket once its last reply is written;
-    // the kernel's receiver then marks it dead and multicasts LINK_DEAD. Only
-    // then may RECONFIGURE come: with no dead socket to replace, 6.1 drops
-    // the new socket and still answers 0 (nbd_genl_reconfigure turns
-    // nbd_reconnect_socket's ENOSPC into success).
-    if (oldDaemon) await waitLinkDead(watch, o.index, path, log);
-    const a = await takeOverDevice(nbd, backend.device, {
-      ...o,
-      timeoutSec,
-      waitDeadMs: RELEASE_FORCE_MS + 5_000,
-    });
-    if (oldDaemon) {
-      // It flushes, logs out and removes its control socket; ours goes there.
-      const deadline = Date.now() + 30_000;
-      while (await pathExists(path) && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    return a;
-  } catch (e) {
-    try {
-      nbd.reconfigure(o.index, { backendIdentifier: backend.identifier, timeoutSec });
-    } catch { /* the device may be gone */ }
-    throw e;
-  }
+  return out;
 }
 
 /**
- * Wait until the kernel marked the old socket of /dev/nbdN dead: its
- * NBD_CMD_LINK_DEAD, or (no multicast watch) the old daemon's exit plus 1 s.
+ * This command's arguments for a successor that takes the device over
+ * (`isboot takeover` adds `--device DEV --takeover --daemon`): the same,
+ * without --daemon, --takeover and --device.
+ *
+ * @example
+ * ```ts
+ * handoverArgs(["iscsi://h/iqn/1", "--device", "/dev/nbd1", "--daemon"]); // ["iscsi://h/iqn/1"]
+ * ```
  */
-async function waitLinkDead(
-  watch: NbdLinkWatch | undefined,
-  index: number,
-  ctlPath: string,
-  log: Logger,
-): Promise<void> {
-  const deadline = Date.now() + RELEASE_FORCE_MS + 5_000;
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  if (watch) {
-    while (!watch.deadIndexes().has(index)) {
-      if (Date.now() > deadline) {
-        throw new OperationalError(`${nbdDevicePath(index)}: the previous isboot did not let go`);
-      }
-      await sleep(20);
+export function handoverArgs(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") {
+      out.push(...args.slice(i));
+      break;
     }
-    log.debug(`${nbdDevicePath(index)}: the kernel marked the old socket dead`);
-    return;
+    if (a === "--daemon" || a === "--takeover" || a.startsWith("--device=")) continue;
+    if (a === "--device") {
+      i++;
+      continue;
+    }
+    out.push(a);
   }
-  while (await pathExists(ctlPath) && Date.now() < deadline) await sleep(100);
-  await sleep(1000);
-}
-
-async function pathExists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
+  return out;
 }
 
 async function run(args: string[], ctx: CommandContext): Promise<number> {
@@ -415,7 +339,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
       );
     }
     attachment = index !== undefined && v.takeover
-      ? await takeOver(nbd, backend, { ...opts, index }, log, watch)
+      ? await takeOverServed(nbd, backend.device, { ...opts, index }, watch)
       : await attachDevice(nbd, backend.device, opts);
   } catch (e) {
     watch?.close();
@@ -443,6 +367,13 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         case "release":
           released = stopRequested = true;
           return { reply: { ok: true }, after: () => a.release() };
+        case "handover":
+          return {
+            reply: {
+              ok: true,
+              handover: { kind: "attach", args: handoverArgs(args), env: secretEnv(ctx) },
+            },
+          };
       }
     });
   } catch (e) {

@@ -3,11 +3,13 @@
  * iBFT, prints the plan, and (unless --plan) starts the root-storage daemon
  * that brings up the NIC, logs in, attaches /dev/nbdN and stays.
  */
-import { IsbootError, OperationalError } from "../errors.ts";
+import type { BlockDevice } from "../blockdev.ts";
+import { IsbootError, OperationalError, UsageError } from "../errors.ts";
+import { ibftFromJson, ibftToJson } from "../ibft/json.ts";
 import { IbftNotFoundError, loadIbft } from "../ibft/sources.ts";
 import type { LoadedIbft } from "../ibft/model.ts";
 import { Logger } from "../log.ts";
-import { modprobe } from "../nbd/kernel.ts";
+import { modprobe, nbdDevicePath, NbdKernel, NbdLinkWatch, parseNbdDevice } from "../nbd/kernel.ts";
 import { realBackend } from "../boot/backend.ts";
 import { parseBootCmdline } from "../boot/cmdline.ts";
 import { reactor } from "../sys/reactor.ts";
@@ -24,9 +26,17 @@ import {
   tellLauncher,
 } from "../boot/daemon.ts";
 import { type BootGuard, startBootGuard } from "../boot/guard.ts";
-import { type Booted, runBoot } from "../boot/sequence.ts";
+import { type Attached, type BootBackend, type Booted, runBoot } from "../boot/sequence.ts";
 import { portal, resolveBoot } from "../boot/spec.ts";
-import { controlPath, ControlServer, type SessionStatus } from "../control/control.ts";
+import {
+  BOOT_DAEMON_ROLE,
+  controlPath,
+  controlRequest,
+  ControlServer,
+  selfIdentity,
+  type SessionStatus,
+} from "../control/control.ts";
+import { takeOverServed } from "../control/takeover.ts";
 import { parseCommand } from "./args.ts";
 import type { Command, CommandContext } from "./context.ts";
 
@@ -51,6 +61,10 @@ options:
   --plan            print the plan and exit; touch nothing
   --foreground      do everything in this process and stay (no '@isboot' child)
   --root DIR        write /etc and /run files under DIR (default /)
+  --takeover        replace the running boot daemon of --device (a live
+                    upgrade; \`isboot takeover\` runs this): take its command
+                    line and iBFT over its control socket, keep the NICs as
+                    they are, log in beside it, then take the device over
   --debug           more detail
 `;
 
@@ -61,7 +75,42 @@ const OPTIONS = {
   plan: { type: "boolean" },
   foreground: { type: "boolean" },
   root: { type: "string" },
+  takeover: { type: "boolean" },
 } as const;
+
+/** What the boot started from: the command line text and the table, if any. */
+interface BootInputs {
+  cmdline: string;
+  ibft: LoadedIbft | null;
+}
+
+/**
+ * The boot inputs of the daemon serving /dev/nbd`index`, from its control
+ * socket (its `handover`): the command line it read and its iBFT.
+ */
+async function inputsFromDaemon(index: number): Promise<BootInputs> {
+  const path = controlPath(index);
+  const r = await controlRequest(path, { cmd: "handover" });
+  if (!r.ok) {
+    throw new OperationalError(`the isboot serving ${nbdDevicePath(index)} refused: ${r.error}`);
+  }
+  const h = r.handover;
+  if (!h || h.kind !== "boot") {
+    throw new OperationalError(
+      `${nbdDevicePath(index)} is not served by a boot daemon (use attach --takeover)`,
+    );
+  }
+  return {
+    cmdline: h.cmdline,
+    ibft: h.ibft
+      ? {
+        source: `the boot daemon of ${nbdDevicePath(index)}`,
+        table: ibftFromJson(h.ibft),
+        warnings: [],
+      }
+      : null,
+  };
+}
 
 async function findIbft(source: string, log: Logger): Promise<LoadedIbft | null> {
   try {
@@ -108,7 +157,10 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   if (!p) return 0;
   const v = p.values;
   const startedAt = Number(ctx.env(T0_ENV)) || Date.now();
-  const cmd = parseBootCmdline(await Deno.readTextFile(v.cmdline ?? "/proc/cmdline"));
+  const takeoverIndex = v.takeover ? takeoverDevice(v.device) : undefined;
+  const given = takeoverIndex !== undefined ? await inputsFromDaemon(takeoverIndex) : undefined;
+  const cmdText = given?.cmdline ?? await Deno.readTextFile(v.cmdline ?? "/proc/cmdline");
+  const cmd = parseBootCmdline(cmdText);
   const log = cmd.debug && !ctx.debug ? new Logger({ debug: true }) : ctx.log;
   const inDaemon = stage === "daemon";
   // The daemon repeats the launcher's decisions; only the launcher prints them.
@@ -121,7 +173,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   if (cmd.pollUs !== undefined) reactor().spinUs = cmd.pollUs;
   const wantIbft = cmd.firmware || cmd.netroots.length === 0;
   const source = v.source ?? cmd.source;
-  const ibft = wantIbft ? await findIbft(source, log) : null;
+  const ibft = given ? given.ibft : wantIbft ? await findIbft(source, log) : null;
   if (!ibft && cmd.netroots.length === 0) {
     if (cmd.firmware || cmd.requested) {
       throw new OperationalError(
@@ -141,12 +193,21 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     return r.code;
   }
   try {
-    const booted = await runBoot(spec, effective, realBackend(), {
+    const base = realBackend();
+    const backend: BootBackend = takeoverIndex === undefined ? base : {
+      ...base,
+      attach: (dev, o) => takeOverAttach(dev, { ...o, index: takeoverIndex }),
+    };
+    const booted = await runBoot(spec, effective, backend, {
       log,
       root: v.root ?? "/",
       kernelHostname: (v.root ?? "/") === "/",
       startedAt,
+      adoptNics: takeoverIndex !== undefined,
     });
+    if (takeoverIndex !== undefined) {
+      log.info(`${booted.device}: taken over from the previous isboot`);
+    }
     const ms = Date.now() - startedAt;
     const sizeGiB = Number(booted.blockDevice.size) / 2 ** 30;
     log.info(
@@ -175,11 +236,13 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         pid: Deno.pid,
         readyMs: ms,
         timing: booted.timing,
+        // A live upgrade's daemon: readyMs and timing are its takeover's.
+        ...(takeoverIndex !== undefined ? { takeover: true } : {}),
       }) + "\n",
     );
     // From here on the root's network stack may touch the boot NIC; the guard keeps it.
     const guard = await startBootGuard(booted.nics, spec.targets, { log, root: v.root ?? "/" });
-    await listenControl(booted, guard, log);
+    const ctl = await listenControl(booted, guard, { cmdline: cmdText, ibft }, log);
     becomeRootStorageDaemon(log);
     const kmsg = kmsgSink();
     if (inDaemon) tellLauncher(`READY ${booted.device} ${ms}`);
@@ -187,7 +250,13 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     log.info(`serving ${booted.device} as the root-storage daemon (pid ${Deno.pid})`);
     await booted.attached.done;
     await guard.stop();
-    log.info(`${booted.device} was disconnected; exiting`);
+    if (ctl?.released()) {
+      // A new isboot serves the device now: end our session cleanly (its
+      // own login used another ISID, so the target has both until this).
+      log.info(`${booted.device} released to a new isboot; logging out`);
+      await closeWithin(booted.blockDevice, 10_000, log);
+    } else log.info(`${booted.device} was disconnected; exiting`);
+    await ctl?.server.close();
     return 0;
   } catch (e) {
     // The error itself is printed by the CLI's error path on our stderr (the console).
@@ -197,12 +266,19 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
 }
 
 /**
- * Answer `isboot status` (and a takeover's `release`) on /run/isboot/nbdN.ctl,
- * like `isboot attach` does. `detach` is refused: this device is the root disk.
+ * Answer `isboot status`, a takeover's `handover` and `release` on
+ * /run/isboot/nbdN.ctl, like `isboot attach` does. `detach` is refused: this
+ * device is the root disk. Null when the socket cannot be made.
  */
-async function listenControl(b: Booted, guard: BootGuard, log: Logger): Promise<void> {
+async function listenControl(
+  b: Booted,
+  guard: BootGuard,
+  inputs: BootInputs,
+  log: Logger,
+): Promise<{ server: ControlServer; released(): boolean } | null> {
   const started = new Date();
   const a = b.attached;
+  let released = false;
   const status = (): SessionStatus => ({
     pid: Deno.pid,
     device: a.device,
@@ -219,22 +295,96 @@ async function listenControl(b: Booted, guard: BootGuard, log: Logger): Promise<
     bytesWritten: a.counters.bytesWritten,
     errors: a.counters.errors,
     reconnects: b.reconnects(),
-    session: { role: "root-storage daemon (isboot boot)", interfaces: b.nics.map((n) => n.ifname) },
+    session: { role: BOOT_DAEMON_ROLE, interfaces: b.nics.map((n) => n.ifname) },
     guard: guard.status(),
+    ...selfIdentity(),
   });
   try {
-    await ControlServer.listen(controlPath(a.index), (req) => {
+    const server = await ControlServer.listen(controlPath(a.index), (req) => {
       switch (req.cmd) {
         case "status":
           return { reply: { ok: true, status: status() } };
         case "detach":
           return { reply: { ok: false, error: `${a.device} is the root disk; not detaching it` } };
         case "release":
+          released = true;
           return { reply: { ok: true }, after: () => a.release() };
+        case "handover":
+          return {
+            reply: {
+              ok: true,
+              handover: {
+                kind: "boot",
+                cmdline: inputs.cmdline,
+                ibft: inputs.ibft ? ibftToJson(inputs.ibft, { showSecrets: true }) : null,
+              },
+            },
+          };
       }
     });
+    return { server, released: () => released };
   } catch (e) {
     log.warn(`no control socket: ${e instanceof Error ? e.message : e}`);
+    return null;
+  }
+}
+
+/** The `--device` a takeover names; required. */
+function takeoverDevice(device: string | undefined): number {
+  if (device === undefined) {
+    throw new UsageError("--takeover needs --device /dev/nbdN (the device to take over)");
+  }
+  return parseNbdDevice(device);
+}
+
+/** The attach step of a takeover: the running daemon lets go, we hand the kernel our socket. */
+async function takeOverAttach(
+  dev: BlockDevice,
+  o: { backendIdentifier: string; log: Logger; index: number },
+): Promise<Attached> {
+  const nbd = await NbdKernel.open({ log: o.log });
+  let watch: NbdLinkWatch | undefined;
+  try {
+    watch = NbdLinkWatch.open(nbd.family);
+  } catch (e) {
+    o.log.warn(`no LINK_DEAD watch: ${e instanceof Error ? e.message : e}`);
+  }
+  try {
+    const a = await takeOverServed(nbd, dev, {
+      log: o.log,
+      index: o.index,
+      backendIdentifier: o.backendIdentifier,
+      lockMappings: true,
+    }, watch);
+    return {
+      device: a.device,
+      index: a.index,
+      done: a.done,
+      counters: a.counters,
+      release: a.release,
+    };
+  } catch (e) {
+    nbd.close();
+    throw e;
+  } finally {
+    watch?.close();
+  }
+}
+
+/** Close (log out of) `dev`, giving up after `ms`. */
+async function closeWithin(dev: BlockDevice, ms: number, log: Logger): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      dev.close(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no logout after ${ms} ms`)), ms);
+      }),
+    ]);
+  } catch (e) {
+    log.warn(`logout: ${e instanceof Error ? e.message : e}`);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -7,6 +7,7 @@ import { ibftCommand } from "./ibft.ts";
 import { discoverCommand } from "./discover.ts";
 import { bootCommand } from "./boot.ts";
 import { probeCommand } from "./probe.ts";
+import { takeoverCommand } from "./takeover.ts";
 
 /**
  * The subcommand table. Each entry lives in its own file under src/cli/ and
@@ -21,4 +22,5 @@ export const COMMANDS: Record<string, Command> = {
   probe: probeCommand,
   serve: serveCommand,
   boot: bootCommand,
+  takeover: takeoverCommand,
 };

@@ -13,7 +13,12 @@
  *   disconnecting (the kernel marks them dead, sends LINK_DEAD and holds
  *   I/O for DEAD_CONN_TIMEOUT) and exits: the hand-over step of a takeover
  *   (docs/kernel.md "Takeover under I/O").
- * Errors: `{"ok":false,"error":"..."}`. Nothing here ever carries a secret.
+ * - `{"cmd":"handover"}` → `{"ok":true,"handover":Handover}`: what a new
+ *   isboot needs to serve the same device in this daemon's place (`isboot
+ *   takeover`, run by package upgrades; docs/boot.md "Live upgrade"). It
+ *   carries the CHAP secrets the daemon logged in with: the socket is root's
+ *   alone (mode 0600, directory 0700), like the daemon's own memory.
+ * Errors: `{"ok":false,"error":"..."}`. No other reply carries a secret.
  *
  * @example
  * ```ts
@@ -23,6 +28,7 @@
  */
 import { OperationalError } from "../errors.ts";
 import type { GuardStatus } from "../net/guard.ts";
+import { VERSION } from "../version.ts";
 
 /** Where control sockets live. */
 export const CONTROL_DIR = "/run/isboot";
@@ -60,12 +66,49 @@ export interface SessionStatus {
   session?: Record<string, unknown>;
   /** The boot NIC guard of `isboot boot`, one entry per boot NIC (absent for `attach`). */
   guard?: GuardStatus[];
+  /** The serving isboot's version. */
+  version?: string;
+  /** The serving process's executable (`/proc/PID/exe`; " (deleted)" once a package replaced it). */
+  executable?: string;
 }
 
-export type ControlRequest = { cmd: "status" } | { cmd: "detach" } | { cmd: "release" };
+/**
+ * How to start a daemon that serves the same device: the boot daemon hands
+ * over the kernel command line it read and the iBFT it booted from (the
+ * table may be gone from /sys by now); an `attach` daemon its arguments
+ * (without --daemon, --device, --takeover) and the secrets it took from the
+ * environment.
+ */
+export type Handover =
+  | {
+    kind: "boot";
+    /** The kernel command line the boot read. */
+    cmdline: string;
+    /** `isboot ibft --json --show-secrets` of the table it booted from; null: none. */
+    ibft: Record<string, unknown> | null;
+  }
+  | { kind: "attach"; args: string[]; env: Record<string, string> };
+
+export type ControlRequest =
+  | { cmd: "status" }
+  | { cmd: "detach" }
+  | { cmd: "release" }
+  | { cmd: "handover" };
 export type ControlReply =
-  | { ok: true; status?: SessionStatus }
+  | { ok: true; status?: SessionStatus; handover?: Handover }
   | { ok: false; error: string };
+
+/** `session.role` in the boot daemon's status: `isboot takeover` tells it from `attach` by this. */
+export const BOOT_DAEMON_ROLE = "root-storage daemon (isboot boot)";
+
+/** The serving process's version and executable, for {@link SessionStatus}. */
+export function selfIdentity(): { version: string; executable: string } {
+  let executable = "";
+  try {
+    executable = Deno.readLinkSync("/proc/self/exe");
+  } catch { /* no /proc: leave it empty */ }
+  return { version: VERSION, executable };
+}
 
 /** Parse a request line; throws OperationalError for anything unknown. */
 export function parseControlRequest(line: string): ControlRequest {
@@ -76,7 +119,9 @@ export function parseControlRequest(line: string): ControlRequest {
     throw new OperationalError("control: request is not JSON");
   }
   const cmd = typeof v === "object" && v !== null ? (v as { cmd?: unknown }).cmd : undefined;
-  if (cmd === "status" || cmd === "detach" || cmd === "release") return { cmd };
+  if (cmd === "status" || cmd === "detach" || cmd === "release" || cmd === "handover") {
+    return { cmd };
+  }
   throw new OperationalError(`control: unknown request ${JSON.stringify(cmd)?.slice(0, 40)}`);
 }
 

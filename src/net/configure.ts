@@ -116,6 +116,37 @@ async function waitForCarrier(rt: Rtnetlink, link: Link, opts: ConfigureOptions)
 }
 
 /**
+ * The NIC `cfg` names as it is now, changing nothing: its hardware link (by
+ * MAC, else name) and its VLAN link. For a daemon that takes over from the
+ * one that configured it (docs/boot.md "Live upgrade"): by then the root's
+ * network stack may own the address, and the guard keeps what is there.
+ *
+ * @example
+ * ```ts
+ * const nic = adoptNic(rt, spec.nics[0]); // { ifname: "ens3", index: 2, ... }
+ * ```
+ */
+export function adoptNic(rt: Rtnetlink, cfg: NicConfig): ConfiguredNic {
+  const links = rt.links();
+  const hw = findHardware(links, cfg);
+  if (!hw) {
+    throw new OperationalError(
+      `no network interface with ${cfg.mac ? `MAC ${cfg.mac}` : `name ${cfg.ifname}`}`,
+    );
+  }
+  let index = hw.index, ifname = hw.name;
+  if (cfg.vlan) {
+    const v = links.find((l) =>
+      l.kind === "vlan" && l.parentIndex === hw.index && l.vlanId === cfg.vlan
+    );
+    if (!v) throw new OperationalError(`no VLAN ${cfg.vlan} link on ${hw.name}`);
+    index = v.index;
+    ifname = v.name;
+  }
+  return { config: cfg, ifname, index, parentName: hw.name, parentIndex: hw.index };
+}
+
+/**
  * Configure one NIC as `cfg` says. Idempotent: an existing VLAN link, address
  * or route is reused or replaced, so a retried boot step does not fail.
  */

@@ -110,6 +110,24 @@ export function selfArgv(): string[] {
   return parts;
 }
 
+/**
+ * The arguments that come before a subcommand when this isboot runs itself
+ * again through /proc/self/exe: deno's own (`run -A ... isboot.js`) in the
+ * bundle and source forms, none for a compiled executable.
+ *
+ * @example
+ * ```ts
+ * spawn("/proc/self/exe", [...selfPrefix(), "status", "--json"]);
+ * ```
+ */
+export function selfPrefix(argv: readonly string[] = selfArgv(), main = Deno.mainModule): string[] {
+  const script = main.startsWith("file://") ? decodeURIComponent(new URL(main).pathname) : "";
+  let at = script ? argv.indexOf(script, 1) : -1;
+  // A path that differs only by symlinks: deno run's own script argument.
+  if (at < 0 && argv[1] === "run") at = argv.findIndex((a, i) => i > 1 && /\.[jt]s$/.test(a));
+  return at < 0 ? [] : argv.slice(1, at + 1);
+}
+
 const enc = new TextEncoder();
 
 function cString(s: string): Uint8Array {

@@ -1,10 +1,10 @@
 /**
- * Runs configureNic/writeResolver/writeHandoff inside the network namespace the
+ * Runs configureNic/writeResolver/writeHandoff (or adoptNic, with "adopt") inside the network namespace the
  * test put it in (`ip netns exec NS deno run -A configure_helper.ts JSON`), and
  * prints the result as JSON. Errors print as the CLI would: `isboot: ...`, exit 1.
  */
 import { parseIp } from "../../src/net/addr.ts";
-import { configureNic, type NicConfig, writeResolver } from "../../src/net/configure.ts";
+import { adoptNic, configureNic, type NicConfig, writeResolver } from "../../src/net/configure.ts";
 import { writeHandoff } from "../../src/net/handoff.ts";
 import { Rtnetlink } from "../../src/net/rtnetlink.ts";
 import { Logger } from "../../src/log.ts";
@@ -22,6 +22,8 @@ interface Input {
   origin: "dhcp" | "static";
   linkTimeoutMs: number;
   outDir: string;
+  /** Take the NIC as it is (adoptNic) instead of configuring it; write nothing. */
+  adopt?: boolean;
 }
 
 const input = JSON.parse(Deno.args[0]) as Input;
@@ -40,6 +42,11 @@ const cfg: NicConfig = {
 };
 const rt = Rtnetlink.open();
 try {
+  if (input.adopt) {
+    const nic = adoptNic(rt, cfg);
+    console.log(JSON.stringify({ ifname: nic.ifname, parentName: nic.parentName, files: [] }));
+    Deno.exit(0);
+  }
   const nic = await configureNic(rt, cfg, { linkTimeoutMs: input.linkTimeoutMs, log });
   await writeResolver(`${input.outDir}/etc`, cfg.dns, cfg.hostname, false);
   const files = await writeHandoff(input.outDir, [nic], ["ifupdown", "networkd", "nm"]);

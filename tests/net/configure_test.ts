@@ -239,6 +239,52 @@ Deno.test("net: running twice is idempotent (boot step retried)", async () => {
   });
 });
 
+Deno.test("net: adoptNic finds a configured NIC by MAC and changes nothing; a VLAN link that is not there fails in one line", async () => {
+  await withNetns(async (ns, dir) => {
+    await sh("ip", [
+      "-n",
+      ns,
+      "link",
+      "add",
+      "boot2",
+      "address",
+      "02:00:5e:10:00:0a",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "sw2",
+    ]);
+    await sh("ip", ["-n", ns, "link", "set", "sw2", "up"]);
+    const input = {
+      ...base,
+      mac: "02:00:5e:10:00:0a",
+      address: "203.0.113.9",
+      prefixLength: 24,
+      gateway: "203.0.113.1",
+      outDir: dir,
+    };
+    const first = await runHelper(ns, input).output();
+    assertEquals(first.code, 0, dec.decode(first.stderr));
+    // The root's network stack moved the address meanwhile: adopting keeps that.
+    // (No VLAN here: this host's kernel has no 8021q; tests/net/vlan_vm_test.ts.)
+    await sh("ip", ["-n", ns, "addr", "del", "203.0.113.9/24", "dev", "boot2"]);
+    await sh("ip", ["-n", ns, "addr", "add", "203.0.113.77/24", "dev", "boot2"]);
+    const adoptDir = `${dir}/adopt`;
+    const out = await runHelper(ns, { ...input, adopt: true, outDir: adoptDir }).output();
+    assertEquals(out.code, 0, dec.decode(out.stderr));
+    const res = JSON.parse(dec.decode(out.stdout));
+    assertEquals([res.ifname, res.parentName], ["boot2", "boot2"]);
+    const [addr] = await ipj(ns, "-4", "addr", "show", "boot2");
+    assertEquals(addr.addr_info.map((a: Json) => a.local), ["203.0.113.77"]);
+    assert.equal(await Deno.stat(adoptDir).then(() => true, () => false), false, "wrote nothing");
+
+    const missing = await runHelper(ns, { ...input, vlan: 43, adopt: true }).output();
+    assertEquals(missing.code, 1);
+    assertEquals(dec.decode(missing.stderr), "isboot: no VLAN 43 link on boot2\n");
+  });
+});
+
 Deno.test("net: a MAC that never appears, or a link without carrier, fails in one line within the timeout", async () => {
   await withNetns(async (ns, dir) => {
     await sh("ip", [

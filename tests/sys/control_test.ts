@@ -92,10 +92,44 @@ Deno.test("control: a stale socket file is replaced; nobody listening is an Oper
   });
 });
 
-Deno.test("control: parseControlRequest accepts the three commands only", () => {
+Deno.test("control: parseControlRequest accepts the four commands only", () => {
   assert.deepEqual(parseControlRequest('{"cmd":"status"}'), { cmd: "status" });
+  assert.deepEqual(parseControlRequest('{"cmd":"handover"}'), { cmd: "handover" });
   assert.deepEqual(parseControlRequest('{"cmd":"release","x":1}'), { cmd: "release" });
   for (const bad of ['{"cmd":"rm -rf"}', "[]", "null", '"status"', "{}"]) {
     assert.throws(() => parseControlRequest(bad), OperationalError, bad);
+  }
+});
+
+Deno.test("control: a handover carries the boot inputs, secrets included, to root's socket only", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = controlPath(6, `${dir}/run`);
+  const srv = await ControlServer.listen(path, (req) =>
+    req.cmd === "handover"
+      ? {
+        reply: {
+          ok: true,
+          handover: {
+            kind: "attach",
+            args: ["iscsi://h/iqn.x/1"],
+            env: { ISBOOT_CHAP_SECRET: "s3cret" },
+          },
+        },
+      }
+      : { reply: { ok: false, error: "no" } });
+  try {
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+    const r = await controlRequest(path, { cmd: "handover" });
+    assert.deepEqual(r, {
+      ok: true,
+      handover: {
+        kind: "attach",
+        args: ["iscsi://h/iqn.x/1"],
+        env: { ISBOOT_CHAP_SECRET: "s3cret" },
+      },
+    });
+  } finally {
+    await srv.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -7,7 +7,8 @@
  * NBD_CMD_RECONFIGURE; requests lost with the old socket are resent by the
  * kernel's request timeout. Then the new daemon is killed with SIGKILL
  * under the same loop: status shows the device with no daemon, and a third
- * isboot takes it over. The guest sees no I/O error (loop exit codes,
+ * isboot takes it over; then `isboot takeover` (what a package upgrade runs)
+ * replaces that one through its handover. The guest sees no I/O error (loop exit codes,
  * dmesg), the host's e2fsck finds the image clean, and every round's data
  * is there (docs/kernel.md "Takeover under I/O").
  */
@@ -70,6 +71,18 @@ a3=$!
 wait_for '[ -s /tmp/a3.out ]' 600 || { cat /tmp/a3.err; vm_fail "takeover after a crash"; vm_end; }
 r2=$(rounds)
 wait_for "[ \\$(rounds) -ge $((r2 + 5)) ]" 900 || vm_fail "no writes after the crash takeover"
+# isboot takeover, as a package upgrade runs it: the attach daemon hands over
+# its arguments and a successor (attach --takeover --daemon) replaces it.
+isboot takeover --force /dev/nbd0 >/tmp/t4.out 2>/tmp/t4.err
+vm_kv takeover_cmd_exit $?
+vm_kv takeover_cmd "$(cat /tmp/t4.out)"
+wait $a3
+vm_kv a3_exit $?
+vm_kv a3pid $a3
+r3=$(rounds)
+wait_for "[ \\$(rounds) -ge $((r3 + 5)) ]" 900 || vm_fail "no writes after isboot takeover"
+isboot status --json >/tmp/status3.json 2>&1
+vm_kv status3 "$(tr -d '\n' </tmp/status3.json | tr -s ' ')"
 touch /tmp/stop
 wait $loop
 vm_kv loop_exit $?
@@ -83,8 +96,7 @@ vm_kv before "$(cat /mnt/before)"
 vm_kv last_log "$(tail -1 /mnt/w/log)"
 umount /mnt || vm_fail umount
 isboot detach /dev/nbd0 && vm_kv detach ok
-wait $a3
-vm_kv new_exit $?
+sed 's/^/takeover-cmd: /' /tmp/t4.err
 sed 's/^/crash-log: /' /tmp/a3.err
 sed 's/^/old-log: /' /tmp/a1.err
 sed 's/^/new-log: /' /tmp/a2.err
@@ -103,7 +115,7 @@ async function debugfsCat(image: string, path: string): Promise<Uint8Array> {
 
 Deno.test({
   name:
-    "vm: attach --takeover replaces a live, then a killed isboot under a mounted ext2 while a write loop runs; no I/O error, data intact, fsck clean",
+    "vm: attach --takeover replaces a live, then a killed isboot, and isboot takeover the third, under a mounted ext2 while a write loop runs; no I/O error, data intact, fsck clean",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -178,7 +190,21 @@ Deno.test({
         ctx,
       );
       assert.equal(kv.get("detach"), "ok", ctx);
-      assert.equal(kv.get("new_exit"), "0", ctx);
+      // isboot takeover: one line, the released daemon exited 0, status answers from its successor.
+      assert.equal(kv.get("takeover_cmd_exit"), "0", ctx);
+      assert.match(
+        kv.get("takeover_cmd") ?? "",
+        /^\/dev\/nbd0: now served by isboot \S+ \(pid \d+\); was \S+ \(pid \d+\)$/,
+        ctx,
+      );
+      assert.equal(kv.get("a3_exit"), "0", ctx);
+      const status3 = JSON.parse(kv.get("status3") ?? "null");
+      assert.equal(status3?.sessions?.length, 1, ctx);
+      assert.notEqual(String(status3.sessions[0].pid), kv.get("a3pid"), ctx);
+      assert.match(
+        kv.get("takeover_cmd") ?? "",
+        new RegExp(`\\(pid ${status3.sessions[0].pid}\\)`),
+      );
       // The host's view of the LUN: a clean file system holding every round.
       const fsck = await new Deno.Command("e2fsck", {
         args: ["-f", "-n", lunPath],
