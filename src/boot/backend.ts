@@ -1,10 +1,12 @@
 /**
  * The real BootBackend: iSCSI login through the initiator (src/iscsi/open_target.ts)
- * and the kernel attach through nbd generic netlink (src/nbd/kernel.ts).
+ * and the kernel attach through nbd generic netlink (src/nbd/attach.ts, src/nbd/genl.ts).
  */
 import type { BlockDevice } from "../blockdev.ts";
 import type { Logger } from "../log.ts";
-import { attachDevice, NbdKernel, parseNbdDevice, readNbdSysfs } from "../nbd/kernel.ts";
+import { attachDevice } from "../nbd/attach.ts";
+import { NbdKernel } from "../nbd/genl.ts";
+import { parseNbdDevice, readNbdSysfs } from "../nbd/sysfs.ts";
 import { SysError } from "../sys/errno.ts";
 import type { Attached, BootBackend, LoginOptions } from "./sequence.ts";
 import type { BootTarget } from "./spec.ts";
@@ -29,16 +31,9 @@ export function realBackend(): BootBackend {
           backendIdentifier: o.backendIdentifier,
           ...(index !== undefined ? { index } : {}),
         });
-      const a = o.device
+      return o.device
         ? await at(parseNbdDevice(o.device))
         : await attachFirstDevice(at, { log: o.log });
-      return {
-        device: a.device,
-        index: a.index,
-        done: a.done,
-        counters: a.counters,
-        release: a.release,
-      };
     },
   };
 }

@@ -15,14 +15,16 @@ import {
 import {
   attachDevice,
   type AttachOptions,
+  type KernelAttachment,
+  takeOverDevice,
+} from "../nbd/attach.ts";
+import {
   DEFAULT_DEAD_CONN_TIMEOUT_SEC,
   DEFAULT_TIMEOUT_SEC,
-  type KernelAttachment,
   NbdKernel,
   NbdLinkWatch,
-  parseNbdDevice,
-  takeOverDevice,
-} from "../nbd/kernel.ts";
+} from "../nbd/genl.ts";
+import { parseNbdDevice } from "../nbd/sysfs.ts";
 import { NBD_FLAG_READ_ONLY } from "../nbd/constants.ts";
 import { redactUri } from "../iscsi/uri.ts";
 import { openTarget } from "../iscsi/open_target.ts";

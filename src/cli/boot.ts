@@ -9,7 +9,9 @@ import { ibftFromJson, ibftToJson } from "../ibft/json.ts";
 import { IbftNotFoundError, loadIbft } from "../ibft/sources.ts";
 import type { LoadedIbft } from "../ibft/model.ts";
 import { Logger } from "../log.ts";
-import { modprobe, nbdDevicePath, NbdKernel, NbdLinkWatch, parseNbdDevice } from "../nbd/kernel.ts";
+import { NbdKernel, NbdLinkWatch } from "../nbd/genl.ts";
+import { modprobe } from "../nbd/module.ts";
+import { nbdDevicePath, parseNbdDevice } from "../nbd/sysfs.ts";
 import { realBackend } from "../boot/backend.ts";
 import { parseBootCmdline } from "../boot/cmdline.ts";
 import { reactor } from "../sys/reactor.ts";
@@ -350,19 +352,12 @@ async function takeOverAttach(
     o.log.warn(`no LINK_DEAD watch: ${e instanceof Error ? e.message : e}`);
   }
   try {
-    const a = await takeOverServed(nbd, dev, {
+    return await takeOverServed(nbd, dev, {
       log: o.log,
       index: o.index,
       backendIdentifier: o.backendIdentifier,
       lockMappings: true,
     }, watch);
-    return {
-      device: a.device,
-      index: a.index,
-      done: a.done,
-      counters: a.counters,
-      release: a.release,
-    };
   } catch (e) {
     nbd.close();
     throw e;

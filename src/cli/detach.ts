@@ -8,7 +8,8 @@
  */
 import { controlPath, controlRequest } from "../control/control.ts";
 import { OperationalError, UsageError } from "../errors.ts";
-import { nbdDevicePath, NbdKernel, parseNbdDevice, readNbdSysfs } from "../nbd/kernel.ts";
+import { NbdKernel } from "../nbd/genl.ts";
+import { nbdDevicePath, parseNbdDevice, readNbdSysfs } from "../nbd/sysfs.ts";
 import { parseCommand } from "./args.ts";
 import type { Command, CommandContext } from "./context.ts";
 

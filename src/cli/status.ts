@@ -4,7 +4,8 @@
  */
 import { controlRequest, listControlSockets, type SessionStatus } from "../control/control.ts";
 import type { GuardStatus } from "../net/guard.ts";
-import { nbdDevicePath, NbdKernel, readNbdSysfs } from "../nbd/kernel.ts";
+import { NbdKernel } from "../nbd/genl.ts";
+import { nbdDevicePath, readNbdSysfs } from "../nbd/sysfs.ts";
 import { NetlinkError } from "../sys/netlink.ts";
 import { parseCommand, printJson } from "./args.ts";
 import type { Command, CommandContext } from "./context.ts";

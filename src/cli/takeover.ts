@@ -16,7 +16,7 @@ import {
 } from "../control/control.ts";
 import { OperationalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { nbdDevicePath, parseNbdDevice } from "../nbd/kernel.ts";
+import { nbdDevicePath, parseNbdDevice } from "../nbd/sysfs.ts";
 import { selfPrefix } from "../sys/process.ts";
 import { VERSION } from "../version.ts";
 import { parseCommand } from "./args.ts";

@@ -20,16 +20,13 @@ import { OperationalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import {
   type AttachOptions,
-  DEFAULT_TIMEOUT_SEC,
   type KernelAttachment,
-  nbdDevicePath,
-  type NbdKernel,
-  type NbdLinkWatch,
-  readNbdSysfs,
   RELEASE_FORCE_MS,
   TAKEOVER_TIMEOUT_SEC,
   takeOverDevice,
-} from "../nbd/kernel.ts";
+} from "../nbd/attach.ts";
+import { DEFAULT_TIMEOUT_SEC, type NbdKernel, type NbdLinkWatch } from "../nbd/genl.ts";
+import { nbdDevicePath, readNbdSysfs } from "../nbd/sysfs.ts";
 import { lockFileMappings } from "../sys/process.ts";
 import { controlPath, controlRequest } from "./control.ts";
 

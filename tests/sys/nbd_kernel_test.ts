@@ -1,16 +1,15 @@
 /**
- * src/nbd/kernel.ts on a host without the nbd driver: the attribute layout
- * of NBD_CMD_CONNECT, device names, sysfs parsing, and the typed failures
- * when the family is missing. The real connect/disconnect/status path runs
- * in the VM (tests/vm/attach_test.ts).
+ * src/nbd/genl.ts, src/nbd/sysfs.ts and src/nbd/attach.ts on a host without
+ * the nbd driver: the attribute layout of NBD_CMD_CONNECT, device names,
+ * sysfs parsing, and the typed failures when the family is missing. The
+ * real connect/disconnect/status path runs in the VM (tests/vm/attach_test.ts).
  */
 import assert from "node:assert/strict";
 import { OperationalError, UsageError } from "../../src/errors.ts";
+import { attachDevice, kernelBlockSize } from "../../src/nbd/attach.ts";
 import {
-  attachDevice,
   connectAttributes,
   type ConnectOptions,
-  kernelBlockSize,
   linkDeadIndexes,
   NBD_ATTR_BACKEND_IDENTIFIER,
   NBD_ATTR_BLOCK_SIZE_BYTES,
@@ -27,9 +26,8 @@ import {
   NBD_SOCK_FD,
   NBD_SOCK_ITEM,
   NbdKernel,
-  parseNbdDevice,
-  readNbdSysfs,
-} from "../../src/nbd/kernel.ts";
+} from "../../src/nbd/genl.ts";
+import { parseNbdDevice, readNbdSysfs } from "../../src/nbd/sysfs.ts";
 import { Attrs, AttrWriter, NLA_F_NESTED, type NlMessage } from "../../src/sys/netlink.ts";
 import { encodeGenl } from "../../src/sys/genetlink.ts";
 import { pageSize } from "../../src/sys/process.ts";
