@@ -28,6 +28,24 @@ async function withNetns(fn: (ns: string, dir: string) => Promise<void>): Promis
   }
 }
 
+/** A veth pair in `ns`: `name` with `mac` (the NIC), `peer` (the switch port, left down). */
+async function veth(ns: string, name: string, mac: string, peer: string): Promise<void> {
+  await sh("ip", [
+    "-n",
+    ns,
+    "link",
+    "add",
+    name,
+    "address",
+    mac,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    peer,
+  ]);
+}
+
 function runHelper(ns: string, input: Record<string, unknown>) {
   return new Deno.Command("ip", {
     args: [
@@ -100,20 +118,7 @@ Deno.test("net: link found by MAC after it appears late, carrier awaited, addres
     // and its peer (the switch port) comes up only once it waits for carrier.
     const err = lines(child.stderr);
     await err.until(/waiting for the network interface with MAC 02:00:5e:10:00:07/);
-    await sh("ip", [
-      "-n",
-      ns,
-      "link",
-      "add",
-      "boot0",
-      "address",
-      "02:00:5e:10:00:07",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "sw0",
-    ]);
+    await veth(ns, "boot0", "02:00:5e:10:00:07", "sw0");
     await err.until(/waiting for carrier on boot0/);
     await sh("ip", ["-n", ns, "link", "set", "sw0", "up"]);
     const [stdout, status] = await Promise.all([new Response(child.stdout).text(), child.status]);
@@ -155,20 +160,7 @@ Deno.test("net: link found by MAC after it appears late, carrier awaited, addres
 
 Deno.test("net: IPv6 from a DHCP-origin NIC, gateway outside the prefix is on-link", async () => {
   await withNetns(async (ns, dir) => {
-    await sh("ip", [
-      "-n",
-      ns,
-      "link",
-      "add",
-      "boot6",
-      "address",
-      "02:00:5e:10:00:08",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "sw6",
-    ]);
+    await veth(ns, "boot6", "02:00:5e:10:00:08", "sw6");
     await sh("ip", ["-n", ns, "link", "set", "sw6", "up"]);
     const out = await runHelper(ns, {
       ...base,
@@ -206,20 +198,7 @@ Deno.test("net: IPv6 from a DHCP-origin NIC, gateway outside the prefix is on-li
 
 Deno.test("net: running twice is idempotent (boot step retried)", async () => {
   await withNetns(async (ns, dir) => {
-    await sh("ip", [
-      "-n",
-      ns,
-      "link",
-      "add",
-      "boot1",
-      "address",
-      "02:00:5e:10:00:09",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "sw1",
-    ]);
+    await veth(ns, "boot1", "02:00:5e:10:00:09", "sw1");
     await sh("ip", ["-n", ns, "link", "set", "sw1", "up"]);
     const input = {
       ...base,
@@ -241,20 +220,7 @@ Deno.test("net: running twice is idempotent (boot step retried)", async () => {
 
 Deno.test("net: adoptNic finds a configured NIC by MAC and changes nothing; a VLAN link that is not there fails in one line", async () => {
   await withNetns(async (ns, dir) => {
-    await sh("ip", [
-      "-n",
-      ns,
-      "link",
-      "add",
-      "boot2",
-      "address",
-      "02:00:5e:10:00:0a",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "sw2",
-    ]);
+    await veth(ns, "boot2", "02:00:5e:10:00:0a", "sw2");
     await sh("ip", ["-n", ns, "link", "set", "sw2", "up"]);
     const input = {
       ...base,
@@ -287,20 +253,7 @@ Deno.test("net: adoptNic finds a configured NIC by MAC and changes nothing; a VL
 
 Deno.test("net: a MAC that never appears, or a link without carrier, fails in one line within the timeout", async () => {
   await withNetns(async (ns, dir) => {
-    await sh("ip", [
-      "-n",
-      ns,
-      "link",
-      "add",
-      "boot2",
-      "address",
-      "02:00:5e:10:00:0a",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "sw2",
-    ]);
+    await veth(ns, "boot2", "02:00:5e:10:00:0a", "sw2");
     const t0 = Date.now();
     let out = await runHelper(ns, {
       ...base,
@@ -366,20 +319,7 @@ Deno.test({
   ignore: !vlanSupported,
   fn: async () => {
     await withNetns(async (ns, dir) => {
-      await sh("ip", [
-        "-n",
-        ns,
-        "link",
-        "add",
-        "boot3",
-        "address",
-        "02:00:5e:10:00:0b",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "sw3",
-      ]);
+      await veth(ns, "boot3", "02:00:5e:10:00:0b", "sw3");
       await sh("ip", ["-n", ns, "link", "set", "sw3", "up"]);
       const out = await runHelper(ns, {
         ...base,
