@@ -9,8 +9,8 @@ import { MemoryDevice, parseSize } from "../memory_device.ts";
 import {
   controlPath,
   ControlServer,
-  selfIdentity,
   type SessionStatus,
+  sessionStatus,
 } from "../control/control.ts";
 import {
   attachDevice,
@@ -174,26 +174,18 @@ async function openBackend(
 }
 
 function statusOf(a: KernelAttachment, b: Backend, started: Date): SessionStatus {
-  const c = a.counters;
-  return {
-    pid: Deno.pid,
+  return sessionStatus({
     device: a.device,
     target: b.display,
     backend: b.identifier,
-    startedAt: started.toISOString(),
-    uptimeSec: Math.round((Date.now() - started.getTime()) / 1000),
-    sizeBytes: String(b.device.size),
+    started,
+    size: b.device.size,
     blockSize: b.device.blockSize,
     readOnly: (a.flags & NBD_FLAG_READ_ONLY) !== 0,
-    connections: c.activeConnections,
-    requests: c.requests,
-    bytesRead: c.bytesRead,
-    bytesWritten: c.bytesWritten,
-    errors: c.errors,
+    counters: a.counters,
     reconnects: b.reconnects?.() ?? 0,
     ...(b.session ? { session: b.session() } : {}),
-    ...selfIdentity(),
-  };
+  });
 }
 
 /** Re-run this same command in the background; return once it printed its device. */

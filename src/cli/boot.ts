@@ -35,8 +35,8 @@ import {
   controlPath,
   controlRequest,
   ControlServer,
-  selfIdentity,
   type SessionStatus,
+  sessionStatus,
 } from "../control/control.ts";
 import { takeOverServed } from "../control/takeover.ts";
 import { parseCommand } from "./args.ts";
@@ -281,26 +281,20 @@ async function listenControl(
   const started = new Date();
   const a = b.attached;
   let released = false;
-  const status = (): SessionStatus => ({
-    pid: Deno.pid,
-    device: a.device,
-    target: `iscsi://${portal(b.target)}/${b.target.targetName}/${b.target.lun}`,
-    backend: `${b.target.targetName}/${b.target.lun}`,
-    startedAt: started.toISOString(),
-    uptimeSec: Math.round((Date.now() - started.getTime()) / 1000),
-    sizeBytes: String(b.blockDevice.size),
-    blockSize: b.blockDevice.blockSize,
-    readOnly: b.blockDevice.readOnly,
-    connections: a.counters.activeConnections,
-    requests: a.counters.requests,
-    bytesRead: a.counters.bytesRead,
-    bytesWritten: a.counters.bytesWritten,
-    errors: a.counters.errors,
-    reconnects: b.reconnects(),
-    session: { role: BOOT_DAEMON_ROLE, interfaces: b.nics.map((n) => n.ifname) },
-    guard: guard.status(),
-    ...selfIdentity(),
-  });
+  const status = (): SessionStatus =>
+    sessionStatus({
+      device: a.device,
+      target: `iscsi://${portal(b.target)}/${b.target.targetName}/${b.target.lun}`,
+      backend: `${b.target.targetName}/${b.target.lun}`,
+      started,
+      size: b.blockDevice.size,
+      blockSize: b.blockDevice.blockSize,
+      readOnly: b.blockDevice.readOnly,
+      counters: a.counters,
+      reconnects: b.reconnects(),
+      session: { role: BOOT_DAEMON_ROLE, interfaces: b.nics.map((n) => n.ifname) },
+      guard: guard.status(),
+    });
   try {
     const server = await ControlServer.listen(controlPath(a.index), (req) => {
       switch (req.cmd) {

@@ -98,6 +98,62 @@ export type ControlReply =
   | { ok: true; status?: SessionStatus; handover?: Handover }
   | { ok: false; error: string };
 
+/** What {@link sessionStatus} is made of. */
+export interface StatusParts {
+  /** "/dev/nbdN" */
+  device: string;
+  target: string;
+  backend: string;
+  started: Date;
+  size: bigint;
+  blockSize: number;
+  readOnly: boolean;
+  counters: {
+    readonly activeConnections: number;
+    readonly requests: number;
+    readonly bytesRead: number;
+    readonly bytesWritten: number;
+    readonly errors: number;
+  };
+  reconnects: number;
+  session?: Record<string, unknown>;
+  guard?: GuardStatus[];
+}
+
+/**
+ * A daemon's status now, as `isboot status` shows it: its parts plus this
+ * process's pid, uptime, version and executable.
+ *
+ * @example
+ * ```ts
+ * const s = sessionStatus({ device: "/dev/nbd0", target, backend, started, size, blockSize: 512,
+ *   readOnly: false, counters, reconnects: 0 });
+ * ```
+ */
+export function sessionStatus(p: StatusParts): SessionStatus {
+  const c = p.counters;
+  return {
+    pid: Deno.pid,
+    device: p.device,
+    target: p.target,
+    backend: p.backend,
+    startedAt: p.started.toISOString(),
+    uptimeSec: Math.round((Date.now() - p.started.getTime()) / 1000),
+    sizeBytes: String(p.size),
+    blockSize: p.blockSize,
+    readOnly: p.readOnly,
+    connections: c.activeConnections,
+    requests: c.requests,
+    bytesRead: c.bytesRead,
+    bytesWritten: c.bytesWritten,
+    errors: c.errors,
+    reconnects: p.reconnects,
+    ...(p.session ? { session: p.session } : {}),
+    ...(p.guard ? { guard: p.guard } : {}),
+    ...selfIdentity(),
+  };
+}
+
 /** `session.role` in the boot daemon's status: `isboot takeover` tells it from `attach` by this. */
 export const BOOT_DAEMON_ROLE = "root-storage daemon (isboot boot)";
 

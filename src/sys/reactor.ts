@@ -79,10 +79,7 @@ const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
-const EINTR = 4;
-const EAGAIN = 11;
-const ECONNABORTED = 103;
-const EINPROGRESS = 115;
+const { EINTR, EAGAIN, ECONNABORTED, EINPROGRESS } = ERRNO;
 /** struct epoll_event is packed on x86-64: u32 events, u64 data. */
 const EVENT_SIZE = 12;
 const MAX_EVENTS = 64;

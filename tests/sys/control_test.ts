@@ -7,7 +7,9 @@ import {
   listControlSockets,
   parseControlRequest,
   type SessionStatus,
+  sessionStatus,
 } from "../../src/control/control.ts";
+import { VERSION } from "../../src/version.ts";
 import { OperationalError } from "../../src/errors.ts";
 
 const STATUS: SessionStatus = {
@@ -132,4 +134,30 @@ Deno.test("control: a handover carries the boot inputs, secrets included, to roo
     await srv.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("control: sessionStatus reports the parts, this process's pid, uptime, version and executable", () => {
+  const s = sessionStatus({
+    device: "/dev/nbd2",
+    target: "iscsi://192.0.2.1/iqn.x/1",
+    backend: "iqn.x/1",
+    started: new Date(Date.now() - 61_000),
+    size: 1n << 40n,
+    blockSize: 4096,
+    readOnly: true,
+    counters: { activeConnections: 2, requests: 9, bytesRead: 3, bytesWritten: 4, errors: 1 },
+    reconnects: 5,
+    guard: [],
+  });
+  assert.equal(s.pid, Deno.pid);
+  assert.equal(s.uptimeSec, 61);
+  assert.equal(s.sizeBytes, "1099511627776");
+  assert.deepEqual(
+    [s.connections, s.requests, s.bytesRead, s.bytesWritten, s.errors, s.reconnects],
+    [2, 9, 3, 4, 1, 5],
+  );
+  assert.equal(s.version, VERSION);
+  assert.equal(s.executable, Deno.readLinkSync("/proc/self/exe"));
+  assert.deepEqual(s.guard, []);
+  assert.equal("session" in s, false);
 });
