@@ -30,6 +30,7 @@
 import { OperationalError } from "../errors.ts";
 import type { Logger, LogLevel, LogSink } from "../log.ts";
 import {
+  closeInheritedOnExec,
   getIoFlusher,
   limitMallocRetention,
   lockFileMappings,
@@ -114,6 +115,7 @@ export async function launchDaemon(
 ): Promise<{ code: number; device?: string }> {
   const { spawn } = await import("node:child_process");
   const argv = selfArgv();
+  closeInheritedOnExec(); // the daemon keeps nothing of whoever started us (apt, a hook)
   // Set on this (main) thread so that the child forked from it inherits it.
   const flusher = setIoFlusher();
   const child = spawn("/proc/self/exe", argv.slice(1), {

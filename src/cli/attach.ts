@@ -37,7 +37,7 @@ import {
   type TargetOptionValues,
 } from "./target_options.ts";
 import type { Command, CommandContext } from "./context.ts";
-import { limitMallocRetention } from "../sys/process.ts";
+import { closeInheritedOnExec, limitMallocRetention } from "../sys/process.ts";
 import { takeOverServed } from "../control/takeover.ts";
 
 const USAGE = `usage: isboot attach TARGET [--device /dev/nbdN] [options]
@@ -194,6 +194,7 @@ async function daemonize(args: string[], ctx: CommandContext): Promise<number> {
   const main = Deno.mainModule;
   const exe = Deno.execPath();
   const rest = args.filter((a) => a !== "--daemon");
+  closeInheritedOnExec(); // the daemon keeps nothing of whoever started us (apt, a shell)
   // deno run SCRIPT (source or bundle form), or a compiled executable.
   const isDeno = /\/deno$/.test(exe) && main.startsWith("file://");
   const script = isDeno ? new URL(main).pathname : "";

@@ -128,6 +128,40 @@ export function selfPrefix(argv: readonly string[] = selfArgv(), main = Deno.mai
   return at < 0 ? [] : argv.slice(1, at + 1);
 }
 
+const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+
+/**
+ * Mark every file descriptor above 2 close-on-exec, so that a daemon this
+ * process starts inherits none of them. A package manager's pipes and
+ * terminal reach a maintainer script's children as plain inherited
+ * descriptors: a daemon that kept one would hold apt waiting for its end
+ * for ever. (Deno's own descriptors are close-on-exec already.) Returns
+ * how many were marked.
+ *
+ * @example
+ * ```ts
+ * closeInheritedOnExec();
+ * spawn("/proc/self/exe", args, { detached: true });
+ * ```
+ */
+export function closeInheritedOnExec(): number {
+  let marked = 0;
+  let fds: number[];
+  try {
+    fds = [...Deno.readDirSync("/proc/self/fd")].map((e) => Number(e.name)).filter((n) => n > 2);
+  } catch {
+    return 0; // no /proc: nothing to go by
+  }
+  for (const fd of fds) {
+    const flags = libc().fcntl(fd, F_GETFD, 0);
+    if (flags < 0 || (flags & FD_CLOEXEC) !== 0) continue; // gone (the directory's own fd), or set
+    if (libc().fcntl(fd, F_SETFD, flags | FD_CLOEXEC) === 0) marked++;
+  }
+  return marked;
+}
+
 const enc = new TextEncoder();
 
 function cString(s: string): Uint8Array {

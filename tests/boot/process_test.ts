@@ -46,3 +46,34 @@ Deno.test("process: IO_FLUSHER then re-exec keeps the PID, sets argv[0], locks f
   // deno's own text alone is tens of MiB; all of it is resident and locked now.
   assert.ok(Number(r.vmLck) > 20_000, `VmLck ${r.vmLck} kB`);
 });
+
+Deno.test("process: closeInheritedOnExec keeps an inherited descriptor (apt's pipe) from the daemons it starts", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const script = `${dir}/fds.ts`;
+    const mod = new URL("../../src/sys/process.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      script,
+      `import { closeInheritedOnExec } from "${mod}";
+const child = async () => new TextDecoder().decode((await new Deno.Command("sh", {
+  args: ["-c", "[ -e /proc/self/fd/7 ] && echo has7 || echo no7"], stdout: "piped" }).output()).stdout).trim();
+const before = await child();
+const marked = closeInheritedOnExec();
+console.log(JSON.stringify({ before, marked, after: await child() }));
+`,
+    );
+    // fd 7 as a shell leaves it to its children: not close-on-exec.
+    const out = await new Deno.Command("sh", {
+      args: ["-c", `exec 7</dev/null; exec "$0" run -A --quiet "$1"`, Deno.execPath(), script],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.equal(r.before, "has7");
+    assert.ok(r.marked >= 1, JSON.stringify(r));
+    assert.equal(r.after, "no7");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
