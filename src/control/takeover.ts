@@ -82,6 +82,14 @@ export async function takeOverServed(
   let oldDaemon = false;
   watch?.deadIndexes(); // only notifications from now on count
   try {
+    // Its pid, to wait for its exit: its control socket's path is no sign of
+    // life, since a boot daemon resolves paths in the initramfs it started
+    // in and cannot remove its socket from the real root's /run.
+    const oldPid = await controlRequest(path, { cmd: "status" }).then(
+      (r) => (r.ok ? r.status?.pid : undefined),
+      () => undefined,
+    );
+    const oldGone = () => (oldPid !== undefined ? processGone(oldPid) : !pathExists(path));
     try {
       const r = await controlRequest(path, { cmd: "release" });
       if (!r.ok) throw new OperationalError(`the isboot serving ${dev} refused: ${r.error}`);
@@ -97,7 +105,7 @@ export async function takeOverServed(
     // then may RECONFIGURE come: with no dead socket to replace, 6.1 drops
     // the new socket and still answers 0 (nbd_genl_reconfigure turns
     // nbd_reconnect_socket's ENOSPC into success).
-    if (oldDaemon) await waitLinkDead(watch, o.index, path, log);
+    if (oldDaemon) await waitLinkDead(watch, o.index, oldGone, log);
     const { lockMappings: _, ...attach } = o;
     const a = await takeOverDevice(nbd, device, {
       ...attach,
@@ -105,9 +113,9 @@ export async function takeOverServed(
       waitDeadMs: RELEASE_FORCE_MS + 5_000,
     });
     if (oldDaemon) {
-      // It flushes, logs out and removes its control socket; ours goes there.
+      // It logs out and exits; our control socket takes the place of its.
       const deadline = Date.now() + 30_000;
-      while (await pathExists(path) && Date.now() < deadline) await sleep(100);
+      while (!oldGone() && Date.now() < deadline) await sleep(100);
     }
     return a;
   } catch (e) {
@@ -125,7 +133,7 @@ export async function takeOverServed(
 async function waitLinkDead(
   watch: NbdLinkWatch | undefined,
   index: number,
-  ctlPath: string,
+  oldGone: () => boolean,
   log: Logger,
 ): Promise<void> {
   const deadline = Date.now() + RELEASE_FORCE_MS + 5_000;
@@ -139,15 +147,25 @@ async function waitLinkDead(
     log.debug(`${nbdDevicePath(index)}: the kernel marked the old socket dead`);
     return;
   }
-  while (await pathExists(ctlPath) && Date.now() < deadline) await sleep(100);
+  while (!oldGone() && Date.now() < deadline) await sleep(100);
   await sleep(1000);
 }
 
-async function pathExists(path: string): Promise<boolean> {
+function pathExists(path: string): boolean {
   try {
-    await Deno.lstat(path);
+    Deno.lstatSync(path);
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Whether process `pid` has exited (gone, or a zombie not yet reaped). */
+export function processGone(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return true;
   }
 }

@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { handoverArgs } from "../../src/cli/attach.ts";
 import { needsTakeover } from "../../src/cli/takeover.ts";
+import { processGone } from "../../src/control/takeover.ts";
 import { ibftFromJson, ibftToJson } from "../../src/ibft/json.ts";
 import { loadIbft } from "../../src/ibft/sources.ts";
 import { resolveBoot } from "../../src/boot/spec.ts";
@@ -96,4 +97,22 @@ Deno.test("takeover: CLI refusals are one line with their exit codes", async () 
   const b = await runCli(["boot", "--takeover"]);
   assert.equal(b.code, 2, b.stderr);
   assert.equal(b.stderr, "isboot: --takeover needs --device /dev/nbdN (the device to take over)\n");
+});
+
+Deno.test("takeover: a daemon that exited counts as gone, a zombie too, a live one not", async () => {
+  assert.equal(processGone(Deno.pid), false);
+  // The backgrounded sleep outlives nobody: its parent execs a sleep that never reaps it.
+  const child = new Deno.Command("sh", {
+    args: ["-c", "sleep 0.1 & echo $!; exec sleep 3"],
+    stdout: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const zombie = Number((await reader.read()).value?.trim());
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(processGone(zombie), true, "zombie");
+  assert.equal(processGone(child.pid), false, "live");
+  child.kill("SIGKILL");
+  await child.status;
+  await reader.cancel();
+  assert.equal(processGone(child.pid), true, "reaped");
 });
