@@ -16,31 +16,15 @@ import {
 import { decodeText, encodeText, splitText, TextAccumulator } from "../../src/iscsi/text.ts";
 import { IscsiProtocolError } from "../../src/iscsi/errors.ts";
 import { fuzzOptions } from "../helpers/fuzz.ts";
+import { b4ReadPdu, RFC3720_B4, wireHex } from "../helpers/crc32c_vectors.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 
 Deno.test("CRC32C matches the RFC 3720 B.4 vectors", async () => {
   const crc = await defaultCrc32c();
-  const le = (n: number) => {
-    const b = new Uint8Array(4);
-    new DataView(b.buffer).setUint32(0, n, true);
-    return hex(b);
-  };
-  assert.equal(le(crc.digest(new Uint8Array(32))), "aa36918a");
-  assert.equal(le(crc.digest(new Uint8Array(32).fill(0xff))), "43aba862");
-  assert.equal(le(crc.digest(Uint8Array.from({ length: 32 }, (_, i) => i))), "4e79dd46");
-  assert.equal(le(crc.digest(Uint8Array.from({ length: 32 }, (_, i) => 31 - i))), "5cdb3f11");
-  // The iSCSI READ command PDU of B.4.
-  const read = new Uint8Array(48);
-  read.set([0x01, 0xc0], 0);
-  read.set([0x14], 16);
-  read.set([0x04, 0x00], 22);
-  read.set([0x14], 27);
-  read.set([0x18], 31);
-  read.set([0x28], 32);
-  read.set([0x02], 40);
-  assert.equal(le(crc.digest(read)), "563a96d9");
+  for (const [data, want] of RFC3720_B4) assert.equal(wireHex(crc.digest(data)), want);
   // Split input gives the same digest as contiguous input.
+  const read = b4ReadPdu();
   assert.equal(crc.digest(read.subarray(0, 20), read.subarray(20)), crc.digest(read));
 });
 

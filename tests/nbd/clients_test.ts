@@ -5,6 +5,7 @@
 import { assert_, assertEquals } from "../helpers/assert.ts";
 import { mustRun, startServe, tool } from "./serve_helper.ts";
 import { runCli } from "../helpers/cli.ts";
+import { NBDSH_PREAMBLE } from "../helpers/nbdsh.ts";
 
 const MiB = 1024 * 1024;
 
@@ -91,16 +92,7 @@ Deno.test("nbd clients: nbdcopy round trip of 256 MiB random data, qemu-img comp
   );
 });
 
-const NBDSH_SCRIPT = `
-import errno
-def expect(err, f):
-    try:
-        f()
-    except nbd.Error as e:
-        assert e.errno == errno.errorcode[err], (e.errno, errno.errorcode[err], e.string)
-        return
-    raise AssertionError("no error, expected " + errno.errorcode[err])
-
+const NBDSH_SCRIPT = NBDSH_PREAMBLE + `
 size = h.get_size()
 assert size == 64 * 1024 * 1024
 pat = bytes(range(256)) * 64

@@ -6,6 +6,7 @@
 import { assert_, assertEquals } from "../helpers/assert.ts";
 import { mustRun, startServe, tool } from "./serve_helper.ts";
 import { withTgtd } from "../../peers/tgtd.ts";
+import { NBDSH_PREAMBLE } from "../helpers/nbdsh.ts";
 
 const IQN = "iqn.2026-11.test.isboot:nbd";
 const MiB = 1024 * 1024;
@@ -29,16 +30,7 @@ async function randomFile(path: string, bytes: number): Promise<void> {
   f.close();
 }
 
-const NBDSH = `
-import errno
-def expect(err, f):
-    try:
-        f()
-    except nbd.Error as e:
-        assert e.errno == errno.errorcode[err], (e.errno, errno.errorcode[err], e.string)
-        return
-    raise AssertionError("no error, expected " + errno.errorcode[err])
-
+const NBDSH = NBDSH_PREAMBLE + `
 size = h.get_size()
 pat = bytes(range(256)) * 64
 h.pwrite(pat, 1048576, nbd.CMD_FLAG_FUA)
