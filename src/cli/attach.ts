@@ -37,7 +37,7 @@ import {
   type TargetOptionValues,
 } from "./target_options.ts";
 import type { Command, CommandContext } from "./context.ts";
-import { closeInheritedOnExec, limitMallocRetention } from "../sys/process.ts";
+import { closeInheritedOnExec, limitMallocRetention, selfPrefix } from "../sys/process.ts";
 import { takeOverServed } from "../control/takeover.ts";
 
 const USAGE = `usage: isboot attach TARGET [--device /dev/nbdN] [options]
@@ -191,25 +191,13 @@ function statusOf(a: KernelAttachment, b: Backend, started: Date): SessionStatus
 /** Re-run this same command in the background; return once it printed its device. */
 async function daemonize(args: string[], ctx: CommandContext): Promise<number> {
   const { spawn } = await import("node:child_process");
-  const main = Deno.mainModule;
-  const exe = Deno.execPath();
   const rest = args.filter((a) => a !== "--daemon");
   closeInheritedOnExec(); // the daemon keeps nothing of whoever started us (apt, a shell)
-  // deno run SCRIPT (source or bundle form), or a compiled executable.
-  const isDeno = /\/deno$/.test(exe) && main.startsWith("file://");
-  const script = isDeno ? new URL(main).pathname : "";
-  const argv = isDeno
-    ? [
-      "run",
-      "-A",
-      "--quiet",
-      ...(script.endsWith(".js") ? ["--no-config", "--no-lock", "--no-remote", "--no-npm"] : []),
-      script,
-      "attach",
-      ...rest,
-    ]
-    : ["attach", ...rest];
-  const child = spawn(exe, argv, { detached: true, stdio: ["ignore", "pipe", "inherit"] });
+  // This same isboot again (deno's own arguments first in the bundle and source forms).
+  const child = spawn("/proc/self/exe", [...selfPrefix(), "attach", ...rest], {
+    detached: true,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
   const line = await new Promise<string | null>((resolve) => {
     let buf = "";
     child.stdout!.on("data", (d: Uint8Array) => {
