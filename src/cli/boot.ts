@@ -226,8 +226,11 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         `attach + partition scan ${sec(t.attachMs)} s`,
     );
     await Deno.mkdir(`${v.root ?? ""}/run/isboot`, { recursive: true });
+    const bootJson = `${v.root ?? ""}/run/isboot/boot.json`;
+    // A live upgrade keeps the boot's own times and adds its takeover's.
+    const boot = takeoverIndex === undefined ? null : await readBootTimes(bootJson);
     await Deno.writeTextFile(
-      `${v.root ?? ""}/run/isboot/boot.json`,
+      bootJson,
       JSON.stringify({
         device: booted.device,
         target: booted.target.targetName,
@@ -236,10 +239,11 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         interfaces: booted.nics.map((n) => n.ifname),
         partitions: booted.partitions,
         pid: Deno.pid,
-        readyMs: ms,
-        timing: booted.timing,
-        // A live upgrade's daemon: readyMs and timing are its takeover's.
-        ...(takeoverIndex !== undefined ? { takeover: true } : {}),
+        readyMs: boot ? boot.readyMs : ms,
+        timing: boot ? boot.timing : booted.timing,
+        ...(takeoverIndex !== undefined
+          ? { takeover: { readyMs: ms, timing: booted.timing } }
+          : {}),
       }) + "\n",
     );
     // From here on the root's network stack may touch the boot NIC; the guard keeps it.
@@ -322,6 +326,16 @@ async function listenControl(
   } catch (e) {
     log.warn(`no control socket: ${e instanceof Error ? e.message : e}`);
     return null;
+  }
+}
+
+/** readyMs and timing of the boot that wrote `path` (null fields when it cannot be read). */
+async function readBootTimes(path: string): Promise<{ readyMs: unknown; timing: unknown }> {
+  try {
+    const j = JSON.parse(await Deno.readTextFile(path));
+    return { readyMs: j.readyMs ?? null, timing: j.timing ?? null };
+  } catch {
+    return { readyMs: null, timing: null };
   }
 }
 

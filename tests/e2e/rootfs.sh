@@ -25,11 +25,15 @@ log=$out/debootstrap$key.log
 [ -s "$tar" ] && { echo "$tar (cached)"; exit 0; }
 mkdir -p "$out/debootstrap-cache"
 dir=$(mktemp -d "$out/rootfs.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
+# debootstrap can leave the target's /proc mounted (seen once: its umount at
+# exit raced a process a postinst started); tar and rm must not walk into it.
+unmount_all() { findmnt -rno TARGET | grep -F "$(readlink -f "$dir")/" | sort -r | xargs -r -n1 umount -l || true; }
+trap 'unmount_all; rm -rf "$dir"' EXIT
 # minbase + systemd as init + ps: the smallest root that boots with systemd.
 debootstrap --variant=minbase --include=systemd-sysv,udev,procps${extra:+,$extra} \
   --cache-dir="$(readlink -f "$out")/debootstrap-cache" "$suite" "$dir" "$mirror" >"$log" 2>&1 ||
   { tail -20 "$log" >&2; exit 1; }
+unmount_all
 rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
 tar -C "$dir" --numeric-owner -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
 echo "$tar"
