@@ -59,12 +59,18 @@ export const NBD_DEVICE_CONNECTED = 2; // u8
 /** NBD_ATTR_SOCKETS items. */
 export const NBD_SOCK_ITEM = 1;
 export const NBD_SOCK_FD = 1; // u32
-/** Commands. */
-export const NBD_CMD_CONNECT = 1;
-export const NBD_CMD_DISCONNECT = 2;
-export const NBD_CMD_RECONFIGURE = 3;
-export const NBD_CMD_LINK_DEAD = 4;
-export const NBD_CMD_STATUS = 5;
+/**
+ * The family's commands: nbd-netlink.h's NBD_CMD_CONNECT ... NBD_CMD_STATUS,
+ * held apart here because the wire protocol's NBD_CMD_* (constants.ts:
+ * READ, WRITE, DISC...) reuse the same numbers for other things.
+ */
+export const NBD_GENL_CMD = {
+  CONNECT: 1,
+  DISCONNECT: 2,
+  RECONFIGURE: 3,
+  LINK_DEAD: 4,
+  STATUS: 5,
+} as const;
 /** Client flags (include/uapi/linux/nbd.h). */
 export const NBD_CFLAG_DESTROY_ON_DISCONNECT = 1 << 0;
 export const NBD_CFLAG_DISCONNECT_ON_CLOSE = 1 << 1;
@@ -255,7 +261,7 @@ export class NbdKernel {
   connect(o: ConnectOptions): number {
     const w = connectAttributes(o);
     const dev = o.index === undefined ? "nbd" : `nbd${o.index}`;
-    const replies = this.#request(NBD_CMD_CONNECT, w, `connect ${dev}`);
+    const replies = this.#request(NBD_GENL_CMD.CONNECT, w, `connect ${dev}`);
     const index = replies.map((r) => r.attrs.u32(NBD_ATTR_INDEX)).find((i) => i !== undefined) ??
       o.index;
     if (index === undefined) {
@@ -267,7 +273,7 @@ export class NbdKernel {
   /** NBD_CMD_DISCONNECT: the kernel sends NBD_CMD_DISC, shuts the sockets down, clears the device. */
   disconnect(index: number): void {
     this.#request(
-      NBD_CMD_DISCONNECT,
+      NBD_GENL_CMD.DISCONNECT,
       new AttrWriter().u32(NBD_ATTR_INDEX, index),
       `disconnect nbd${index}`,
     );
@@ -287,7 +293,7 @@ export class NbdKernel {
     if (o.clientFlags !== undefined) w.u64(NBD_ATTR_CLIENT_FLAGS, BigInt(o.clientFlags));
     if (o.backendIdentifier !== undefined) w.str(NBD_ATTR_BACKEND_IDENTIFIER, o.backendIdentifier);
     if (o.sockets?.length) sockets(w, o.sockets);
-    this.#request(NBD_CMD_RECONFIGURE, w, `reconfigure nbd${index}`);
+    this.#request(NBD_GENL_CMD.RECONFIGURE, w, `reconfigure nbd${index}`);
   }
 
   /** NBD_CMD_STATUS: all devices, or one. */
@@ -297,7 +303,7 @@ export class NbdKernel {
     const out: NbdDeviceStatus[] = [];
     for (
       const r of this.#request(
-        NBD_CMD_STATUS,
+        NBD_GENL_CMD.STATUS,
         w,
         index === undefined ? "status" : `status nbd${index}`,
       )
@@ -389,7 +395,7 @@ export function linkDeadIndexes(messages: NlMessage[], familyId: number): Set<nu
     try {
       const g = decodeGenl(m.payload);
       const index = g.attrs.u32(NBD_ATTR_INDEX);
-      if (g.cmd === NBD_CMD_LINK_DEAD && index !== undefined) out.add(index);
+      if (g.cmd === NBD_GENL_CMD.LINK_DEAD && index !== undefined) out.add(index);
     } catch {
       // a malformed notification is no notification
     }

@@ -8,7 +8,7 @@
  * ```ts
  * const nl = NetlinkSocket.open(NETLINK_GENERIC);
  * const nbd = resolveFamily(nl, "nbd");          // throws ENOENT without nbd.ko
- * const replies = genlRequest(nl, nbd, NBD_CMD_STATUS, new AttrWriter());
+ * const replies = genlRequest(nl, nbd, NBD_GENL_CMD.STATUS, new AttrWriter());
  * ```
  */
 import { NetlinkParseError } from "./netlink.ts";
@@ -121,7 +121,7 @@ export function resolveFamily(nl: NetlinkSocket, name: string): GenlFamily {
  *
  * @example
  * ```ts
- * const [reply] = genlRequest(nl, nbd, NBD_CMD_CONNECT, attrs, { call: "nbd CONNECT" });
+ * const [reply] = genlRequest(nl, nbd, NBD_GENL_CMD.CONNECT, attrs, { call: "nbd CONNECT" });
  * const index = reply.attrs.u32(NBD_ATTR_INDEX);
  * ```
  */

@@ -21,8 +21,7 @@ import {
   NBD_ATTR_SOCKETS,
   NBD_ATTR_TIMEOUT,
   NBD_CFLAG_DESTROY_ON_DISCONNECT,
-  NBD_CMD_LINK_DEAD,
-  NBD_CMD_STATUS,
+  NBD_GENL_CMD,
   NBD_SOCK_FD,
   NBD_SOCK_ITEM,
   NbdKernel,
@@ -234,13 +233,13 @@ Deno.test("linkDeadIndexes: NBD_CMD_LINK_DEAD of the nbd family only; malformed 
     payload,
   });
   const dead = (i: number) =>
-    encodeGenl(NBD_CMD_LINK_DEAD, 1, new AttrWriter().u32(NBD_ATTR_INDEX, i).bytes());
+    encodeGenl(NBD_GENL_CMD.LINK_DEAD, 1, new AttrWriter().u32(NBD_ATTR_INDEX, i).bytes());
   const got = linkDeadIndexes([
     msg(fam, dead(0)),
     msg(fam, dead(3)),
     msg(fam + 1, dead(5)), // another family
-    msg(fam, encodeGenl(NBD_CMD_STATUS, 1, new AttrWriter().u32(NBD_ATTR_INDEX, 6).bytes())),
-    msg(fam, encodeGenl(NBD_CMD_LINK_DEAD, 1, new Uint8Array(0))), // no index
+    msg(fam, encodeGenl(NBD_GENL_CMD.STATUS, 1, new AttrWriter().u32(NBD_ATTR_INDEX, 6).bytes())),
+    msg(fam, encodeGenl(NBD_GENL_CMD.LINK_DEAD, 1, new Uint8Array(0))), // no index
     msg(fam, Uint8Array.of(4, 1)), // truncated genl header
     msg(fam, Uint8Array.of(4, 1, 0, 0, 200, 0, 1, 0)), // attribute longer than the message
   ], fam);
