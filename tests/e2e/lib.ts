@@ -93,7 +93,7 @@ root=$(findmnt -no SOURCE /)
 daemons=$(ps -eo args | grep -c '^@isboot')
 say root=$root daemons=$daemons
 say userspace_us=$(systemctl show -P UserspaceTimestampMonotonic)
-say isboot_ready_ms=$(sed -n 's/.*"readyMs":\\([0-9]*\\).*/\\1/p' /run/isboot/boot.json)
+say isboot_ready_ms=$(grep -o '"readyMs":[0-9]*' /run/isboot/boot.json | head -1 | cut -d: -f2)
 say handoff=$(ls -d /run/net-*.conf /run/systemd/network/*.network /run/NetworkManager/conf.d/*.conf 2>/dev/null | tr '\\n' ' ')
 say control=$(ls /run/isboot/ | tr '\\n' ' ')
 say oom=$(cat /proc/$(pgrep -f '^@isboot' | head -1)/oom_score_adj)
