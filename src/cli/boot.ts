@@ -31,7 +31,6 @@ import { type BootGuard, startBootGuard } from "../boot/guard.ts";
 import { type Attached, type BootBackend, type Booted, runBoot } from "../boot/sequence.ts";
 import { portal, resolveBoot } from "../boot/spec.ts";
 import {
-  BOOT_DAEMON_ROLE,
   controlPath,
   controlRequest,
   ControlServer,
@@ -296,7 +295,10 @@ async function listenControl(
       readOnly: b.blockDevice.readOnly,
       counters: a.counters,
       reconnects: b.reconnects(),
-      session: { role: BOOT_DAEMON_ROLE, interfaces: b.nics.map((n) => n.ifname) },
+      session: {
+        role: "root-storage daemon (isboot boot)",
+        interfaces: b.nics.map((n) => n.ifname),
+      },
       guard: guard.status(),
     });
   try {

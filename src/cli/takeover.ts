@@ -8,12 +8,7 @@
  * device over (`isboot boot --takeover` for the root disk, `isboot attach
  * --takeover --daemon` with the old daemon's arguments for the rest).
  */
-import {
-  BOOT_DAEMON_ROLE,
-  controlRequest,
-  listControlSockets,
-  type SessionStatus,
-} from "../control/control.ts";
+import { controlRequest, listControlSockets, type SessionStatus } from "../control/control.ts";
 import { OperationalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { nbdDevicePath, parseNbdDevice } from "../nbd/sysfs.ts";
@@ -119,13 +114,7 @@ async function takeOne(
     );
   }
   const h = r.handover;
-  const isBoot = h.kind === "boot";
-  if (isBoot !== (old.session?.role === BOOT_DAEMON_ROLE)) {
-    throw new OperationalError(
-      `the serving isboot's handover is '${h.kind}', its status says otherwise`,
-    );
-  }
-  const code = isBoot
+  const code = h.kind === "boot"
     ? await runSelf(["boot", "--takeover", "--device", dev], {}, log)
     : await runSelf(["attach", ...h.args, "--device", dev, "--takeover", "--daemon"], h.env, log);
   if (code !== 0) throw new OperationalError(`the successor exited with status ${code}`);

@@ -154,9 +154,6 @@ export function sessionStatus(p: StatusParts): SessionStatus {
   };
 }
 
-/** `session.role` in the boot daemon's status: `isboot takeover` tells it from `attach` by this. */
-export const BOOT_DAEMON_ROLE = "root-storage daemon (isboot boot)";
-
 /** The serving process's version and executable, for {@link SessionStatus}. */
 export function selfIdentity(): { version: string; executable: string } {
   let executable = "";

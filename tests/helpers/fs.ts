@@ -16,3 +16,13 @@ export async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+
+/** Whether this host's kernel has the nbd driver loaded (tests that need /dev/nbdN skip without). */
+export const haveNbd: boolean = (() => {
+  try {
+    Deno.statSync("/sys/module/nbd");
+    return true;
+  } catch {
+    return false;
+  }
+})();

@@ -33,14 +33,7 @@ import { pageSize } from "../../src/sys/process.ts";
 import { MemoryDevice } from "../../src/memory_device.ts";
 import { Logger } from "../../src/log.ts";
 
-const haveNbd = (() => {
-  try {
-    Deno.statSync("/sys/module/nbd");
-    return true;
-  } catch {
-    return false;
-  }
-})();
+import { haveNbd } from "../helpers/fs.ts";
 
 Deno.test("connectAttributes: every NBD_ATTR the kernel reads, sockets nested twice", () => {
   const w = connectAttributes({

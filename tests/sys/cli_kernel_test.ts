@@ -3,14 +3,7 @@ import assert from "node:assert/strict";
 import { controlPath, ControlServer } from "../../src/control/control.ts";
 import { runCli } from "../helpers/cli.ts";
 
-const haveNbd = (() => {
-  try {
-    Deno.statSync("/sys/module/nbd");
-    return true;
-  } catch {
-    return false;
-  }
-})();
+import { haveNbd } from "../helpers/fs.ts";
 
 Deno.test("cli: attach/detach/status --help and usage errors exit 2 with one line", async () => {
   for (const cmd of ["attach", "detach", "status"]) {
