@@ -30,7 +30,6 @@
 import { OperationalError } from "../errors.ts";
 import type { Logger, LogLevel, LogSink } from "../log.ts";
 import {
-  closeInheritedOnExec,
   getIoFlusher,
   limitMallocRetention,
   lockFileMappings,
@@ -38,6 +37,7 @@ import {
   selfArgv,
   setIoFlusher,
   setOomScoreAdj,
+  startDaemon,
   type StepResult,
 } from "../sys/process.ts";
 
@@ -113,15 +113,10 @@ export async function launchDaemon(
   log: Logger,
   startedAt: number,
 ): Promise<{ code: number; device?: string }> {
-  const { spawn } = await import("node:child_process");
-  const argv = selfArgv();
-  closeInheritedOnExec(); // the daemon keeps nothing of whoever started us (apt, a hook)
   // Set on this (main) thread so that the child forked from it inherits it.
   const flusher = setIoFlusher();
-  const child = spawn("/proc/self/exe", argv.slice(1), {
+  const started = await startDaemon(selfArgv().slice(1), {
     argv0: DAEMON_ARGV0,
-    detached: true,
-    stdio: ["ignore", "pipe", "inherit"],
     env: {
       ...Deno.env.toObject(),
       [STAGE_ENV]: "daemon",
@@ -129,29 +124,13 @@ export async function launchDaemon(
       [T0_ENV]: String(startedAt),
     },
   });
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  let buf = "";
-  const answer = await new Promise<string | null>((resolve) => {
-    child.stdout!.on("data", (d: Uint8Array | string) => {
-      buf += typeof d === "string" ? d : new TextDecoder().decode(d);
-      const nl = buf.indexOf("\n");
-      if (nl >= 0) resolve(buf.slice(0, nl));
-    });
-    child.stdout!.on("end", () => resolve(null));
-    child.on("error", (e) => {
-      log.error(`cannot start the daemon: ${e.message}`);
-      resolve(null);
-    });
-  });
-  child.stdout!.destroy();
-  const ready = /^READY (\/dev\/\S+)/.exec(answer ?? "");
-  if (ready) {
-    child.unref();
-    return { code: 0, device: ready[1] };
-  }
-  const fail = /^FAIL (\d+)/.exec(answer ?? "");
+  if (started.spawnError) log.error(`cannot start the daemon: ${started.spawnError.message}`);
+  const ready = /^READY (\/dev\/\S+)/.exec(started.line ?? "");
+  if (ready) return { code: 0, device: ready[1] };
+  const fail = /^FAIL (\d+)/.exec(started.line ?? "");
   if (fail) return { code: Number(fail[1]) };
-  const code = await exited;
+  if (started.spawnError) return { code: 1 };
+  const code = await started.exited;
   log.error(`the daemon exited (status ${code}) before the device was ready`);
   return { code: code || 1 };
 }

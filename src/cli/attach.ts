@@ -37,7 +37,7 @@ import {
   type TargetOptionValues,
 } from "./target_options.ts";
 import type { Command, CommandContext } from "./context.ts";
-import { closeInheritedOnExec, limitMallocRetention, selfPrefix } from "../sys/process.ts";
+import { limitMallocRetention, selfPrefix, startDaemon } from "../sys/process.ts";
 import { takeOverServed } from "../control/takeover.ts";
 
 const USAGE = `usage: isboot attach TARGET [--device /dev/nbdN] [options]
@@ -190,28 +190,17 @@ function statusOf(a: KernelAttachment, b: Backend, started: Date): SessionStatus
 
 /** Re-run this same command in the background; return once it printed its device. */
 async function daemonize(args: string[], ctx: CommandContext): Promise<number> {
-  const { spawn } = await import("node:child_process");
   const rest = args.filter((a) => a !== "--daemon");
-  closeInheritedOnExec(); // the daemon keeps nothing of whoever started us (apt, a shell)
-  // This same isboot again (deno's own arguments first in the bundle and source forms).
-  const child = spawn("/proc/self/exe", [...selfPrefix(), "attach", ...rest], {
-    detached: true,
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const line = await new Promise<string | null>((resolve) => {
-    let buf = "";
-    child.stdout!.on("data", (d: Uint8Array) => {
-      buf += new TextDecoder().decode(d);
-      const nl = buf.indexOf("\n");
-      if (nl >= 0) resolve(buf.slice(0, nl));
-    });
-    child.on("exit", () => resolve(null));
-  });
+  const { line, spawnError } = await startDaemon([...selfPrefix(), "attach", ...rest]);
   if (line === null) {
-    throw new OperationalError("attach --daemon: the background process exited before attaching");
+    throw new OperationalError(
+      `attach --daemon: ${
+        spawnError
+          ? `cannot start the background process: ${spawnError.message}`
+          : "the background process exited before attaching"
+      }`,
+    );
   }
-  child.stdout!.destroy();
-  child.unref();
   ctx.out(line + "\n");
   return 0;
 }

@@ -162,6 +162,65 @@ export function closeInheritedOnExec(): number {
   return marked;
 }
 
+/** What {@link startDaemon} saw: the child's first stdout line, or why there was none. */
+export interface DaemonStart {
+  /** The first line the child printed (without its newline); null if it printed none. */
+  line: string | null;
+  /** The child could not be spawned at all (null when it was). */
+  spawnError: Error | null;
+  /** Resolves with the child's exit status once it exits (null: killed by a signal). */
+  exited: Promise<number | null>;
+}
+
+/**
+ * Start this same program again as a daemon: `/proc/self/exe` with `args`
+ * (pass {@link selfPrefix} first for the bundle and source forms), in a new
+ * session, stdin closed, stderr shared, stdout a pipe, every inherited
+ * descriptor above 2 marked close-on-exec first (the daemon keeps nothing
+ * of whoever started us: apt, a hook, a shell). Waits for the child's first
+ * stdout line, its "I am ready" (or "I failed"); once it has one, the pipe
+ * is closed and the child left to run on its own.
+ *
+ * @example
+ * ```ts
+ * const s = await startDaemon([...selfPrefix(), "attach", target]);
+ * if (s.line === null) console.error(`exited with ${await s.exited}`);
+ * ```
+ */
+export async function startDaemon(
+  args: string[],
+  opts: { argv0?: string; env?: Record<string, string> } = {},
+): Promise<DaemonStart> {
+  const { spawn } = await import("node:child_process");
+  closeInheritedOnExec();
+  const child = spawn("/proc/self/exe", args, {
+    ...(opts.argv0 === undefined ? {} : { argv0: opts.argv0 }),
+    ...(opts.env === undefined ? {} : { env: opts.env }),
+    detached: true,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  let spawnError: Error | null = null;
+  const line = await new Promise<string | null>((resolve) => {
+    let buf = "";
+    const dec = new TextDecoder();
+    child.stdout!.on("data", (d: Uint8Array | string) => {
+      buf += typeof d === "string" ? d : dec.decode(d, { stream: true });
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) resolve(buf.slice(0, nl));
+    });
+    child.stdout!.on("end", () => resolve(null));
+    child.on("exit", () => resolve(null));
+    child.on("error", (e: Error) => {
+      spawnError = e;
+      resolve(null);
+    });
+  });
+  child.stdout!.destroy();
+  if (line !== null) child.unref();
+  return { line, spawnError, exited };
+}
+
 const enc = new TextEncoder();
 
 function cString(s: string): Uint8Array {

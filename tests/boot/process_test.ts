@@ -77,3 +77,36 @@ console.log(JSON.stringify({ before, marked, after: await child() }));
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("process: startDaemon hands back the daemon's first line and leaves it running; a silent exit is null and its status", async () => {
+  const { startDaemon } = await import("../../src/sys/process.ts");
+  const ready = await startDaemon(
+    [
+      "eval",
+      `const argv0 = Deno.readTextFileSync("/proc/self/cmdline").split("\\0")[0];
+       console.log("READY " + Deno.pid + " " + argv0 + " " + Deno.env.get("ISBOOT_TEST_X"));
+       console.log("second line");
+       setTimeout(() => {}, 60_000);`,
+    ],
+    { argv0: "@isboot-test", env: { ...Deno.env.toObject(), ISBOOT_TEST_X: "carried" } },
+  );
+  assert.equal(ready.spawnError, null);
+  const m = /^READY (\d+) (\S+) (\S+)$/.exec(ready.line ?? "");
+  assert.ok(m, `first line: ${ready.line}`);
+  assert.equal(m[2], "@isboot-test");
+  assert.equal(m[3], "carried");
+  const pid = Number(m[1]);
+  try {
+    // Still running after we stopped listening: a daemon, not a child we wait on.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok((await Deno.readTextFile(`/proc/${pid}/stat`)).length > 0);
+    // A new session: it leads its own (setsid), away from our terminal.
+    const stat = (await Deno.readTextFile(`/proc/${pid}/stat`)).split(") ")[1].split(" ");
+    assert.equal(Number(stat[3]), pid, "session id is its own pid");
+  } finally {
+    Deno.kill(pid, "SIGKILL");
+  }
+  const silent = await startDaemon(["eval", "Deno.exit(7)"]);
+  assert.equal(silent.line, null);
+  assert.equal(await silent.exited, 7);
+});
