@@ -91,8 +91,34 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-/** Lifecycle of a session ("recovering": connection lost, commands held). */
+/**
+ * Lifecycle of a session. "recovering": the connection is lost, commands
+ * are held while the reconnect loop logs in again; "failed" and "closed"
+ * are final.
+ *
+ * ```text
+ *              connection lost                  close()
+ *   open ─────────────────────► recovering ──────────────────────► closed
+ *    │ ▲   relogin, replay         │                                  ▲
+ *    │ └───────────────────────────┘                                  │
+ *    │ close()          logout answered or timed out                  │
+ *    ├────────► closing ──────────────────────────────────────────────┘
+ *    │             │ connection lost while closing
+ *    │             ▼
+ *    └────────► failed ◄──── recovery off (connection lost), or the
+ *                            target refused the relogin's authentication
+ * ```
+ */
 export type State = "open" | "recovering" | "closing" | "closed" | "failed";
+
+/** The transitions of {@link State}, as drawn above; any other is a bug. */
+const TRANSITIONS: Readonly<Record<State, readonly State[]>> = {
+  open: ["recovering", "closing", "failed"],
+  recovering: ["open", "closed", "failed"],
+  closing: ["closed", "failed"],
+  closed: [],
+  failed: [],
+};
 
 const EMPTY = new Uint8Array(0);
 
@@ -248,6 +274,14 @@ export class Session implements ScsiTransport {
   }
 
   /** Negotiated parameters and login facts (no secrets). */
+  /** Move to `next`, which must be a transition of {@link State}. */
+  #setState(next: State): void {
+    if (!TRANSITIONS[this.#state].includes(next)) {
+      throw new Error(`iSCSI session: no transition from ${this.#state} to ${next}`);
+    }
+    this.#state = next;
+  }
+
   get info(): SessionInfo {
     const r = this.#login;
     return {
@@ -1087,7 +1121,7 @@ export class Session implements ScsiTransport {
   async close(timeoutMs = 10000): Promise<void> {
     if (this.#state === "recovering") {
       // No connection to log out on: give up the held commands and stop.
-      this.#state = "closed";
+      this.#setState("closed");
       clearInterval(this.#progressTimer);
       this.#stopRecovery();
       this.#failAll(new OperationalError("iSCSI session closed during recovery"));
@@ -1095,7 +1129,7 @@ export class Session implements ScsiTransport {
       return;
     }
     if (this.#state !== "open") return;
-    this.#state = "closing";
+    this.#setState("closing");
     if (this.#nopTimer !== undefined) clearInterval(this.#nopTimer);
     if (this.#t.inFlight.size || this.#t.queue.length) {
       // Queued commands still get the window as responses come in.
@@ -1109,7 +1143,9 @@ export class Session implements ScsiTransport {
     } catch (e) {
       this.#log.debug(`logout: ${e instanceof Error ? e.message : String(e)}`);
     }
-    this.#state = "closed";
+    // The connection may have failed meanwhile (closing -> failed): that stays.
+    if (this.state === "failed") return;
+    this.#setState("closed");
     clearInterval(this.#progressTimer);
     this.#conn.close();
     this.#failAll(new OperationalError("iSCSI session closed"));
@@ -1135,7 +1171,7 @@ export class Session implements ScsiTransport {
       return;
     }
     this.#log.warn(`iSCSI connection to ${this.#conn.peer} lost: ${err.message}; recovering`);
-    this.#state = "recovering";
+    this.#setState("recovering");
     this.#recoveryStarted = performance.now();
     this.#waitingFor = "the reconnect to start";
     this.#recoveryCause = err;
@@ -1179,7 +1215,7 @@ export class Session implements ScsiTransport {
 
   #failPermanently(err: Error, message: string): void {
     this.#log.error(message);
-    this.#state = "failed";
+    this.#setState("failed");
     this.#failure = err;
     clearInterval(this.#progressTimer);
     this.#stopRecovery();
@@ -1255,7 +1291,7 @@ export class Session implements ScsiTransport {
     this.#recoveryExpired = false;
     this.#recoveryCause = null;
     this.#holding = null;
-    this.#state = "open";
+    this.#setState("open");
     this.#log.warn(
       `iSCSI session recovered on ${formatPortal(r.portal)} after ${
         (ms / 1000).toFixed(2)
