@@ -3,6 +3,7 @@
  * `memory:SIZE`) to a kernel NBD device over netlink, print the device, and
  * stay serving until `isboot detach`, SIGINT or SIGTERM (docs/kernel.md).
  */
+import type { MultipathPolicy } from "../scsi/multipath.ts";
 import type { BlockDevice } from "../blockdev.ts";
 import { InvalidInputError, OperationalError, UsageError } from "../errors.ts";
 import { MemoryDevice, parseSize } from "../memory_device.ts";
@@ -30,6 +31,9 @@ import { redactUri } from "../iscsi/uri.ts";
 import { openTarget } from "../iscsi/open_target.ts";
 import { parseCommand } from "./args.ts";
 import {
+  MULTIPATH_HELP,
+  MULTIPATH_OPTION,
+  multipathFor,
   parseRecoveryTimeout,
   sessionConfigFromUri,
   TARGET_OPTIONS,
@@ -72,13 +76,14 @@ options:
   --block-size N            memory: logical block size (default 512)
   --debug                   log every failed request
 
-${TARGET_OPTIONS_HELP}
+${TARGET_OPTIONS_HELP}${MULTIPATH_HELP}
 Control socket: /run/isboot/nbdN.ctl (mode 0600), read by \`isboot status\`.
 Needs root (CAP_SYS_ADMIN) and the nbd module (loaded when missing).
 `;
 
 const OPTIONS = {
   ...TARGET_OPTIONS,
+  ...MULTIPATH_OPTION,
   device: { type: "string" },
   daemon: { type: "boolean" },
   takeover: { type: "boolean" },
@@ -118,7 +123,13 @@ function intOption(
 
 async function openBackend(
   target: string,
-  opts: { blockSize?: number; readOnly: boolean; device?: string; takeover?: boolean },
+  opts: {
+    blockSize?: number;
+    readOnly: boolean;
+    device?: string;
+    takeover?: boolean;
+    multipath?: MultipathPolicy;
+  },
   values: TargetOptionValues,
   ctx: CommandContext,
 ): Promise<Backend> {
@@ -150,7 +161,7 @@ async function openBackend(
         ? `attach ${opts.device} takeover ${Deno.pid}`
         : `attach ${opts.device ?? "auto"}`,
     });
-    const t = await openTarget(cfg, { log: ctx.log });
+    const t = await openTarget(cfg, { log: ctx.log, multipath: opts.multipath });
     const s = t.session;
     return {
       device: t.device,
@@ -256,6 +267,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   const deadConnTimeoutSec = intOption("dead-conn-timeout", v["dead-conn-timeout"], 0, 1 << 30);
   const blockSize = intOption("block-size", v["block-size"], 512, 65536);
   const recovery = parseRecoveryTimeout(v["recovery-timeout"]);
+  const multipath = multipathFor(v.multipath, v.portal);
   if (
     (connections ?? 1) > 1 && p.positionals[0].startsWith("iscsi:") &&
     (recovery === undefined || recovery === Infinity)
@@ -279,7 +291,13 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
 
   const backend = await openBackend(
     p.positionals[0],
-    { blockSize, readOnly: v["read-only"] ?? false, device: v.device, takeover: v.takeover },
+    {
+      blockSize,
+      readOnly: v["read-only"] ?? false,
+      device: v.device,
+      takeover: v.takeover,
+      multipath,
+    },
     v,
     ctx,
   );

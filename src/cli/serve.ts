@@ -11,7 +11,14 @@ import { limitMallocRetention } from "../sys/process.ts";
 import { openTarget } from "../iscsi/open_target.ts";
 import { parseCommand } from "./args.ts";
 import type { Command, CommandContext } from "./context.ts";
-import { sessionConfigFromUri, TARGET_OPTIONS, TARGET_OPTIONS_HELP } from "./target_options.ts";
+import {
+  MULTIPATH_HELP,
+  MULTIPATH_OPTION,
+  multipathFor,
+  sessionConfigFromUri,
+  TARGET_OPTIONS,
+  TARGET_OPTIONS_HELP,
+} from "./target_options.ts";
 
 const USAGE = `usage: isboot serve TARGET --listen unix:PATH|tcp:[HOST:]PORT [options]
 
@@ -34,7 +41,7 @@ options:
   --block-size N         memory: logical block size (default 512)
   --debug                log every connection and failed request
 
-${TARGET_OPTIONS_HELP}
+${TARGET_OPTIONS_HELP}${MULTIPATH_HELP}
 SIGINT/SIGTERM: stop accepting, finish requests in flight, flush, log out, exit 0.
 exit codes: 0 ok, 1 unreachable/refused/cannot listen, 2 usage, 3 invalid TARGET, 4 authentication failed
 `;
@@ -46,6 +53,7 @@ const OPTIONS = {
   "read-only": { type: "boolean" },
   "block-size": { type: "string" },
   ...TARGET_OPTIONS,
+  ...MULTIPATH_OPTION,
 } as const;
 
 interface Backend {
@@ -91,7 +99,10 @@ async function openBackend(
     const cfg = await sessionConfigFromUri(target, values, ctx.env, {
       isidPurpose: `serve ${listen}`,
     });
-    const t = await openTarget(cfg, { log: ctx.log });
+    const t = await openTarget(cfg, {
+      log: ctx.log,
+      multipath: multipathFor(values.multipath, values.portal),
+    });
     const inv = t.inventory;
     const what = [inv.vendor, inv.product, inv.revision].filter((x) => x).join(" ");
     return {

@@ -13,6 +13,8 @@
  * ```
  */
 import type { ParseArgsConfig } from "node:util";
+import { UsageError } from "../errors.ts";
+import type { MultipathPolicy } from "../scsi/multipath.ts";
 
 export {
   checkIscsiName,
@@ -62,3 +64,49 @@ export const TARGET_OPTIONS_HELP = `target options:
                              then LOGICAL UNIT RESET, then a reconnect, and is issued
                              again (default none: wait for the target)
 `;
+
+/** parseArgs definition of `--multipath` (serve and attach: the commands that keep a session). */
+export const MULTIPATH_OPTION = { multipath: { type: "string" } } as const satisfies Options;
+
+/** Help text of {@link MULTIPATH_OPTION}. */
+export const MULTIPATH_HELP = `  --multipath off|failover|round-robin
+                             with --portal: log in on every portal at once, each
+                             a path of its own, and when one fails go on at once on
+                             another (failover: one active path; round-robin: all);
+                             off (default): the other portals only for recovery
+`;
+
+/**
+ * The `--multipath` value; undefined for off.
+ *
+ * @example
+ * ```ts
+ * parseMultipath("failover"); // "failover"
+ * parseMultipath(undefined); // undefined
+ * ```
+ */
+export function parseMultipath(v: string | undefined): MultipathPolicy | undefined {
+  if (v === undefined || v === "off") return undefined;
+  if (v === "failover" || v === "round-robin") return v;
+  throw new UsageError(`--multipath '${v}': expected off, failover or round-robin`);
+}
+
+/**
+ * `--multipath` checked against the `--portal` values it needs: undefined
+ * for off; a usage error when there is no second portal to make a path of.
+ *
+ * @example
+ * ```ts
+ * multipathFor("round-robin", ["192.0.2.2"]); // "round-robin"
+ * ```
+ */
+export function multipathFor(
+  v: string | undefined,
+  portals: string | string[] | undefined,
+): MultipathPolicy | undefined {
+  const policy = parseMultipath(v);
+  if (policy && (portals === undefined || portals.length === 0)) {
+    throw new UsageError(`--multipath ${policy} needs at least one --portal (a second path)`);
+  }
+  return policy;
+}

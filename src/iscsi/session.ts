@@ -27,7 +27,8 @@
 import { reactor } from "../sys/reactor.ts";
 import { IsbootError, OperationalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { ScsiCommand, ScsiResponse, ScsiTransport } from "../scsi/transport.ts";
+import { PathDownError, type ScsiCommand, type ScsiResponse } from "../scsi/transport.ts";
+import type { PathTransport } from "../scsi/multipath.ts";
 import {
   ASYNC_DROP_ALL_CONNECTIONS,
   ASYNC_DROP_CONNECTION,
@@ -132,7 +133,7 @@ const EMPTY = new Uint8Array(0);
  * await s.close();
  * ```
  */
-export class Session implements ScsiTransport {
+export class Session implements PathTransport {
   readonly #cfg: SessionConfig;
   readonly #log: Logger;
   #conn: Connection;
@@ -280,6 +281,22 @@ export class Session implements ScsiTransport {
       throw new Error(`iSCSI session: no transition from ${this.#state} to ${next}`);
     }
     this.#state = next;
+    for (const f of this.#stateListeners) f(next);
+  }
+
+  #stateListeners: ((s: State) => void)[] = [];
+
+  /**
+   * Call `listener` after every change of {@link state} (the multipath layer,
+   * scsi/multipath.ts, learns so when a path is down and when it is back).
+   */
+  onChange(listener: (s: State) => void): void {
+    this.#stateListeners.push(listener);
+  }
+
+  /** Whether the session takes commands now (open, not recovering or closed). */
+  get up(): boolean {
+    return this.#state === "open";
   }
 
   get info(): SessionInfo {
@@ -1187,8 +1204,13 @@ export class Session implements ScsiTransport {
     // SYNCHRONIZE CACHE stays behind the writes it covered.
     this.#holding = null;
     this.#t.requeueUnfinished();
+    if (this.#cfg.failFast) {
+      // One path of several: what we held goes on another path now.
+      this.#recoveryExpired = true;
+      this.#failAll(this.#recoveryError());
+    }
     const limit = this.#cfg.recoveryTimeoutMs;
-    if (limit !== undefined && Number.isFinite(limit)) {
+    if (!this.#cfg.failFast && limit !== undefined && Number.isFinite(limit)) {
       this.#recoveryTimer = setTimeout(() => {
         if (this.#state !== "recovering") return;
         this.#recoveryExpired = true;
@@ -1206,6 +1228,9 @@ export class Session implements ScsiTransport {
 
   #recoveryError(): OperationalError {
     const why = this.#recoveryCause?.message ?? "connection lost";
+    if (this.#cfg.failFast) {
+      return new PathDownError(`iSCSI path ${this.#conn.peer} is down (${why})`);
+    }
     return new OperationalError(
       `iSCSI connection not recovered within ${
         (this.#cfg.recoveryTimeoutMs ?? 0) / 1000

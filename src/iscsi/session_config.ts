@@ -113,6 +113,14 @@ export interface SessionConfig extends TargetLogin {
    * the first connection error fails the session.
    */
   recoveryTimeoutMs?: number;
+  /**
+   * This session is one path of several (multipath, scsi/multipath.ts): on a
+   * lost connection every command it holds fails at once with PathDownError,
+   * and so does every new one until the relogin, so that the caller sends
+   * them on another path; the reconnect loop goes on in the background for
+   * as long as the session lives (`recoveryTimeoutMs` is not used).
+   */
+  failFast?: boolean;
 }
 
 /** What `probe` and `status` show about a session (no secrets). */

@@ -4,7 +4,19 @@
  * transport moves bytes, keeps many commands in flight, and hides connection
  * recovery: a command that could not be delivered is retried below this
  * interface until the recovery timeout, then rejected with OperationalError.
+ * A transport that is one path of several (multipath) rejects with
+ * {@link PathDownError} instead, at once, so that the command goes on
+ * another path.
  */
+import { OperationalError } from "../errors.ts";
+
+/**
+ * The path this command was sent on is down: the command was not carried
+ * out (or may have been, and may be sent again: a block command is
+ * idempotent). Send it on another path. Only a transport configured as one
+ * path of several throws it.
+ */
+export class PathDownError extends OperationalError {}
 export interface ScsiCommand {
   /** LUN number (the transport encodes it into the 8-byte SAM LUN field). */
   lun: number;
