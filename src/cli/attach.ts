@@ -10,6 +10,7 @@ import { MemoryDevice, parseSize } from "../memory_device.ts";
 import {
   controlPath,
   ControlServer,
+  type PathEntry,
   type SessionStatus,
   sessionStatus,
 } from "../control/control.ts";
@@ -105,6 +106,8 @@ interface Backend {
   /** Backend facts for status (no secrets). */
   session?: () => Record<string, unknown>;
   reconnects?: () => number;
+  /** With multipath: each path now. */
+  paths?: () => PathEntry[];
 }
 
 function intOption(
@@ -168,7 +171,9 @@ async function openBackend(
       close: () => t.close(),
       identifier: `${cfg.targetName}/${cfg.lun}`,
       display: redactUri(target),
-      reconnects: () => t.transport.reconnects,
+      reconnects: () =>
+        t.paths ? t.paths().reduce((n, p) => n + p.reconnects, 0) : t.transport.reconnects,
+      ...(t.paths ? { paths: t.paths } : {}),
       session: () => ({
         portal: s.portal,
         targetName: s.targetName,
@@ -196,6 +201,7 @@ function statusOf(a: KernelAttachment, b: Backend, started: Date): SessionStatus
     counters: a.counters,
     reconnects: b.reconnects?.() ?? 0,
     ...(b.session ? { session: b.session() } : {}),
+    ...(b.paths ? { paths: b.paths() } : {}),
   });
 }
 

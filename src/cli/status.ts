@@ -2,7 +2,12 @@
  * `isboot status [--json]`: every isboot daemon (through its control socket
  * under /run/isboot/) and every connected kernel NBD device.
  */
-import { controlRequest, listControlSockets, type SessionStatus } from "../control/control.ts";
+import {
+  controlRequest,
+  listControlSockets,
+  type PathEntry,
+  type SessionStatus,
+} from "../control/control.ts";
 import type { GuardStatus } from "../net/guard.ts";
 import { NbdKernel } from "../nbd/genl.ts";
 import { nbdDevicePath, readNbdSysfs } from "../nbd/sysfs.ts";
@@ -18,11 +23,14 @@ and the kernel's NBD devices. --json prints one document:
                     "sizeBytes", "blockSize", "readOnly", "connections", "requests",
                     "bytesRead", "bytesWritten", "errors", "reconnects", "session"?,
                     "guard"?: [ { "nic", "parent", "address", "routes", "restores", "overruns",
-                                  "lastEvent", "lastEventAt", "lastRestore" } ] } ],
+                                  "lastEvent", "lastEventAt", "lastRestore" } ],
+                    "paths"?: [ { "portal", "state", "downSince", "isid", "tsih", "failures",
+                                  "reconnects", "commands", "bytes" } ] } ],
     "devices":  [ { "device", "index", "connected", "sizeBytes", "backend", "pid", "daemon" } ] }
 "guard" is the boot NIC guard of the root-storage daemon (isboot boot): the
 link, address and routes it keeps in place, how often it put them back, and
-the last change another program made to them.
+the last change another program made to them. "paths" are the paths of a
+multipath device (attach --multipath): active, standby or down (since when).
 A device whose "daemon" is false has no isboot serving it (crashed or killed):
 its I/O waits for a takeover until the dead-connection timeout.
 `;
@@ -113,11 +121,28 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         `  reconnects ${s.reconnects}  connections ${s.connections}\n`,
     );
     for (const g of s.guard ?? []) ctx.out(formatGuard(g));
+    for (const path of s.paths ?? []) ctx.out(formatPath(path));
   }
   for (const d of devices.filter((d) => !d.daemon)) {
     ctx.out(`${d.device}  connected, no isboot daemon answering  backend ${d.backend ?? "-"}\n`);
   }
   return 0;
+}
+
+/**
+ * One line of a multipath path.
+ *
+ * @example
+ * ```ts
+ * formatPath({ portal: "192.0.2.10:3260", state: "active", downSince: null, isid: "80a1b2c3d4e5",
+ *   tsih: 256, failures: 0, reconnects: 0, commands: 1200, bytes: 78643200 });
+ * // "  path 192.0.2.10:3260  active  isid 80a1b2c3d4e5 tsih 256  commands 1200  78643200 B  failures 0  reconnects 0\n"
+ * ```
+ */
+export function formatPath(p: PathEntry): string {
+  return `  path ${p.portal}  ${p.state}${p.downSince ? ` since ${p.downSince}` : ""}` +
+    `  isid ${p.isid} tsih ${p.tsih}  commands ${p.commands}  ${p.bytes} B` +
+    `  failures ${p.failures}  reconnects ${p.reconnects}\n`;
 }
 
 export const statusCommand: Command = {

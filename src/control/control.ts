@@ -66,10 +66,30 @@ export interface SessionStatus {
   session?: Record<string, unknown>;
   /** The boot NIC guard of `isboot boot`, one entry per boot NIC (absent for `attach`). */
   guard?: GuardStatus[];
+  /** With multipath: each path, in the order of the portals. */
+  paths?: PathEntry[];
   /** The serving isboot's version. */
   version?: string;
   /** The serving process's executable (`/proc/PID/exe`; " (deleted)" once a package replaced it). */
   executable?: string;
+}
+
+/** One path of a multipath device, as `status` shows it. */
+export interface PathEntry {
+  /** The portal, HOST:PORT. */
+  portal: string;
+  /** "active" carries commands; "standby" is logged in and idle; "down" is reconnecting. */
+  state: "active" | "standby" | "down";
+  /** ISO time since which the path has been down; null while up. */
+  downSince: string | null;
+  isid: string;
+  tsih: number;
+  /** Times the path went down, and times its session logged in again. */
+  failures: number;
+  reconnects: number;
+  /** Commands sent on the path, and the bytes they moved. */
+  commands: number;
+  bytes: number;
 }
 
 /**
@@ -118,6 +138,7 @@ export interface StatusParts {
   reconnects: number;
   session?: Record<string, unknown>;
   guard?: GuardStatus[];
+  paths?: PathEntry[];
 }
 
 /**
@@ -150,6 +171,7 @@ export function sessionStatus(p: StatusParts): SessionStatus {
     reconnects: p.reconnects,
     ...(p.session ? { session: p.session } : {}),
     ...(p.guard ? { guard: p.guard } : {}),
+    ...(p.paths ? { paths: p.paths } : {}),
     ...selfIdentity(),
   };
 }

@@ -9,9 +9,18 @@ import type { SessionParams } from "./negotiate.ts";
 import { loginSession, type Session } from "./session.ts";
 import { type SessionConfig, type SessionInfo } from "./session_config.ts";
 import { Lun, type LunInventory, type LunOptions, reportLuns } from "../scsi/lun.ts";
-import { type MultipathPolicy, MultipathTransport } from "../scsi/multipath.ts";
+import { type MultipathPolicy, MultipathTransport, type PathStatus } from "../scsi/multipath.ts";
 import type { Designator } from "../scsi/responses.ts";
 import { formatPortal } from "./uri.ts";
+
+/** One path of a multipath target now (what `status` shows). */
+export interface PathReport extends Omit<PathStatus, "downSince" | "name"> {
+  portal: string;
+  downSince: string | null;
+  isid: string;
+  tsih: number;
+  reconnects: number;
+}
 
 /** Options for openTarget(). */
 export interface OpenTargetOptions {
@@ -40,6 +49,8 @@ export interface OpenedTarget {
   transport: Session;
   /** With multipath: every path, for status. */
   multipath?: MultipathTransport;
+  /** With multipath: each path's state, session and counters now, in portal order. */
+  paths?: () => PathReport[];
   /** LUN numbers from REPORT LUNS, when asked for and answered. */
   luns: number[] | null;
   /** Close the device and log out. Idempotent. */
@@ -253,6 +264,22 @@ async function openMultipath(cfg: SessionConfig, opts: OpenTargetOptions): Promi
       },
       transport: paths[0].session,
       multipath: mp,
+      paths: () =>
+        mp.paths.map((st, i) => {
+          const session = paths[i].session;
+          const { isid, tsih } = session.info;
+          return {
+            portal: st.name,
+            state: st.state,
+            downSince: st.downSince === null ? null : new Date(st.downSince).toISOString(),
+            isid,
+            tsih,
+            failures: st.failures,
+            reconnects: session.reconnects,
+            commands: st.commands,
+            bytes: st.bytes,
+          };
+        }),
       luns,
       close: async () => {
         await device.close();

@@ -22,6 +22,7 @@ import { FaultProxy } from "../faults/proxy.ts";
 import { type Tgtd, withTgtd } from "../../peers/tgtd.ts";
 import { pattern } from "../helpers/bytes.ts";
 import { runCli } from "../helpers/cli.ts";
+import { formatPath } from "../../src/cli/status.ts";
 import { startServe } from "../nbd/serve_helper.ts";
 
 const IQN = "iqn.2026-12.test.isboot:multipath";
@@ -219,6 +220,16 @@ async function multipathCase(policy: MultipathPolicy, fault: Fault): Promise<voi
       assert.ok(w.last.size > WRITERS, "the workload hardly ran");
       await verifyFile(tgtPath, w.last);
       assert.deepEqual(mp.paths.map((p) => p.failures), [1, 1]);
+      // What `isboot status` shows of each path.
+      const report = t.paths!();
+      assert.deepEqual(report.map((p) => p.portal), [`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`]);
+      assert.notEqual(report[0].isid, report[1].isid, "two paths, one ISID");
+      assert.deepEqual(report.map((p) => [p.failures, p.downSince]), [[1, null], [1, null]]);
+      assert.ok(report.every((p) => p.reconnects >= 1 && p.commands > 0), JSON.stringify(report));
+      assert.match(
+        formatPath(report[0]),
+        /^ {2}path 127\.0\.0\.1:\d+ {2}(active|standby) {2}isid [0-9a-f]{12} tsih \d+ {2}commands \d+ {2}\d+ B {2}failures 1 {2}reconnects \d+\n$/,
+      );
       assert.ok(lines.some((l) => /multipath: path 127\.0\.0\.1:\d+ is down/.test(l)));
       assert.ok(lines.some((l) => /multipath: path 127\.0\.0\.1:\d+ is back after/.test(l)));
 
