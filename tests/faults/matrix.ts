@@ -24,6 +24,8 @@
  * ```
  */
 import { isbootCommand, ROOT } from "../helpers/cli.ts";
+import { exists } from "../helpers/fs.ts";
+import { startTgtd } from "../helpers/tgtd.ts";
 import { Tgtd } from "../../peers/tgtd.ts";
 import { FaultProxy, type PduInfo, type ProxiedConnection } from "./proxy.ts";
 
@@ -356,20 +358,6 @@ export const FAULTS: Fault[] = [
   },
 ];
 
-/**
- * Tgtd.start, retried: a start can still fail when a random control number
- * or port collides with another tgtd on a busy machine.
- */
-async function startTgtd(): Promise<Tgtd> {
-  for (let i = 0;; i++) {
-    try {
-      return await Tgtd.start();
-    } catch (e) {
-      if (i >= 4) throw e;
-    }
-  }
-}
-
 /** One row of the matrix. */
 export interface RowResult {
   fault: string;
@@ -403,15 +391,6 @@ function readRss(pid: number): number | undefined {
     return m ? Number(m[1]) * 1024 : undefined;
   } catch {
     return undefined;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

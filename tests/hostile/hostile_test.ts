@@ -11,8 +11,9 @@
  * or 3, is then accepted too).
  */
 import assert from "node:assert/strict";
-import { isbootCommand, ROOT } from "../helpers/cli.ts";
-import { FakeTarget, type Scenario } from "./fake_target.ts";
+import { outputWithin, spawnCli } from "../helpers/cli.ts";
+import { waitForPath } from "../helpers/fs.ts";
+import { FakeTarget, type Scenario } from "../helpers/fake_target/mod.ts";
 
 const RECOVERY = Deno.env.get("ISBOOT_FAULTS") !== "0";
 /** A case must be over within this. */
@@ -47,27 +48,11 @@ async function runBounded(
   env: Record<string, string> = {},
   limitMs = TIME_LIMIT_MS,
 ): Promise<Outcome> {
-  const { cmd, pre } = isbootCommand();
   const t0 = performance.now();
-  const child = new Deno.Command(cmd, {
-    args: [...pre, ...args],
-    env,
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnCli(args, { env });
   let peakRss = 0;
   const timer = setInterval(() => (peakRss = Math.max(peakRss, readRss(child.pid))), 100);
-  let timedOut = false;
-  const killer = setTimeout(() => {
-    timedOut = true;
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, limitMs);
-  const out = await child.output();
-  clearTimeout(killer);
+  const out = await outputWithin(child, limitMs);
   clearInterval(timer);
   const dec = new TextDecoder();
   return {
@@ -75,7 +60,7 @@ async function runBounded(
     stdout: dec.decode(out.stdout),
     stderr: dec.decode(out.stderr),
     peakRss,
-    timedOut,
+    timedOut: out.timedOut,
     ms: Math.round(performance.now() - t0),
   };
 }
@@ -225,14 +210,7 @@ Deno.test({
     const t = await FakeTarget.start({ scenario: "r2t-beyond-transfer" });
     const dir = await Deno.makeTempDir({ prefix: "isboot-hostile-" });
     const sock = `${dir}/nbd.sock`;
-    const { cmd, pre } = isbootCommand();
-    const serve = new Deno.Command(cmd, {
-      args: [...pre, "serve", target(t), "--listen", `unix:${sock}`],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    const serve = spawnCli(["serve", target(t), "--listen", `unix:${sock}`]);
     let exited: Deno.CommandStatus | undefined;
     serve.status.then((s) => (exited = s));
     const exitedNow = () => exited;
@@ -243,16 +221,7 @@ Deno.test({
     })();
     const outDone = serve.stdout.cancel();
     try {
-      const deadline = Date.now() + TIME_LIMIT_MS;
-      for (;;) {
-        if (exited) break;
-        try {
-          await Deno.stat(sock);
-          break;
-        } catch { /* not yet */ }
-        if (Date.now() > deadline) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await waitForPath(sock, { ms: TIME_LIMIT_MS, gaveUp: () => exited !== undefined });
       assert.ok(
         !exited,
         `serve exited (code ${exited?.code}) before listening: ${errText.join("")}`,
@@ -270,13 +239,7 @@ except nbd.Error as e:
         stdout: "piped",
         stderr: "piped",
       }).spawn();
-      const killer = setTimeout(() => {
-        try {
-          client.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, TIME_LIMIT_MS);
-      const co = await client.output();
-      clearTimeout(killer);
+      const co = await outputWithin(client, TIME_LIMIT_MS);
       const said = new TextDecoder().decode(co.stdout).trim();
       assert.ok(
         co.signal === null,

@@ -10,7 +10,8 @@
  * and the data inside the export must be untouched.
  */
 import assert from "node:assert/strict";
-import { isbootCommand, ROOT } from "../helpers/cli.ts";
+import { outputWithin, spawnCli } from "../helpers/cli.ts";
+import { waitForPath } from "../helpers/fs.ts";
 
 const SIZE = 8 * 1024 * 1024;
 /** NBD_MAX_PAYLOAD: the longest READ or WRITE the server accepts. */
@@ -78,39 +79,23 @@ Deno.test({
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "isboot-ranges-" });
     const sock = `${dir}/nbd.sock`;
-    const { cmd, pre } = isbootCommand();
-    const serve = new Deno.Command(cmd, {
-      args: [...pre, "serve", `memory:${SIZE}`, "--listen", `unix:${sock}`],
-      cwd: ROOT,
-      stdin: "null",
+    const serve = spawnCli(["serve", `memory:${SIZE}`, "--listen", `unix:${sock}`], {
       stdout: "null",
-      stderr: "piped",
-    }).spawn();
+    });
     let exited = false;
     serve.status.then(() => (exited = true));
     const stderr = new Response(serve.stderr).text();
     try {
-      const deadline = Date.now() + 20_000;
-      for (;;) {
-        try {
-          await Deno.stat(sock);
-          break;
-        } catch { /* not yet */ }
-        assert.ok(!exited && Date.now() < deadline, `serve did not listen: ${exited}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      assert.ok(
+        await waitForPath(sock, { gaveUp: () => exited }),
+        `serve did not listen: ${exited}`,
+      );
       const client = new Deno.Command("/usr/bin/python3", {
         args: ["-c", SCRIPT, sock, String(SIZE)],
         stdout: "piped",
         stderr: "piped",
       }).spawn();
-      const killer = setTimeout(() => {
-        try {
-          client.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, 60_000);
-      const out = await client.output();
-      clearTimeout(killer);
+      const out = await outputWithin(client, 60_000);
       const dec = new TextDecoder();
       assert.equal(out.code, 0, `client failed: ${dec.decode(out.stderr)}`);
       const rep = JSON.parse(dec.decode(out.stdout)) as {

@@ -1,6 +1,6 @@
 /**
  * What a real target will not do on demand, from the scripted target in
- * fake_target.ts: login redirection (to a real tgtd), login and SendTargets
+ * tests/helpers/fake_target/: login redirection (to a real tgtd), login and SendTargets
  * text split over several PDUs, discovery and mutual CHAP done right and
  * wrong, a reflected CHAP challenge, an empty challenge, and malformed
  * full-feature PDUs. Each malformed PDU must end the session with
@@ -18,7 +18,13 @@ import { loginSession } from "../../src/iscsi/session.ts";
 import { type SessionConfig } from "../../src/iscsi/session_config.ts";
 import { encodeText } from "../../src/iscsi/text.ts";
 import { withTgtd } from "../../peers/tgtd.ts";
-import { echoOffers, type FakeConn, FakeDisk, type FakePdu, FakeTarget } from "./fake_target.ts";
+import {
+  echoOffers,
+  type FakeConn,
+  FakeDisk,
+  type FakePdu,
+  FakeTarget,
+} from "../helpers/fake_target/mod.ts";
 
 const quiet = new Logger({ quiet: true, sink: () => {} });
 const enc = new TextEncoder();
@@ -444,7 +450,7 @@ Deno.test("fake target: an Async Message asking for logout is obeyed: new comman
       if (pdu.opcode === 0x06) {
         // Answered late: commands sent meanwhile would reach this connection.
         seen.push("logout");
-        setTimeout(() => void d.answer(pdu).then(() => c.close(), () => {}), 300);
+        setTimeout(() => void disk.answer(d, pdu).then(() => c.close(), () => {}), 300);
         return true;
       }
       if (pdu.opcode !== 0x01) return false;
@@ -461,7 +467,7 @@ Deno.test("fake target: an Async Message asking for logout is obeyed: new comman
       asked = true;
       seen.push("command");
       await d.asyncMessage(1, { p3: 5 }); // AsyncEvent 1, Parameter3 = 5 s
-      setTimeout(() => void d.execute(pdu).catch(() => {}), 100);
+      setTimeout(() => void disk.execute(d, pdu).catch(() => {}), 100);
       return true;
     });
   });

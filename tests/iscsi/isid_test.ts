@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { claimIsid } from "../../src/iscsi/isid.ts";
 import { stableIsid } from "../../src/iscsi/login.ts";
-import { isbootCommand, ROOT } from "../helpers/cli.ts";
+import { spawnCli } from "../helpers/cli.ts";
 import { withTgtd } from "../../peers/tgtd.ts";
 
 const IQN = "iqn.2026-11.test:isid-initiator";
@@ -71,14 +71,9 @@ Deno.test("isid: a slot held by another process is skipped, and free again once 
 async function serve(
   uri: string,
 ): Promise<{ child: Deno.ChildProcess; port: number; log: string[] }> {
-  const { cmd, pre } = isbootCommand();
-  const child = new Deno.Command(cmd, {
-    args: [...pre, "serve", uri, "--listen", "tcp:127.0.0.1:0", "--initiator", IQN],
-    cwd: ROOT,
-    stdin: "null",
+  const child = spawnCli(["serve", uri, "--listen", "tcp:127.0.0.1:0", "--initiator", IQN], {
     stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  });
   const log: string[] = [];
   const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";

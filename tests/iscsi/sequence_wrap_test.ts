@@ -1,7 +1,7 @@
 /**
  * CmdSN and StatSN are 32-bit serial numbers (RFC 7143 §4.2.2.1, compared
  * by RFC 1982 serial arithmetic): a session that runs long enough crosses
- * 2^32 -> 0 in both. The scripted target of tests/hostile/fake_target.ts
+ * 2^32 -> 0 in both. The fake target of tests/helpers/fake_target/
  * starts them just below 2^32 (a real target would need 2^32 commands to
  * get there); more commands than the CmdSN window holds then go through
  * the wrap at once. A session that compared the numbers as plain integers
@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { Logger } from "../../src/log.ts";
 import { loginSession } from "../../src/iscsi/session.ts";
 import { rw16 } from "../../src/scsi/cdb.ts";
-import { FakeTarget } from "../hostile/fake_target.ts";
+import { FakeTarget } from "../helpers/fake_target/mod.ts";
 
 const quiet = new Logger({ quiet: true, sink: () => {} });
 const TWO32 = 2 ** 32;
@@ -62,8 +62,8 @@ Deno.test("session: commands run across the CmdSN and StatSN wrap, in order, non
   try {
     assert.equal(s.window.cmdSN, FIRST_CMDSN, "the session starts at the target's ExpCmdSN");
     const loginStatSNs = t.sequence[0].statSNs.length;
-    // WRITEs one at a time (the fake reads a write's Data-Out nested, so
-    // concurrent writes would finish in another order), then READs all at once.
+    // WRITEs one at a time (each waits for its R2T and Data-Out, so
+    // concurrent writes could finish in another order), then READs all at once.
     const block = (i: number) => new Uint8Array(512).fill((i * 7 + 1) & 0xff);
     for (let i = 0; i < WRITES; i++) {
       const w = await within(

@@ -18,6 +18,7 @@ import { TMF_ABORT_TASK, TMF_LOGICAL_UNIT_RESET } from "../../src/iscsi/constant
 import { loginSession, type Session } from "../../src/iscsi/session.ts";
 import { type SessionConfig } from "../../src/iscsi/session_config.ts";
 import { type Tgtd, withTgtd } from "../../peers/tgtd.ts";
+import { fillRandom } from "../helpers/bytes.ts";
 
 const IQN = "iqn.2026-11.test.isboot:iscsi";
 const INITIATOR = "iqn.2026-11.test.isboot:initiator";
@@ -48,17 +49,6 @@ async function shmFile(size: number): Promise<string> {
   const path = await Deno.makeTempFile({ dir, prefix: "isboot-iscsi-", suffix: ".img" });
   await Deno.truncate(path, size);
   return path;
-}
-
-function fillRandom(b: Uint8Array, seed: number): void {
-  const w = new Uint32Array(b.buffer, b.byteOffset, b.byteLength >>> 2);
-  let x = seed | 1;
-  for (let i = 0; i < w.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    w[i] = x;
-  }
 }
 
 function rw16(op: 0x88 | 0x8a, lba: number, blocks: number): Uint8Array {

@@ -1,7 +1,7 @@
 /**
  * What a target asks of the initiator in full feature phase, and what a
  * target that stops answering does to it, from the scripted target with a
- * RAM disk (fake_target.ts): a logout request under load (§11.9.1 event
+ * RAM disk (tests/helpers/fake_target/): a logout request under load (§11.9.1 event
  * 1), a renegotiation request (event 4), Rejects by reason (§11.17.1) and
  * a command that never completes (ABORT TASK, LOGICAL UNIT RESET,
  * reconnect). Recovery is on (the root disk's default: wait forever), and
@@ -13,7 +13,7 @@ import { Logger } from "../../src/log.ts";
 import { loginSession, type Session } from "../../src/iscsi/session.ts";
 import { type SessionConfig } from "../../src/iscsi/session_config.ts";
 import type { ScsiCommand } from "../../src/scsi/transport.ts";
-import { type DiskConn, FakeDisk, type FakePdu, FakeTarget } from "./fake_target.ts";
+import { type FakeConn, FakeDisk, type FakePdu, FakeTarget } from "../helpers/fake_target/mod.ts";
 
 const quiet = new Logger({ quiet: true, sink: () => {} });
 const BLOCK = 512;
@@ -125,7 +125,7 @@ Deno.test("target requests logout under a QD32 write load: commands held, Logout
         rejected++;
         await d.reject(pdu, 0x0c);
         const late = held as FakePdu;
-        setTimeout(() => void d.execute(late).catch(() => {}), 100);
+        setTimeout(() => void disk.execute(d, late).catch(() => {}), 100);
         return true;
       }
       return false;
@@ -231,7 +231,7 @@ Deno.test("a renegotiation request (AsyncEvent 4) is answered by Logout and a ne
         asked = true;
         d.take(pdu);
         await d.asyncMessage(4, { p3: 5 });
-        setTimeout(() => void d.execute(pdu).catch(() => {}), 50);
+        setTimeout(() => void disk.execute(d, pdu).catch(() => {}), 50);
         return true;
       }
       return false;
@@ -265,7 +265,7 @@ function hangingTarget(
     const first = await c.acceptLogin();
     if (index > 0) log.push("relogin");
     let hung = 0;
-    await disk.serve(c, first, async (pdu: FakePdu, d: DiskConn) => {
+    await disk.serve(c, first, async (pdu: FakePdu, d: FakeConn) => {
       if (pdu.opcode === 0x02) {
         const func = pdu.bhs[1] & 0x7f;
         log.push(`tmf ${func}`);
@@ -355,12 +355,12 @@ Deno.test("LOGICAL UNIT RESET re-issues only the tasks it covered (CmdSN below i
   // The first command hangs; ABORT TASK is refused; the reset's answer is
   // held until the next command arrives, which is answered after it (§11.5.1:
   // the reset acts on the commands with a CmdSN lower than its own only).
-  let heldReset: { pdu: FakePdu; d: DiskConn } | null = null;
+  let heldReset: { pdu: FakePdu; d: FakeConn } | null = null;
   let hung = false;
   const fake = new FakeTarget(async (c, index) => {
     const first = await c.acceptLogin();
     if (index > 0) log.push("relogin");
-    await disk.serve(c, first, async (pdu: FakePdu, d: DiskConn) => {
+    await disk.serve(c, first, async (pdu: FakePdu, d: FakeConn) => {
       if (pdu.opcode === 0x02) {
         const func = pdu.bhs[1] & 0x7f;
         log.push(`tmf ${func}`);
@@ -417,7 +417,7 @@ Deno.test("a late answer for a task LOGICAL UNIT RESET ended (Data-In and SCSI R
   const fake = new FakeTarget(async (c, index) => {
     const first = await c.acceptLogin();
     if (index > 0) log.push("relogin");
-    await disk.serve(c, first, async (pdu: FakePdu, d: DiskConn) => {
+    await disk.serve(c, first, async (pdu: FakePdu, d: FakeConn) => {
       if (pdu.opcode === 0x02) {
         const func = pdu.bhs[1] & 0x7f;
         log.push(`tmf ${func}`);
@@ -426,7 +426,7 @@ Deno.test("a late answer for a task LOGICAL UNIT RESET ended (Data-In and SCSI R
           return true;
         }
         await d.tmfResponse(pdu, 0);
-        for (const p of held.splice(0)) await d.execute(p); // the late answers
+        for (const p of held.splice(0)) await disk.execute(d, p); // the late answers
         return true;
       }
       if (pdu.opcode !== 0x01) return false;

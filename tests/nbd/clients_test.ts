@@ -5,20 +5,14 @@
 import { assert_, assertEquals } from "../helpers/assert.ts";
 import { mustRun, startServe, tool } from "./serve_helper.ts";
 import { runCli } from "../helpers/cli.ts";
+import { writeRandomFile } from "../helpers/fs.ts";
 import { NBDSH_PREAMBLE } from "../helpers/nbdsh.ts";
 
 const MiB = 1024 * 1024;
 
 async function randomFile(dir: string, bytes: number): Promise<string> {
   const path = `${dir}/random.bin`;
-  const f = await Deno.open(path, { write: true, create: true, truncate: true });
-  const chunk = new Uint8Array(MiB);
-  for (let i = 0; i < bytes / MiB; i++) {
-    for (let o = 0; o < MiB; o += 65536) crypto.getRandomValues(chunk.subarray(o, o + 65536));
-    let off = 0;
-    while (off < chunk.length) off += await f.write(chunk.subarray(off));
-  }
-  f.close();
+  await writeRandomFile(path, bytes);
   return path;
 }
 

@@ -2,7 +2,7 @@
  * Start `isboot serve` as a child process for real-client tests and stop it
  * again, always (use with `await using` or call stop() in finally).
  */
-import { isbootCommand } from "../helpers/cli.ts";
+import { type CliResult, runCommand, spawnCli } from "../helpers/cli.ts";
 
 export interface Served {
   /** libnbd/qemu URI of the default export. */
@@ -30,13 +30,9 @@ export async function startServe(
 ): Promise<Served> {
   const dir = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "isboot-nbd-" });
   const socketPath = listen ? undefined : `${dir}/nbd.sock`;
-  const { cmd, pre } = isbootCommand();
-  const child = new Deno.Command(cmd, {
-    args: [...pre, "serve", target, "--listen", listen ?? `unix:${socketPath}`, ...extra],
-    stdin: "null",
+  const child = spawnCli(["serve", target, "--listen", listen ?? `unix:${socketPath}`, ...extra], {
     stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  });
   let text = "";
   const dec = new TextDecoder();
   let resolveLine: (l: string | null) => void = () => {};
@@ -95,33 +91,14 @@ export async function startServe(
   };
 }
 
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Run a tool to completion; PATH puts /usr/bin first so nbdsh finds Debian's python3. */
-export async function tool(
+export function tool(
   cmd: string,
   args: string[],
   opts: { stdin?: string } = {},
-): Promise<RunResult> {
-  const child = new Deno.Command(cmd, {
-    args,
-    stdin: opts.stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { PATH: `/usr/bin:/bin:/usr/sbin:/sbin:${Deno.env.get("PATH") ?? ""}` },
-  }).spawn();
-  if (opts.stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(opts.stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+): Promise<CliResult> {
+  const env = { PATH: `/usr/bin:/bin:/usr/sbin:/sbin:${Deno.env.get("PATH") ?? ""}` };
+  return runCommand(cmd, args, { stdin: opts.stdin, env });
 }
 
 /** Run a tool and fail with its output unless it exits 0. */

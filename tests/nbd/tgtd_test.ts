@@ -6,6 +6,7 @@
 import { assert_, assertEquals } from "../helpers/assert.ts";
 import { mustRun, startServe, tool } from "./serve_helper.ts";
 import { withTgtd } from "../../peers/tgtd.ts";
+import { writeRandomFile } from "../helpers/fs.ts";
 import { NBDSH_PREAMBLE } from "../helpers/nbdsh.ts";
 
 const IQN = "iqn.2026-11.test.isboot:nbd";
@@ -17,17 +18,6 @@ async function shmFile(dir: string, name: string, size: number): Promise<string>
   await f.truncate(size);
   f.close();
   return path;
-}
-
-async function randomFile(path: string, bytes: number): Promise<void> {
-  const f = await Deno.open(path, { write: true, create: true, truncate: true });
-  const chunk = new Uint8Array(MiB);
-  for (let i = 0; i < bytes / MiB; i++) {
-    for (let o = 0; o < MiB; o += 65536) crypto.getRandomValues(chunk.subarray(o, o + 65536));
-    let off = 0;
-    while (off < chunk.length) off += await f.write(chunk.subarray(off));
-  }
-  f.close();
 }
 
 const NBDSH = NBDSH_PREAMBLE + `
@@ -77,7 +67,7 @@ Deno.test("nbd+tgtd: nbdinfo, nbdcopy 256 MiB, qemu-img compare, nbdsh, fio over
       assert_(/IET VIRTUAL-DISK/.test(e.description), e.description);
 
       const src = `${dir}/random.bin`;
-      await randomFile(src, 256 * MiB);
+      await writeRandomFile(src, 256 * MiB);
       let t = performance.now();
       await mustRun("nbdcopy", [src, s.uri]);
       const wMs = performance.now() - t;

@@ -6,62 +6,23 @@
  */
 import { assertEquals } from "../helpers/assert.ts";
 import assert from "node:assert/strict";
+import { sh, spawnInNetns, veth, withNetns } from "./netns.ts";
 
 const HELPER = new URL("./configure_helper.ts", import.meta.url).pathname;
 const dec = new TextDecoder();
 
-async function sh(cmd: string, args: string[]): Promise<string> {
-  const o = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-  if (!o.success) throw new Error(`${cmd} ${args.join(" ")}: ${dec.decode(o.stderr).trim()}`);
-  return dec.decode(o.stdout);
-}
-
-async function withNetns(fn: (ns: string, dir: string) => Promise<void>): Promise<void> {
-  const ns = `isboot-net-${crypto.randomUUID().slice(0, 8)}`;
+/** A fresh namespace (netns.ts) and a temporary directory, both removed afterwards. */
+async function withNetnsDir(fn: (ns: string, dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "isboot-net-" });
-  await sh("ip", ["netns", "add", ns]);
   try {
-    await fn(ns, dir);
+    await withNetns((ns) => fn(ns, dir));
   } finally {
-    await sh("ip", ["netns", "del", ns]).catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
 }
 
-/** A veth pair in `ns`: `name` with `mac` (the NIC), `peer` (the switch port, left down). */
-async function veth(ns: string, name: string, mac: string, peer: string): Promise<void> {
-  await sh("ip", [
-    "-n",
-    ns,
-    "link",
-    "add",
-    name,
-    "address",
-    mac,
-    "type",
-    "veth",
-    "peer",
-    "name",
-    peer,
-  ]);
-}
-
 function runHelper(ns: string, input: Record<string, unknown>) {
-  return new Deno.Command("ip", {
-    args: [
-      "netns",
-      "exec",
-      ns,
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      HELPER,
-      JSON.stringify(input),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  return spawnInNetns(ns, HELPER, input);
 }
 
 /** Read a child's stderr as text: wait for a line, then take the rest. */
@@ -102,7 +63,7 @@ const base = {
 };
 
 Deno.test("net: link found by MAC after it appears late, carrier awaited, address and default route", async () => {
-  await withNetns(async (ns, dir) => {
+  await withNetnsDir(async (ns, dir) => {
     const child = runHelper(ns, {
       ...base,
       mac: "02:00:5e:10:00:07",
@@ -159,7 +120,7 @@ Deno.test("net: link found by MAC after it appears late, carrier awaited, addres
 });
 
 Deno.test("net: IPv6 from a DHCP-origin NIC, gateway outside the prefix is on-link", async () => {
-  await withNetns(async (ns, dir) => {
+  await withNetnsDir(async (ns, dir) => {
     await veth(ns, "boot6", "02:00:5e:10:00:08", "sw6");
     await sh("ip", ["-n", ns, "link", "set", "sw6", "up"]);
     const out = await runHelper(ns, {
@@ -197,7 +158,7 @@ Deno.test("net: IPv6 from a DHCP-origin NIC, gateway outside the prefix is on-li
 });
 
 Deno.test("net: running twice is idempotent (boot step retried)", async () => {
-  await withNetns(async (ns, dir) => {
+  await withNetnsDir(async (ns, dir) => {
     await veth(ns, "boot1", "02:00:5e:10:00:09", "sw1");
     await sh("ip", ["-n", ns, "link", "set", "sw1", "up"]);
     const input = {
@@ -219,7 +180,7 @@ Deno.test("net: running twice is idempotent (boot step retried)", async () => {
 });
 
 Deno.test("net: adoptNic finds a configured NIC by MAC and changes nothing; a VLAN link that is not there fails in one line", async () => {
-  await withNetns(async (ns, dir) => {
+  await withNetnsDir(async (ns, dir) => {
     await veth(ns, "boot2", "02:00:5e:10:00:0a", "sw2");
     await sh("ip", ["-n", ns, "link", "set", "sw2", "up"]);
     const input = {
@@ -252,7 +213,7 @@ Deno.test("net: adoptNic finds a configured NIC by MAC and changes nothing; a VL
 });
 
 Deno.test("net: a MAC that never appears, or a link without carrier, fails in one line within the timeout", async () => {
-  await withNetns(async (ns, dir) => {
+  await withNetnsDir(async (ns, dir) => {
     await veth(ns, "boot2", "02:00:5e:10:00:0a", "sw2");
     const t0 = Date.now();
     let out = await runHelper(ns, {
@@ -318,7 +279,7 @@ Deno.test({
   name: "net: VLAN from the iBFT becomes PARENT.VID with the address on it",
   ignore: !vlanSupported,
   fn: async () => {
-    await withNetns(async (ns, dir) => {
+    await withNetnsDir(async (ns, dir) => {
       await veth(ns, "boot3", "02:00:5e:10:00:0b", "sw3");
       await sh("ip", ["-n", ns, "link", "set", "sw3", "up"]);
       const out = await runHelper(ns, {

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { formatGuard } from "../../src/cli/status.ts";
-import { Collected, ipj, type Json, sh, withNetns } from "./netns.ts";
+import { Collected, ipj, type Json, sh, spawnInNetns, veth, withNetns } from "./netns.ts";
 
 const HELPER = new URL("./guard_helper.ts", import.meta.url).pathname;
 
@@ -33,37 +33,9 @@ async function withGuard(
   fn: (ns: string, h: Helper) => Promise<void>,
 ): Promise<void> {
   await withNetns(async (ns) => {
-    await sh("ip", [
-      "-n",
-      ns,
-      "link",
-      "add",
-      "boot0",
-      "address",
-      BOOT.mac,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "sw0",
-    ]);
+    await veth(ns, "boot0", BOOT.mac, "sw0");
     await sh("ip", ["-n", ns, "link", "set", "sw0", "up"]);
-    const child = new Deno.Command("ip", {
-      args: [
-        "netns",
-        "exec",
-        ns,
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--quiet",
-        HELPER,
-        JSON.stringify({ ...BOOT, ...extra }),
-      ],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    const child = spawnInNetns(ns, HELPER, { ...BOOT, ...extra }, { stdin: "piped" });
     const err = new Collected(child.stderr);
     const out = new Collected(child.stdout);
     const writer = child.stdin.getWriter();

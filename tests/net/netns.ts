@@ -11,9 +11,46 @@ export async function sh(cmd: string, args: string[]): Promise<string> {
   return dec.decode(o.stdout);
 }
 
+/** A veth pair in `ns`: `name` with `mac` (the NIC), `peer` (the switch port, left down). */
+export async function veth(ns: string, name: string, mac: string, peer: string): Promise<void> {
+  await sh("ip", [
+    "-n",
+    ns,
+    "link",
+    "add",
+    name,
+    "address",
+    mac,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    peer,
+  ]);
+}
+
+/**
+ * Run a Deno script inside `ns` (`ip netns exec`) with its JSON `input` as
+ * the one argument; stdout and stderr piped, stdin as `o.stdin` says.
+ */
+export function spawnInNetns(
+  ns: string,
+  script: string,
+  input: Record<string, unknown>,
+  o: { stdin?: "piped" | "null" } = {},
+): Deno.ChildProcess {
+  const args = ["netns", "exec", ns, Deno.execPath(), "run", "-A", "--quiet", script];
+  return new Deno.Command("ip", {
+    args: [...args, JSON.stringify(input)],
+    stdin: o.stdin,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
 /** Run `fn` with a fresh namespace, deleted afterwards whatever happens. */
 export async function withNetns(fn: (ns: string) => Promise<void>): Promise<void> {
-  const ns = `isboot-guard-${crypto.randomUUID().slice(0, 8)}`;
+  const ns = `isboot-net-${crypto.randomUUID().slice(0, 8)}`;
   await sh("ip", ["netns", "add", ns]);
   try {
     await fn(ns);

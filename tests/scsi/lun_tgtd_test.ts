@@ -18,6 +18,7 @@ import { executeWithRetry, type RetryEvent } from "../../src/scsi/retry.ts";
 import { SenseError } from "../../src/scsi/sense.ts";
 import { type Tgtd, withTgtd } from "../../peers/tgtd.ts";
 import { sessionConfigFromUri, type TargetOptionValues } from "../../src/cli/target_options.ts";
+import { fillRandom } from "../helpers/bytes.ts";
 
 const IQN = "iqn.2026-11.test.isboot:scsi";
 const MiB = 1024 * 1024;
@@ -62,18 +63,6 @@ async function open(
     () => undefined,
   );
   return await openTarget(cfg, { log: quiet, lun: { retryHooks: { onRetry } } });
-}
-
-/** Deterministic fast pseudo-random bytes (xorshift32, 4 bytes a step). */
-function fillRandom(b: Uint8Array, seed: number): void {
-  const w = new Uint32Array(b.buffer, b.byteOffset, b.byteLength >>> 2);
-  let x = seed | 1;
-  for (let i = 0; i < w.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    w[i] = x;
-  }
 }
 
 async function readAt(path: string, offset: number, length: number): Promise<Uint8Array> {

@@ -13,8 +13,9 @@
  * binds loopback by default and says so in its first log line.
  */
 import assert from "node:assert/strict";
-import { isbootCommand, ROOT, runCli } from "../helpers/cli.ts";
-import { Tgtd } from "../../peers/tgtd.ts";
+import { ROOT, runCli, spawnCli } from "../helpers/cli.ts";
+import { waitForPath } from "../helpers/fs.ts";
+import { startTgtd } from "../helpers/tgtd.ts";
 
 const INIT_USER = "isb-sec-user1";
 const INIT_SECRET = "isb-Init-Secret-7Qz93x";
@@ -325,29 +326,13 @@ async function serveUntil(
   sock: string,
   during: () => Promise<void>,
 ): Promise<{ code: number; out: string; listened: boolean; firstLine: string }> {
-  const { cmd, pre } = isbootCommand();
-  const child = new Deno.Command(cmd, {
-    args: [...pre, ...args],
-    env,
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnCli(args, { env });
   let exited = false;
   child.status.then(() => (exited = true));
   const output = child.output();
   let listened = false;
-  const deadline = Date.now() + 20_000;
   try {
-    while (!exited && Date.now() < deadline) {
-      try {
-        await Deno.stat(sock);
-        listened = true;
-        break;
-      } catch { /* not yet */ }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    listened = await waitForPath(sock, { gaveUp: () => exited });
     if (listened) await during();
   } finally {
     if (!exited) {
@@ -407,14 +392,7 @@ Deno.test({
     const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = (l.addr as Deno.NetAddr).port;
     l.close();
-    const { cmd, pre } = isbootCommand();
-    const child = new Deno.Command(cmd, {
-      args: [...pre, "serve", "memory:8M", "--listen", `tcp:${port}`],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
+    const child = spawnCli(["serve", "memory:8M", "--listen", `tcp:${port}`], { stdout: "null" });
     const reader = child.stderr.getReader();
     try {
       let text = "";
@@ -452,14 +430,3 @@ Deno.test({
     }
   },
 });
-
-/** Tgtd.start, retried (its control numbers over 32767 make tgtd refuse to start). */
-async function startTgtd(): Promise<Tgtd> {
-  for (let i = 0;; i++) {
-    try {
-      return await Tgtd.start();
-    } catch (e) {
-      if (i >= 4) throw e;
-    }
-  }
-}
