@@ -11,18 +11,21 @@ import { SysError } from "../sys/errno.ts";
 import type { Attached, BootBackend, LoginOptions } from "./sequence.ts";
 import type { BootTarget } from "./spec.ts";
 import { openBootTarget } from "./login.ts";
-import type { Session } from "../iscsi/session.ts";
+import type { OpenedTarget } from "../iscsi/open_target.ts";
 
 /** The backend `isboot boot` uses in the initramfs. */
 export function realBackend(): BootBackend {
-  let session: Session | null = null;
+  let opened: OpenedTarget | null = null;
   return {
     async login(t: BootTarget, o: LoginOptions): Promise<BlockDevice> {
-      const opened = await openBootTarget(t, o);
-      session = opened.transport;
+      opened = await openBootTarget(t, o);
       return opened.device;
     },
-    reconnects: () => session?.reconnects ?? 0,
+    reconnects: () =>
+      opened?.paths
+        ? opened.paths().reduce((n, p) => n + p.reconnects, 0)
+        : opened?.transport.reconnects ?? 0,
+    paths: () => opened?.paths?.() ?? null,
     async attach(dev, o): Promise<Attached> {
       const nbd = await NbdKernel.open({ log: o.log });
       const at = (index?: number) =>

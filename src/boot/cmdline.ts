@@ -19,6 +19,8 @@
  * - `isboot.device=/dev/nbdN`, `isboot.timeout=S`, `isboot.link_timeout=S`,
  *   `isboot.recovery_timeout=S|forever` (default forever; 0: no recovery),
  *   `isboot.command_timeout=S|none` (default 30; abort, reset, reconnect, re-issue),
+ *   `isboot.multipath=failover|round-robin|off` (default failover: every path to the boot
+ *   disk logged in at once, scsi/multipath.ts),
  *   `isboot.header_digest=crc32c|none`,
  *   `isboot.data_digest=crc32c|none`, `isboot.debug`, `isboot.source=auto|acpi|sysfs|mem`,
  *   `isboot.handoff=all|none|LIST` (ifupdown,networkd,nm), `isboot.poll_us=N` (busy-poll
@@ -41,6 +43,7 @@ import { type NetRoot, parseNetRoot } from "../iscsi/root_path.ts";
 import { type IpAddress, requireIp } from "../net/addr.ts";
 import { HANDOFF_KINDS, type HandoffKind } from "../net/handoff.ts";
 import { type IpSpec, parseIpArg } from "../net/ip_arg.ts";
+import type { MultipathPolicy } from "../scsi/multipath.ts";
 import { splitKernelCmdline } from "./kernel_args.ts";
 
 export type Digest = "crc32c" | "none";
@@ -66,6 +69,8 @@ export interface BootCmdline {
   readonly recoveryTimeoutMs: number;
   /** A command without status after this long is escalated and re-issued; 0: never. */
   readonly commandTimeoutMs: number;
+  /** How the boot disk's paths are used when the plan has several (off: recovery only). */
+  readonly multipath: MultipathPolicy | "off";
   readonly headerDigest?: Digest;
   readonly dataDigest?: Digest;
   readonly debug: boolean;
@@ -90,6 +95,8 @@ export const BOOT_DEFAULTS = {
    * recovery forever this never turns into an I/O error.
    */
   commandTimeoutMs: 30_000,
+  /** Several paths to the boot disk (the iBFT's two NICs, repeated netroot=) are used at once. */
+  multipath: "failover",
 } as const;
 
 /**
@@ -122,6 +129,7 @@ export const ISBOOT_OPTIONS = [
   "link_timeout",
   "recovery_timeout",
   "command_timeout",
+  "multipath",
   "header_digest",
   "data_digest",
   "debug",
@@ -167,6 +175,7 @@ export function parseBootCmdline(line: string): BootCmdline {
   let linkTimeoutMs: number = BOOT_DEFAULTS.linkTimeoutMs;
   let recoveryTimeoutMs: number = BOOT_DEFAULTS.recoveryTimeoutMs;
   let commandTimeoutMs: number = BOOT_DEFAULTS.commandTimeoutMs;
+  let multipath: MultipathPolicy | "off" = BOOT_DEFAULTS.multipath;
   let headerDigest: Digest | undefined, dataDigest: Digest | undefined;
   let pollUs: number | undefined;
   let source: IbftSource = "auto";
@@ -270,6 +279,12 @@ export function parseBootCmdline(line: string): BootCmdline {
       case "command_timeout":
         commandTimeoutMs = value === "none" ? 0 : seconds(name, value);
         break;
+      case "multipath":
+        if (v !== "failover" && v !== "round-robin" && v !== "off") {
+          throw new InvalidInputError(`${name}=${v}: expected failover, round-robin or off`);
+        }
+        multipath = v;
+        break;
       case "header_digest":
       case "data_digest": {
         const d = v.toLowerCase();
@@ -334,6 +349,7 @@ export function parseBootCmdline(line: string): BootCmdline {
     linkTimeoutMs,
     recoveryTimeoutMs,
     commandTimeoutMs,
+    multipath,
     ...(headerDigest ? { headerDigest } : {}),
     ...(dataDigest ? { dataDigest } : {}),
     debug,

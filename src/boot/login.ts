@@ -46,7 +46,10 @@ export async function openBootTarget(t: BootTarget, o: LoginOptions): Promise<Op
     // isboot.command_timeout=: a hung command is aborted and re-issued, never failed by this.
     ...(o.commandTimeoutMs ? { commandTimeoutMs: o.commandTimeoutMs } : {}),
     portals: failoverPortals(t, o.targets ?? []),
-  }, { log: o.log });
+  }, {
+    log: o.log,
+    ...(o.multipath && o.multipath !== "off" ? { multipath: o.multipath } : {}),
+  });
 }
 
 /**

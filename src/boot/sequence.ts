@@ -17,6 +17,8 @@ import type { Logger } from "../log.ts";
 import { adoptNic, type ConfiguredNic, configureNic, writeResolver } from "../net/configure.ts";
 import { writeHandoff } from "../net/handoff.ts";
 import { Rtnetlink } from "../net/rtnetlink.ts";
+import type { MultipathPolicy } from "../scsi/multipath.ts";
+import type { PathReport } from "../iscsi/open_target.ts";
 import type { BootCmdline } from "./cmdline.ts";
 import { type BootSpec, type BootTarget, portal } from "./spec.ts";
 
@@ -28,6 +30,8 @@ export interface LoginOptions {
   readonly recoveryTimeoutMs: number;
   /** isboot.command_timeout= (0: never); absent: none. */
   readonly commandTimeoutMs?: number;
+  /** isboot.multipath=: the target's other portals in the plan as paths; absent or off: for recovery only. */
+  readonly multipath?: MultipathPolicy | "off";
   /**
    * Every target of the plan: the session fails over to the others that
    * name the same IQN and LUN when its portal is unreachable (docs/iscsi.md, "Recovery").
@@ -61,6 +65,8 @@ export interface BootBackend {
   login(t: BootTarget, o: LoginOptions): Promise<BlockDevice>;
   /** Connections the session of the last login has recovered (for `isboot status`). */
   reconnects?(): number;
+  /** With multipath: each path of the last login now (for `isboot status`). */
+  paths?(): PathReport[] | null;
   /** Serve `dev` to a kernel NBD device (`device` names one, else the first free). */
   attach(
     dev: BlockDevice,
@@ -85,6 +91,8 @@ export interface Booted {
   readonly timing: { startMs: number; networkMs: number; loginMs: number; attachMs: number };
   /** Connections the root disk's session has recovered since the boot. */
   reconnects(): number;
+  /** With multipath: the root disk's paths now; null with one path. */
+  paths(): PathReport[] | null;
 }
 
 export interface RunOptions {
@@ -221,6 +229,7 @@ export async function runBoot(
       ...(cmd.dataDigest ? { dataDigest: cmd.dataDigest } : {}),
       recoveryTimeoutMs: cmd.recoveryTimeoutMs,
       commandTimeoutMs: cmd.commandTimeoutMs,
+      multipath: cmd.multipath,
       targets: spec.targets,
       log,
     },
@@ -251,5 +260,6 @@ export async function runBoot(
     handoff,
     timing,
     reconnects: () => backend.reconnects?.() ?? 0,
+    paths: () => backend.paths?.() ?? null,
   };
 }

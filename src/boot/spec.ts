@@ -73,18 +73,25 @@ export function resolveBoot(cmd: BootCmdline, ibft: LoadedIbft | null): BootSpec
       })`,
     );
     for (const w of ibft.warnings) lines.push(`iBFT warning: ${w}`);
-    const n = plan.nic;
-    const dns = [n.primaryDns, n.secondaryDns].map(ip).filter((x): x is IpAddress => x !== null);
-    nics.push({
-      mac: n.mac,
-      vlan: n.vlan,
-      address: ip(n.ip),
-      prefixLength: n.prefixLength,
-      gateway: ip(n.gateway),
-      dns: [...dns, ...cmd.nameservers],
-      hostname: n.hostname,
-      origin: n.origin === "dhcp" ? "dhcp" : "static",
-    });
+    for (const n of plan.nics) {
+      const first = n === plan.nic;
+      const dns = [n.primaryDns, n.secondaryDns].map(ip).filter((x): x is IpAddress => x !== null);
+      const reached = plan.targets.filter((p) => p.nic === n).map((p) => ip(p.target.ip))
+        .filter((x): x is IpAddress => x !== null);
+      nics.push({
+        mac: n.mac,
+        vlan: n.vlan,
+        address: ip(n.ip),
+        prefixLength: n.prefixLength,
+        gateway: ip(n.gateway),
+        dns: first ? [...dns, ...cmd.nameservers] : dns,
+        hostname: first ? n.hostname : null,
+        origin: n.origin === "dhcp" ? "dhcp" : "static",
+        // A second path's NIC routes its own targets only: the default route is the boot NIC's.
+        ...(first ? {} : { defaultRoute: false }),
+        targets: reached,
+      });
+    }
     initiator ??= plan.initiatorName;
     for (const p of plan.targets) {
       const t = p.target;

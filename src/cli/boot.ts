@@ -300,6 +300,7 @@ async function listenControl(
         interfaces: b.nics.map((n) => n.ifname),
       },
       guard: guard.status(),
+      ...(b.paths() ? { paths: b.paths()! } : {}),
     });
   try {
     const server = await ControlServer.listen(controlPath(a.index), (req) => {

@@ -7,8 +7,10 @@
  *    each group in slot order. A target is skipped (with a reason) when its
  *    valid flag is clear, it has no name or address, or its NIC association
  *    names no NIC in the table or a NIC whose valid flag is clear.
- * 2. The NIC is the one the first usable target is associated with; targets
- *    reached through another NIC are skipped (one NIC is brought up).
+ * 2. The boot NIC is the one the first usable target is associated with. A
+ *    target reached through another NIC is kept when it names the same
+ *    target and LUN as the boot disk (a second path: its NIC is brought up
+ *    too, for multipath); other targets on other NICs are skipped.
  * 3. The initiator name comes from a valid initiator structure, else null
  *    (the caller falls back to `rd.iscsi.initiator=` or its own default).
  * Nothing usable is an InvalidInputError (exit 3): the table cannot boot.
@@ -28,8 +30,13 @@ export interface PlannedTarget {
 export interface BootPlan {
   /** The initiator's iSCSI name; null when the table has no valid one. */
   initiatorName: string | null;
-  /** The NIC to configure (by MAC; address, prefix, gateway, VLAN, DNS from here). */
+  /** The boot NIC (by MAC; address, prefix, gateway, VLAN, DNS from here). */
   nic: IbftNic;
+  /**
+   * Every NIC to configure: the boot NIC first, then each other NIC that
+   * reaches a second path to the boot disk, in table order.
+   */
+  nics: IbftNic[];
   /** Targets to try, in order; the first is the boot disk, the rest are alternatives. */
   targets: PlannedTarget[];
   /** Why this plan, one line each, for logs; never secrets. */
@@ -90,29 +97,48 @@ export function makeBootPlan(table: IbftTable): BootPlan {
     throw new InvalidInputError(`iBFT: nothing to boot: ${why}`);
   }
   const nic = usable[0].nic;
+  const boot = usable[0].target;
+  const samePath = (t: IbftTarget) => t.name === boot.name && t.lunRaw === boot.lunRaw;
   const targets: PlannedTarget[] = [];
+  const nics: IbftNic[] = [nic];
   for (const p of usable) {
     const t = p.target;
-    if (p.nic.index !== nic.index) {
+    const other = p.nic.index !== nic.index;
+    if (other && !samePath(t)) {
       reasons.push(
-        `target ${t.index} (${t.name}): skipped, it is reached through NIC ${p.nic.index}, not the boot NIC ${nic.index}`,
+        `target ${t.index} (${t.name}): skipped, it is reached through NIC ${p.nic.index}, not the boot NIC ${nic.index}, and is not the boot disk`,
       );
       continue;
     }
+    if (other && !nics.includes(p.nic)) nics.push(p.nic);
     const lun = t.lun ?? `raw ${t.lunRaw}`;
+    const role = targets.length === 0
+      ? " (boot disk)"
+      : other
+      ? ` (a second path, through NIC ${p.nic.index})`
+      : " (alternative)";
     reasons.push(
       `target ${t.index}: ${t.name} LUN ${lun} at ${portalText(t.ip as string, t.port)}, ${
         t.bootSelected ? "boot-selected" : "valid"
-      }, CHAP ${t.chap}${targets.length === 0 ? " (boot disk)" : " (alternative)"}`,
+      }, CHAP ${t.chap}${role}`,
     );
     targets.push(p);
   }
+  nics.sort((a, b) => (a === nic ? -1 : b === nic ? 1 : a.index - b.index));
   const addr = nic.ip === null ? "no address in the table" : `${nic.ip}/${nic.prefixLength}`;
   reasons.unshift(
     `nic ${nic.index}: ${nic.mac}, ${addr}${
       nic.vlan ? `, VLAN ${nic.vlan}` : ""
     }, chosen as the NIC of target ${targets[0].target.index}`,
   );
+  for (const n of nics.slice(1)) {
+    const a = n.ip === null ? "no address in the table" : `${n.ip}/${n.prefixLength}`;
+    reasons.splice(
+      nics.indexOf(n),
+      0,
+      `nic ${n.index}: ${n.mac}, ${a}${n.vlan ? `, VLAN ${n.vlan}` : ""}, for a second path`,
+    );
+  }
   const ini = table.initiator;
   let initiatorName: string | null = null;
   if (ini === null) reasons.push("initiator: the table has no initiator structure");
@@ -122,5 +148,5 @@ export function makeBootPlan(table: IbftTable): BootPlan {
     initiatorName = ini.name;
     reasons.unshift(`initiator: ${ini.name}`);
   }
-  return { initiatorName, nic, targets, reasons };
+  return { initiatorName, nic, nics, targets, reasons };
 }

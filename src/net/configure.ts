@@ -36,6 +36,15 @@ export interface NicConfig {
   /** "dhcp" when the firmware's address is a DHCP lease (routes are marked proto dhcp). */
   readonly origin: "dhcp" | "static";
   readonly mtu?: number;
+  /**
+   * Add the default route via `gateway` (default true). False for a NIC that
+   * carries a second path only: it gets a host route via `gateway` to each of
+   * its `targets` off its subnet instead, and the default route stays the
+   * boot NIC's.
+   */
+  readonly defaultRoute?: boolean;
+  /** The portals reached through this NIC (the iBFT's NIC association). */
+  readonly targets?: readonly IpAddress[];
 }
 
 /** A NIC after configuration: the link the address is on, and its parent for VLANs. */
@@ -169,16 +178,26 @@ export async function configureNic(
   await waitForCarrier(rt, hw, opts);
   if (cfg.address) {
     rt.addAddress(index, cfg.address, cfg.prefixLength);
-    if (cfg.gateway) {
+    const address = cfg.address;
+    const gateway = cfg.gateway;
+    const protocol = cfg.origin === "dhcp" ? RTPROT_DHCP : RTPROT_STATIC;
+    const onlink = gateway !== null && !samePrefix(address, gateway, cfg.prefixLength);
+    if (gateway && cfg.defaultRoute !== false) {
       rt.addRoute({
         index,
-        family: cfg.address.family,
+        family: address.family,
         dst: null,
         dstLen: 0,
-        gateway: cfg.gateway,
-        protocol: cfg.origin === "dhcp" ? RTPROT_DHCP : RTPROT_STATIC,
-        onlink: !samePrefix(cfg.address, cfg.gateway, cfg.prefixLength),
+        gateway,
+        protocol,
+        onlink,
       });
+    } else if (gateway) {
+      for (const t of cfg.targets ?? []) {
+        if (t.family !== address.family || samePrefix(address, t, cfg.prefixLength)) continue;
+        const full = t.family === 4 ? 32 : 128;
+        rt.addRoute({ index, family: t.family, dst: t, dstLen: full, gateway, protocol, onlink });
+      }
     }
   }
   opts.log.info(

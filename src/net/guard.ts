@@ -203,7 +203,8 @@ export function wantedRoutes(nic: ConfiguredNic, targets: readonly IpAddress[]):
 }
 
 /**
- * Which NIC each target is reached through: the first NIC whose subnet holds
+ * Which NIC each target is reached through: the NIC that names it among its
+ * `targets` (the iBFT's association), else the first NIC whose subnet holds
  * it, else the first NIC of its family with a gateway. Targets no NIC can
  * reach are left out (they are not the guard's to route).
  */
@@ -215,10 +216,13 @@ export function assignTargets(
   for (const t of targets) {
     // A target on this host (a test, a local proxy) is reached over lo, never over a NIC.
     if (isLoopback(t)) continue;
+    const named = nics.find((n) =>
+      n.config.address?.family === t.family && n.config.targets?.some((x) => sameIp(x, t))
+    );
     const local = nics.find((n) =>
       n.config.address && samePrefix(n.config.address, t, n.config.prefixLength)
     );
-    const via = local ??
+    const via = named ?? local ??
       nics.find((n) => n.config.address?.family === t.family && n.config.gateway !== null);
     if (via && !out.get(via)!.some((x) => sameIp(x, t))) out.get(via)!.push(t);
   }

@@ -60,6 +60,15 @@ Deno.test("cmdline: defaults, and nothing requested without iSCSI options", () =
   assertEquals(parseBootCmdline("isboot.command_timeout=none").commandTimeoutMs, 0);
   assertEquals(parseBootCmdline("isboot.command_timeout=0").commandTimeoutMs, 0);
   assertEquals(parseBootCmdline("isboot.command_timeout=2.5").commandTimeoutMs, 2_500);
+  // Several paths to the root disk are used at once unless told otherwise.
+  assertEquals(c.multipath, "failover");
+  assertEquals(parseBootCmdline("isboot.multipath=round-robin").multipath, "round-robin");
+  assertEquals(parseBootCmdline("isboot.multipath=off").multipath, "off");
+  assertThrows(
+    () => parseBootCmdline("isboot.multipath=both"),
+    InvalidInputError,
+    "expected failover, round-robin or off",
+  );
   for (
     const bad of [
       "isboot.command_timeout",

@@ -145,3 +145,35 @@ Deno.test("login retry: all refused -> AuthError; unreachable -> OperationalErro
   );
   assert.ok(Date.now() - t0 < 1000);
 });
+
+Deno.test("spec: a second path through the iBFT's other NIC: both NICs, the second without a default route, each naming its targets", async () => {
+  const loaded = await loadIbft(`${FIX}ibft/ipxe-bios-two-targets.bin`);
+  const t = loaded.table;
+  t.nics.push({
+    ...t.nics[0],
+    index: 1,
+    mac: "52:54:00:00:00:01",
+    ip: "10.0.3.15",
+    gateway: "10.0.3.2",
+  });
+  Object.assign(t.targets[1], {
+    name: t.targets[0].name,
+    lun: t.targets[0].lun,
+    lunRaw: t.targets[0].lunRaw,
+    nicIndex: 1,
+    ip: "198.51.100.7",
+  });
+  const spec = resolveBoot(parseBootCmdline("ip=ibft"), loaded);
+  assertEquals(spec.nics.map((n) => [n.mac, n.defaultRoute ?? true, n.targets?.map(formatIp)]), [
+    ["52:54:00:12:34:56", true, ["10.0.2.2"]],
+    ["52:54:00:00:00:01", false, ["198.51.100.7"]],
+  ]);
+  assertEquals(spec.targets.map((x) => [x.host, x.targetName, x.lun]), [
+    ["10.0.2.2", t.targets[0].name, t.targets[0].lun],
+    ["198.51.100.7", t.targets[0].name, t.targets[0].lun],
+  ]);
+  assert.match(
+    spec.lines.join("\n"),
+    /nic 1: 52:54:00:00:00:01, 10\.0\.3\.15\/24, for a second path/,
+  );
+});

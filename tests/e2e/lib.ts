@@ -561,7 +561,17 @@ export interface BootCase {
   append?: string;
   /** The root to boot (default: the stock minimal root). */
   root?: RootVariant;
+  /**
+   * A second NIC on its own network (10.0.3.0/24) reaching the same target
+   * at 10.0.3.100: iPXE brings up both and hooks the disk over both portals
+   * (two targets in the iBFT, one a NIC). The guest can ask the host to
+   * pull a NIC's cable: `ISBOOT-VM: link=n0:off` (or `n1`, `on`).
+   */
+  secondPath?: boolean;
 }
+
+/** The second path's portal (see {@link BootCase.secondPath}). */
+export const SECOND_PORTAL = "10.0.3.100";
 
 const CHAP = {
   user: "isboot-init",
@@ -588,13 +598,15 @@ export function ipxeScript(c: BootCase): string {
   ].join(" ").trim();
   return [
     "#!ipxe",
-    "dhcp",
+    ...(c.secondPath ? ["dhcp net0 || goto failed", "dhcp net1 || goto failed"] : ["dhcp"]),
     `set initiator-iqn ${INITIATOR_IQN}`,
     ...(c.chap !== "none" ? [`set username ${CHAP.user}`, `set password ${CHAP.secret}`] : []),
     ...(c.chap === "mutual"
       ? [`set reverse-username ${CHAP.mutualUser}`, `set reverse-password ${CHAP.mutualSecret}`]
       : []),
-    `sanhook --drive 0x80 iscsi:10.0.2.100::3260:1:${TARGET_IQN} || goto failed`,
+    `sanhook --drive 0x80 iscsi:10.0.2.100::3260:1:${TARGET_IQN}${
+      c.secondPath ? ` iscsi:${SECOND_PORTAL}::3260:1:${TARGET_IQN}` : ""
+    } || goto failed`,
     `kernel http://10.0.2.101/vmlinuz ${cmdline} || goto failed`,
     "initrd http://10.0.2.101/initrd.img || goto failed",
     "boot || goto failed",
@@ -606,6 +618,49 @@ export function ipxeScript(c: BootCase): string {
 }
 
 /** What a boot produced, with the host-side checks. */
+/**
+ * One QMP command to the qemu listening on `socket`: the greeting,
+ * qmp_capabilities, then `execute` with `args`; resolves with the reply's
+ * JSON text (an error reply too: the caller asserts on it).
+ */
+export async function qmp(
+  socket: string,
+  execute: string,
+  args: Record<string, unknown> = {},
+): Promise<string> {
+  const conn = await Deno.connect({ transport: "unix", path: socket });
+  try {
+    const lines = conn.readable.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    const line = async (): Promise<string> => {
+      while (!buf.includes("\n")) {
+        const r = await lines.read();
+        if (r.done) throw new Error(`QMP: closed; got ${buf}`);
+        buf += r.value;
+      }
+      const i = buf.indexOf("\n");
+      const out = buf.slice(0, i).replace(/\r$/, ""); // QMP ends its lines with CRLF
+      buf = buf.slice(i + 1);
+      return out;
+    };
+    /** The next reply (return or error), skipping events. */
+    const reply = async (): Promise<string> => {
+      for (;;) {
+        const l = await line();
+        if (!l.includes('"event"')) return l;
+      }
+    };
+    const send = (o: unknown) => conn.write(new TextEncoder().encode(JSON.stringify(o) + "\n"));
+    await line(); // greeting
+    await send({ execute: "qmp_capabilities" });
+    await reply();
+    await send({ execute, arguments: args });
+    return await reply();
+  } finally {
+    conn.close();
+  }
+}
+
 export interface BootOutcome {
   vm: VmResult;
   marker: string | null;
@@ -616,6 +671,8 @@ export interface BootOutcome {
   isbootReadyMs: number | null;
   /** pkill's exit code for each forced reconnect the guest asked for (0: a relay was cut). */
   cutCodes: number[];
+  /** QMP's reply to each cable pull or plug the guest asked for (`{"return": {}}` when done). */
+  linkReplies: string[];
 }
 
 /**
@@ -696,6 +753,8 @@ export async function bootDisk(
       `guestfwd=tcp:10.0.2.101:80-cmd:/bin/busybox httpd -i -h ${www}`,
     ].join(",");
     const cuts: Promise<number>[] = [];
+    const links: Promise<string>[] = [];
+    const qmpSocket = `${dir}/qmp.sock`;
     const vm = await runVm({
       // iPXE loads the kernel over HTTP (directBoot): runVm does not use this one.
       kernel: { kver: "", vmlinuz, root: "" },
@@ -716,16 +775,33 @@ export async function bootDisk(
             }).output().then((o) => o.code),
           );
         }
+        // A cable pull the guest asks for: qemu's set_link on that NIC.
+        const link = /ISBOOT-VM: link=(n[01]):(on|off)\b/.exec(l);
+        if (link) links.push(qmp(qmpSocket, "set_link", { name: link[1], up: link[2] === "on" }));
         opts.onLine?.(l);
       },
       qemuArgs: [
         ...(c.firmware === "uefi" ? ["-bios", "/usr/share/ovmf/OVMF.fd"] : []),
+        "-qmp",
+        `unix:${qmpSocket},server=on,wait=off`,
         "-netdev",
         netdev,
         "-device",
         "virtio-net-pci,netdev=n0,bootindex=1",
+        ...(c.secondPath
+          ? [
+            "-netdev",
+            [
+              "user,id=n1,restrict=on,net=10.0.3.0/24",
+              `guestfwd=tcp:${SECOND_PORTAL}:3260-cmd:/bin/busybox nc 127.0.0.1 ${tgtd.port}`,
+            ].join(","),
+            "-device",
+            "virtio-net-pci,netdev=n1",
+          ]
+          : []),
       ],
     });
+    const linkReplies = await Promise.all(links);
     await tgtd.stop();
     tgtd = undefined;
     // pkill's status: 0 when it ended a relay, 1 when none matched.
@@ -751,6 +827,7 @@ export async function bootDisk(
       switchRootMs: Number.isFinite(us) && us > 0 ? us / 1000 : null,
       isbootReadyMs: Number.isFinite(ready) && ready > 0 ? ready : null,
       cutCodes,
+      linkReplies,
     };
   } finally {
     await tgtd?.stop();

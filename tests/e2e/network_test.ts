@@ -26,6 +26,7 @@
  */
 import assert from "node:assert/strict";
 import { type BootCase, bootOnce, type BootOutcome, type RootVariant } from "./lib.ts";
+import { variant } from "./workload.ts";
 
 const enabled = Deno.env.get("ISBOOT_E2E") !== "0";
 /** `make soak` sets it: the cases kept out of `make test` run too. */
@@ -35,87 +36,6 @@ const soak = Deno.env.get("ISBOOT_SOAK") === "1";
 const IFACE = "ens3";
 /** What qemu's user network leases the guest (and iPXE wrote into the iBFT). */
 const ADDRESS = "10.0.2.15/24";
-
-const WORK_UNIT = `[Unit]
-Description=isboot e2e: write on the root while the network stack works
-Wants=network-online.target
-After=network-online.target
-Before=isboot-e2e.service
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/isboot-e2e-work
-TimeoutStartSec=400
-[Install]
-WantedBy=multi-user.target
-`;
-
-/**
- * The workload: fsync'd writes into a file on the root for 25 s; after the
- * third, `action` (the stack's move) runs beside them. Then the address, the
- * guard's status and the write count go to the serial console.
- */
-function workScript(action: string): string {
-  return `#!/bin/sh
-say() { echo "ISBOOT-VM: $*" > /dev/ttyS0; }
-iface=$(head -1 /run/isboot/boot-nics)
-say iface=$iface
-addrs() { ip -4 -o addr show dev "$iface" | awk '{print $4}' | paste -sd, -; }
-say addr_before=$(addrs)
-action() {
-${action}
-}
-writes=0
-apid=
-t0=$(date +%s)
-# Writes from before the action until it is done, at least 10 s, at most 25 s.
-while [ $(( $(date +%s) - t0 )) -lt 25 ]; do
-  if [ -n "$apid" ] && ! kill -0 "$apid" 2>/dev/null && [ $(( $(date +%s) - t0 )) -ge 10 ]; then
-    break
-  fi
-  if ! dd if=/dev/urandom of=/var/tmp/isboot-e2e-load bs=64k count=16 conv=fsync status=none; then
-    say write_failed=$writes
-    break
-  fi
-  writes=$((writes + 1))
-  [ "$writes" = 3 ] && { action > /dev/ttyS0 2>&1 & apid=$!; }
-done
-wait
-sync
-say writes=$writes
-say addr_after=$(addrs)
-isboot status > /run/isboot-e2e-status 2>&1
-sed 's/^/ISBOOT-STATUS: /' /run/isboot-e2e-status > /dev/ttyS0
-say restores=$(sed -n 's/.*boot NIC guard: .*  restores \\([0-9]*\\).*/\\1/p' /run/isboot-e2e-status | head -1)
-`;
-}
-
-/** A root with `packages` and `files`, isboot installed, the workload enabled. */
-function variant(
-  name: string,
-  packages: string[],
-  action: string,
-  files: RootVariant["files"] = {},
-  links: RootVariant["links"] = {},
-): RootVariant {
-  return {
-    name,
-    packages,
-    installIsboot: true,
-    files: {
-      "/etc/sysctl.d/99-isboot-e2e.conf": "kernel.printk = 7 4 1 7\n",
-      "/etc/systemd/journald.conf.d/isboot-e2e.conf":
-        "[Journal]\nForwardToConsole=yes\nTTYPath=/dev/ttyS0\nMaxLevelConsole=info\n",
-      "/etc/systemd/system/isboot-e2e-work.service": WORK_UNIT,
-      "/usr/local/sbin/isboot-e2e-work": { text: workScript(action), mode: 0o755 },
-      ...files,
-    },
-    links: {
-      "/etc/systemd/system/multi-user.target.wants/isboot-e2e-work.service":
-        "/etc/systemd/system/isboot-e2e-work.service",
-      ...links,
-    },
-  };
-}
 
 /** A restore the daemon logged (kernel log lines, not `isboot status` text). */
 const RESTORE_LINE = /isboot\[\d+\]: boot NIC guard: \S+: .*(?:added it back|set it up)/;

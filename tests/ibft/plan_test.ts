@@ -69,12 +69,37 @@ Deno.test("ibft plan: the NIC association is honoured; targets on another NIC ar
   assert.match(plan.reasons[1], /^nic 1: 52:54:00:00:00:01, 192.0.2.10\/24, VLAN 5, chosen/);
   assert.match(
     plan.reasons.join("\n"),
-    /target 0 .*: skipped, it is reached through NIC 0, not the boot NIC 1/,
+    /target 0 .*: skipped, it is reached through NIC 0, not the boot NIC 1, and is not the boot disk/,
   );
+  assert.deepStrictEqual(plan.nics.map((n) => n.index), [1]);
   m.nics[1].valid = false;
   const fallback = makeBootPlan(m);
   assert.equal(fallback.nic.index, 0);
   assert.match(fallback.reasons.join("\n"), /target 1 .*: skipped, its NIC 1 is not valid/);
+});
+
+Deno.test("ibft plan: the boot disk through the other NIC too is a second path: both NICs come up, boot NIC first", () => {
+  const m = model("ipxe-bios-two-targets.bin");
+  m.nics.push({ ...m.nics[0], index: 1, mac: "52:54:00:00:00:01", ip: "10.0.3.15", vlan: 0 });
+  // Target 1 becomes the boot disk's second path: same name and LUN, through NIC 1.
+  Object.assign(m.targets[1], {
+    name: m.targets[0].name,
+    lunRaw: m.targets[0].lunRaw,
+    lun: m.targets[0].lun,
+    nicIndex: 1,
+    ip: "10.0.3.100",
+    bootSelected: false,
+  });
+  const plan = makeBootPlan(m);
+  assert.deepStrictEqual(plan.nics.map((n) => n.index), [0, 1]);
+  assert.equal(plan.nic.index, 0);
+  assert.deepStrictEqual(plan.targets.map((p) => [p.target.index, p.nic.index]), [[0, 0], [1, 1]]);
+  const r = plan.reasons.join("\n");
+  assert.match(r, /nic 1: 52:54:00:00:00:01, 10.0.3.15\/24, for a second path/);
+  assert.match(
+    r,
+    /target 1: .* at 10.0.3.100:3260, valid, CHAP .* \(a second path, through NIC 1\)/,
+  );
 });
 
 Deno.test("ibft plan: IPv6 portals in brackets, raw LUNs, missing initiator", () => {

@@ -24,6 +24,8 @@ interface Input {
   outDir: string;
   /** Take the NIC as it is (adoptNic) instead of configuring it; write nothing. */
   adopt?: boolean;
+  defaultRoute?: boolean;
+  targets?: string[];
 }
 
 const input = JSON.parse(Deno.args[0]) as Input;
@@ -39,6 +41,8 @@ const cfg: NicConfig = {
   dns: input.dns.map((d) => parseIp(d)!),
   hostname: input.hostname,
   origin: input.origin,
+  ...(input.defaultRoute === false ? { defaultRoute: false } : {}),
+  ...(input.targets ? { targets: input.targets.map((t) => parseIp(t)!) } : {}),
 };
 const rt = Rtnetlink.open();
 try {

@@ -179,6 +179,31 @@ Deno.test("net: running twice is idempotent (boot step retried)", async () => {
   });
 });
 
+Deno.test("net: a second path's NIC: no default route, a host route via its gateway to each target off its subnet", async () => {
+  await withNetnsDir(async (ns, dir) => {
+    await veth(ns, "path1", "02:00:5e:10:00:0a", "sw2");
+    await sh("ip", ["-n", ns, "link", "set", "sw2", "up"]);
+    const out = await runHelper(ns, {
+      ...base,
+      mac: "02:00:5e:10:00:0a",
+      address: "198.51.100.7",
+      prefixLength: 25,
+      gateway: "198.51.100.1",
+      defaultRoute: false,
+      // One target behind the gateway, one on the NIC's own subnet.
+      targets: ["203.0.113.9", "198.51.100.20"],
+      outDir: dir,
+    }).output();
+    assertEquals(out.code, 0, dec.decode(out.stderr));
+    assertEquals((await ipj(ns, "-4", "route", "show", "default")).length, 0);
+    const routes = await ipj(ns, "-4", "route", "show", "dev", "path1");
+    assertEquals(
+      routes.map((r: { dst: string; gateway?: string }) => [r.dst, r.gateway ?? null]).sort(),
+      [["198.51.100.0/25", null], ["203.0.113.9", "198.51.100.1"]],
+    );
+  });
+});
+
 Deno.test("net: adoptNic finds a configured NIC by MAC and changes nothing; a VLAN link that is not there fails in one line", async () => {
   await withNetnsDir(async (ns, dir) => {
     await veth(ns, "boot2", "02:00:5e:10:00:0a", "sw2");

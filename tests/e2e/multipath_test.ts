@@ -1,0 +1,81 @@
+/**
+ * The root disk over two paths, booted as a SAN boot with two NICs is: two
+ * qemu NICs on two networks (10.0.2.0/24 and 10.0.3.0/24), each reaching the
+ * same tgtd LUN at its own portal; iPXE brings up both and hooks the disk
+ * over both portals (`sanhook URI1 URI2`), writing an iBFT with two targets,
+ * each associated with its NIC. isboot (harness image, see
+ * tests/e2e/lib.ts) configures both NICs and logs in on both paths
+ * (`isboot.multipath` default failover). In the booted root, while a unit
+ * writes with fsync, the host pulls the active NIC's cable (qemu set_link
+ * off) for 8 s and plugs it back. Passes when no write fails, the daemon
+ * logged the path down and the commands going on the other path, the path
+ * came back (standby in `isboot status`), poweroff completed and e2fsck is
+ * clean.
+ *
+ * ISBOOT_E2E=0 skips it (a boot under TCG, about 2-3 min).
+ */
+import assert from "node:assert/strict";
+import { bootOnce, SECOND_PORTAL } from "./lib.ts";
+import { variant } from "./workload.ts";
+
+const enabled = Deno.env.get("ISBOOT_E2E") !== "0";
+const FIRST = "10.0.2.100:3260";
+const SECOND = `${SECOND_PORTAL}:3260`;
+
+const ACTION = `echo "ISBOOT-VM: link=n0:off"
+sleep 8
+isboot status | sed 's/^/ISBOOT-DOWN: /'
+echo "ISBOOT-VM: link=n0:on"
+sleep 10`;
+
+Deno.test({
+  name:
+    "e2e multipath, harness image: iPXE's iBFT with two NICs and two portals; the active NIC's cable pulled for 8 s and plugged back under fsync'd writes: no failed write, the path rejoins",
+  ignore: !enabled,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const r = await bootOnce({
+      firmware: "bios",
+      initramfs: "initramfs-tools",
+      chap: "chap",
+      secondPath: true,
+      root: variant("multipath", ["iproute2"], ACTION),
+    }, { timeoutMs: 600_000 });
+    const why = `\n--- serial tail ---\n${r.vm.tail}`;
+    const serial = r.vm.serial;
+    assert.equal(r.vm.timedOut, false, `VM timed out${why}`);
+    assert.equal(r.vm.result, "PASS", `guest: ${r.vm.reason}${why}`);
+    assert.equal(r.vm.kv.get("root"), "/dev/nbd0p1", why);
+    // The plan: both NICs, the second target a second path through NIC 1.
+    assert.match(serial, /nic 1: \S+, 10\.0\.3\.\d+\/24, for a second path/, why);
+    assert.match(serial, /multipath \(failover\): 2 of 2 path\(s\) to naa\.\S+: /, why);
+    // The cable pull: seen, the commands moved, the path back.
+    assert.deepEqual(r.linkReplies, ['{"return": {}}', '{"return": {}}'], why);
+    assert.match(
+      serial,
+      new RegExp(`multipath: path ${FIRST} is down; commands go on ${SECOND}`),
+      why,
+    );
+    assert.match(serial, new RegExp(`ISBOOT-DOWN: +path ${FIRST} +down since `), why);
+    assert.match(serial, new RegExp(`multipath: path ${FIRST} is back after`), why);
+    assert.match(serial, new RegExp(`ISBOOT-STATUS: +path ${FIRST} +standby `), why);
+    assert.match(serial, new RegExp(`ISBOOT-STATUS: +path ${SECOND} +active `), why);
+    // No write failed; nothing blocked; the kernel saw no I/O error.
+    assert.equal(r.vm.kv.get("write_failed"), undefined, `a write failed${why}`);
+    assert.ok(Number(r.vm.kv.get("writes")) > 5, why);
+    for (const bad of [/blocked for more than/, /I\/O error/, /every path is down/]) {
+      // The check unit's forced reconnect cuts both paths at once: "every path is
+      // down" may follow it, never the cable pull.
+      const before = serial.slice(0, serial.indexOf("ISBOOT-VM: reconnect=now"));
+      assert.doesNotMatch(before, bad, why);
+    }
+    assert.match(serial, /reboot: Power down/, `poweroff did not complete${why}`);
+    assert.ok(r.marker, `marker not found in the image${why}`);
+    assert.equal(r.fsck.code, 0, `e2fsck -fn: ${r.fsck.output}`);
+    const writes = r.vm.kv.get("writes");
+    console.log(
+      `  multipath: switch_root ${((r.switchRootMs ?? 0) / 1000).toFixed(1)} s; ${writes} writes`,
+    );
+  },
+});
