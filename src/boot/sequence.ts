@@ -14,7 +14,13 @@
 import type { BlockDevice } from "../blockdev.ts";
 import { AuthError, IsbootError, OperationalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { adoptNic, type ConfiguredNic, configureNic, writeResolver } from "../net/configure.ts";
+import {
+  adoptNic,
+  type ConfiguredNic,
+  configureNic,
+  OPTIONAL_CARRIER_MS,
+  writeResolver,
+} from "../net/configure.ts";
 import { writeHandoff } from "../net/handoff.ts";
 import { Rtnetlink } from "../net/rtnetlink.ts";
 import type { MultipathPolicy } from "../scsi/multipath.ts";
@@ -201,12 +207,24 @@ export async function runBoot(
   const nics: ConfiguredNic[] = [];
   try {
     for (const nic of spec.nics) {
-      nics.push(
-        o.adoptNics ? adoptNic(rt, nic) : await configureNic(rt, nic, {
-          linkTimeoutMs: Math.max(0, Math.min(cmd.linkTimeoutMs, deadline - Date.now())),
-          log,
-        }),
-      );
+      try {
+        nics.push(
+          o.adoptNics ? adoptNic(rt, nic) : await configureNic(rt, nic, {
+            linkTimeoutMs: Math.max(
+              0,
+              Math.min(
+                nic.optional ? OPTIONAL_CARRIER_MS : cmd.linkTimeoutMs,
+                deadline - Date.now(),
+              ),
+            ),
+            log,
+          }),
+        );
+      } catch (e) {
+        // A second path's NIC that is not there: the boot goes on over the others.
+        if (!nic.optional || !(e instanceof IsbootError)) throw e;
+        log.warn(`${e.message}; its path is left out`);
+      }
     }
   } finally {
     rt.close();

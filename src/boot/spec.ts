@@ -88,7 +88,7 @@ export function resolveBoot(cmd: BootCmdline, ibft: LoadedIbft | null): BootSpec
         hostname: first ? n.hostname : null,
         origin: n.origin === "dhcp" ? "dhcp" : "static",
         // A second path's NIC routes its own targets only: the default route is the boot NIC's.
-        ...(first ? {} : { defaultRoute: false }),
+        ...(first ? {} : { defaultRoute: false, optional: true }),
         targets: reached,
       });
     }

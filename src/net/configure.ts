@@ -45,7 +45,16 @@ export interface NicConfig {
   readonly defaultRoute?: boolean;
   /** The portals reached through this NIC (the iBFT's NIC association). */
   readonly targets?: readonly IpAddress[];
+  /**
+   * A NIC the boot does not depend on (a second path's): no carrier within
+   * {@link OPTIONAL_CARRIER_MS} is a warning, and the address and routes are
+   * set anyway, so that its path can join once a cable is in.
+   */
+  readonly optional?: boolean;
 }
+
+/** How long an optional NIC's carrier is waited for before it is configured without. */
+export const OPTIONAL_CARRIER_MS = 5_000;
 
 /** A NIC after configuration: the link the address is on, and its parent for VLANs. */
 export interface ConfiguredNic {
@@ -175,7 +184,12 @@ export async function configureNic(
     index = existing?.index ?? rt.createVlan(hw.index, ifname, cfg.vlan);
     rt.setUp(index, cfg.mtu);
   }
-  await waitForCarrier(rt, hw, opts);
+  if (cfg.optional) {
+    const shortly = { ...opts, linkTimeoutMs: Math.min(opts.linkTimeoutMs, OPTIONAL_CARRIER_MS) };
+    await waitForCarrier(rt, hw, shortly).catch((e) =>
+      opts.log.warn(`${e instanceof Error ? e.message : e}; configured without (a second path)`)
+    );
+  } else await waitForCarrier(rt, hw, opts);
   if (cfg.address) {
     rt.addAddress(index, cfg.address, cfg.prefixLength);
     const address = cfg.address;

@@ -256,7 +256,9 @@ export class MultipathTransport implements ScsiTransport {
     }
     const was = p.downSince === null ? 0 : (Date.now() - p.downSince) / 1000;
     p.downSince = null;
-    this.#log.warn(`multipath: path ${p.name} is back after ${was.toFixed(1)} s`);
+    if (p.failures === 0) {
+      this.#log.warn(`multipath: path ${p.name} is up (it was not at the start)`);
+    } else this.#log.warn(`multipath: path ${p.name} is back after ${was.toFixed(1)} s`);
     if (this.#held.length) {
       const held = this.#held;
       this.#held = [];

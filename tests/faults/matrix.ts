@@ -129,6 +129,12 @@ export interface Fault {
   depth?: number;
   /** The fault must be overcome on the same connection: a new one fails the row. */
   keepsConnection?: boolean;
+  /**
+   * isboot serves over two paths (`--portal P2 --multipath failover`), the
+   * second through a proxy of its own that no fault touches: recovery is
+   * the next status on either path (qemu-nbd serves the first path alone).
+   */
+  secondPath?: boolean;
 }
 
 function delay(ms: number): Promise<void> {
@@ -189,6 +195,25 @@ export const FAULTS: Fault[] = [
     // Only a NOP-Out that goes unanswered can find this one (RFC 7143 §11.18).
     name: "black hole (silent drop)",
     breaksConnection: true,
+    inject: ({ proxy }) => Promise.resolve(proxy.blackhole()),
+  },
+  {
+    name: "multipath, active path cut (FIN)",
+    breaksConnection: false,
+    secondPath: true,
+    inject: ({ proxy }) => Promise.resolve(proxy.cut()),
+  },
+  {
+    name: "multipath, active path reset (RST)",
+    breaksConnection: false,
+    secondPath: true,
+    inject: ({ proxy }) => Promise.resolve(proxy.reset()),
+  },
+  {
+    // Found by the path's NOP-Out (1 s of silence, 2 s to answer on a multipath path).
+    name: "multipath, active path black hole",
+    breaksConnection: false,
+    secondPath: true,
     inject: ({ proxy }) => Promise.resolve(proxy.blackhole()),
   },
   {
@@ -467,6 +492,8 @@ export async function runRow(
   const dir = await Deno.makeTempDir({ prefix: "isboot-faults-" });
   let tgt: Tgtd | undefined;
   let proxy: FaultProxy | undefined;
+  /** The second path's proxy, for a multipath row; never faulted. */
+  let proxy2: FaultProxy | undefined;
   let child: Deno.ChildProcess | undefined;
   let childExited: Deno.CommandStatus | undefined;
   let client: Deno.ChildProcess | undefined;
@@ -488,27 +515,36 @@ export async function runRow(
     await tgt.addLun(tid, { lun: 1, size, path: backing });
     await tgt.setDigests(tid, "CRC32C", server === "qemu-nbd" ? "None" : "CRC32C");
     proxy = await FaultProxy.start({ targetPort: tgt.port });
+    const multipath = fault.secondPath === true && server === "isboot";
+    if (multipath) proxy2 = await FaultProxy.start({ targetPort: tgt.port });
 
-    // Wire-level clock: SCSI status PDUs reaching the initiator.
+    // Wire-level clock: SCSI status PDUs reaching the initiator (on either path).
     let lastStatusAt = 0;
+    let secondPathStatuses = 0;
     const statusAfter: { t: number; conn?: number; resolve: () => void }[] = [];
-    proxy.onPdu((conn: ProxiedConnection, pdu: PduInfo) => {
+    const onStatus = (conn: ProxiedConnection | null, pdu: PduInfo) => {
       if (!isStatus(pdu)) return;
       const now = performance.now();
       lastStatusAt = now;
+      if (conn === null) secondPathStatuses++;
       for (let i = statusAfter.length - 1; i >= 0; i--) {
         const w = statusAfter[i];
-        if (now > w.t && (w.conn === undefined || conn.id > w.conn)) {
+        if (now > w.t && (w.conn === undefined || (conn !== null && conn.id > w.conn))) {
           statusAfter.splice(i, 1);
           w.resolve();
         }
       }
-    });
+    };
+    proxy.onPdu(onStatus);
+    proxy2?.onPdu((_conn, pdu) => onStatus(null, pdu));
     const nextStatus = (t: number, afterConn?: number) =>
       new Promise<void>((resolve) => statusAfter.push({ t, conn: afterConn, resolve }));
 
     const socket = `${dir}/nbd.sock`;
-    const sc = serverCommand(server, proxy.port, socket, fault.serverArgs);
+    const sc = serverCommand(server, proxy.port, socket, [
+      ...fault.serverArgs ?? [],
+      ...(proxy2 ? ["--portal", `127.0.0.1:${proxy2.port}`, "--multipath", "failover"] : []),
+    ]);
     child = new Deno.Command(sc.cmd, {
       args: sc.args,
       cwd: ROOT,
@@ -585,6 +621,12 @@ export async function runRow(
       );
       if (!ok) throw new Error("the client gave up after errors first");
       row.recoveryMs = Math.round(lastStatusAt - t0);
+      if (multipath) {
+        const before = secondPathStatuses;
+        await delay(200);
+        if (secondPathStatuses === before) fail("the second path carried nothing after the fault");
+        else note(`I/O went on the second path (${secondPathStatuses} statuses there)`);
+      }
       const relogins = proxy.accepted - connAtFault;
       if (relogins > 0) note(`${relogins} new connection(s)`);
       if (relogins > 0 && fault.keepsConnection) {
@@ -682,6 +724,7 @@ export async function runRow(
       if (r.status === "rejected") note(`fault's background work failed: ${r.reason}`);
     }
     await proxy?.close();
+    await proxy2?.close();
     await tgt?.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }

@@ -3,7 +3,7 @@
  * `isboot serve` (see matrix.ts for what a row checks).
  *
  * These rows prove iSCSI session recovery (reconnect, reinstatement, replay)
- * in src/iscsi/; `make test` runs 14 of the 36 (about 2 minutes; see
+ * in src/iscsi/; `make test` runs 17 of the 45 (about 2.5 minutes; see
  * MAKE_TEST_ROWS), `make soak` all of them (about 5 minutes). ISBOOT_FAULTS=0
  * skips them during development:
  *   scripts/run-tests.sh tests/faults/matrix_test.ts
@@ -47,6 +47,9 @@ const MAKE_TEST_ROWS: [string, readonly Workload[]][] = [
   // tgtd may still answer a task the reset ended (docs/faults.md, "Hung
   // commands: late answers after the reset"): with writes in flight.
   ["hung command, ABORT TASK unanswered", ["seq-write-fua"]],
+  ["multipath, active path cut", ["seq-write-fua"]],
+  ["multipath, active path reset", ["rand-write-flush"]],
+  ["multipath, active path black hole", ["rand-read-verify"]],
 ];
 
 function inMakeTest(fault: string, workload: Workload): boolean {

@@ -26,6 +26,7 @@ interface Input {
   adopt?: boolean;
   defaultRoute?: boolean;
   targets?: string[];
+  optional?: boolean;
 }
 
 const input = JSON.parse(Deno.args[0]) as Input;
@@ -42,6 +43,7 @@ const cfg: NicConfig = {
   hostname: input.hostname,
   origin: input.origin,
   ...(input.defaultRoute === false ? { defaultRoute: false } : {}),
+  ...(input.optional ? { optional: true } : {}),
   ...(input.targets ? { targets: input.targets.map((t) => parseIp(t)!) } : {}),
 };
 const rt = Rtnetlink.open();

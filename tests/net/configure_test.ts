@@ -204,6 +204,27 @@ Deno.test("net: a second path's NIC: no default route, a host route via its gate
   });
 });
 
+Deno.test("net: an optional NIC (a second path's) without carrier is configured anyway, with a warning", async () => {
+  await withNetnsDir(async (ns, dir) => {
+    await veth(ns, "path2", "02:00:5e:10:00:0b", "sw3"); // sw3 stays down: no carrier
+    const out = await runHelper(ns, {
+      ...base,
+      mac: "02:00:5e:10:00:0b",
+      address: "198.51.100.70",
+      prefixLength: 25,
+      gateway: null,
+      optional: true,
+      linkTimeoutMs: 1000,
+      outDir: dir,
+    }).output();
+    const err = dec.decode(out.stderr);
+    assertEquals(out.code, 0, err);
+    assert.match(err, /no carrier on path2 after 1 s .*; configured without \(a second path\)/);
+    const [addr] = await ipj(ns, "-4", "addr", "show", "path2");
+    assertEquals(addr.addr_info.map((a: { local: string }) => a.local), ["198.51.100.70"]);
+  });
+});
+
 Deno.test("net: adoptNic finds a configured NIC by MAC and changes nothing; a VLAN link that is not there fails in one line", async () => {
   await withNetnsDir(async (ns, dir) => {
     await veth(ns, "boot2", "02:00:5e:10:00:0a", "sw2");

@@ -355,3 +355,58 @@ Deno.test("multipath cli: --multipath without --portal, or an unknown policy, is
     assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
   }
 });
+
+Deno.test({
+  name:
+    "multipath: a path that cannot log in at the start is used without it, logs in later in the background, then carries the I/O when the first is cut",
+  ...opts,
+  fn: async () => {
+    await withTgtd(async (tgt) => {
+      const tid = await tgt.createTarget(IQN);
+      const { path: tgtPath } = await tgt.addLun(tid, { lun: 1, size: LUN_SIZE });
+      const a = await FaultProxy.start({ targetPort: tgt.port });
+      const b = await FaultProxy.start({ targetPort: tgt.port });
+      const lines: string[] = [];
+      const log = new Logger({ sink: (_l, line) => lines.push(line) });
+      let t: OpenedTarget | undefined;
+      try {
+        b.refuse(true); // path B's cable is not in yet
+        t = await openTarget(config(a.port, b.port), { log, multipath: "failover" });
+        const mp = t.multipath!;
+        assert.deepEqual(mp.paths.map((p) => p.state), ["active", "down"]);
+        assert.ok(
+          lines.some((l) => /path 127\.0\.0\.1:\d+: login failed: .*in the background/.test(l)),
+        );
+        assert.deepEqual(t.paths!().map((p) => [p.isid, p.tsih]).at(1), ["", 0]);
+        const w = new Workload(t);
+        w.start();
+        await sleep(500);
+        b.refuse(false);
+        await until("path B joins", () => mp.paths[1].state === "standby", 20_000);
+        assert.ok(
+          lines.some((l) =>
+            /multipath: path 127\.0\.0\.1:\d+ is up \(it was not at the start\)/.test(l)
+          ),
+        );
+        const bBefore = mp.paths[1].commands;
+        a.refuse(true);
+        a.cut();
+        await until("path A seen down", () => mp.paths[0].state === "down");
+        await sleep(800);
+        assert.ok(mp.paths[1].commands > bBefore, "the late path carried nothing");
+        await w.stop();
+        assert.deepEqual(w.failures, []);
+        await verifyFile(tgtPath, w.last);
+      } catch (e) {
+        throw new Error(
+          `${e instanceof Error ? e.message : String(e)}\n--- log:\n${lines.slice(-20).join("\n")}`,
+          { cause: e },
+        );
+      } finally {
+        await t?.close().catch(() => {});
+        await a.close();
+        await b.close();
+      }
+    });
+  },
+});
