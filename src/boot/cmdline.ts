@@ -20,7 +20,8 @@
  *   `isboot.recovery_timeout=S|forever` (default forever; 0: no recovery),
  *   `isboot.command_timeout=S|none` (default 30; abort, reset, reconnect, re-issue),
  *   `isboot.multipath=failover|round-robin|off` (default failover: every path to the boot
- *   disk logged in at once, scsi/multipath.ts),
+ *   disk logged in at once, scsi/multipath.ts), `isboot.luns=all|N[,N...]` (the target's
+ *   other LUNs as more /dev/nbdN devices, over the same session),
  *   `isboot.header_digest=crc32c|none`,
  *   `isboot.data_digest=crc32c|none`, `isboot.debug`, `isboot.source=auto|acpi|sysfs|mem`,
  *   `isboot.handoff=all|none|LIST` (ifupdown,networkd,nm), `isboot.poll_us=N` (busy-poll
@@ -71,6 +72,8 @@ export interface BootCmdline {
   readonly commandTimeoutMs: number;
   /** How the boot disk's paths are used when the plan has several (off: recovery only). */
   readonly multipath: MultipathPolicy | "off";
+  /** isboot.luns=: the target's other LUNs to attach too ("all", or their numbers); absent: none. */
+  readonly luns?: "all" | readonly number[];
   readonly headerDigest?: Digest;
   readonly dataDigest?: Digest;
   readonly debug: boolean;
@@ -130,6 +133,7 @@ export const ISBOOT_OPTIONS = [
   "recovery_timeout",
   "command_timeout",
   "multipath",
+  "luns",
   "header_digest",
   "data_digest",
   "debug",
@@ -176,6 +180,7 @@ export function parseBootCmdline(line: string): BootCmdline {
   let recoveryTimeoutMs: number = BOOT_DEFAULTS.recoveryTimeoutMs;
   let commandTimeoutMs: number = BOOT_DEFAULTS.commandTimeoutMs;
   let multipath: MultipathPolicy | "off" = BOOT_DEFAULTS.multipath;
+  let luns: "all" | number[] | undefined;
   let headerDigest: Digest | undefined, dataDigest: Digest | undefined;
   let pollUs: number | undefined;
   let source: IbftSource = "auto";
@@ -285,6 +290,16 @@ export function parseBootCmdline(line: string): BootCmdline {
         }
         multipath = v;
         break;
+      case "luns":
+        if (v === "all") luns = "all";
+        else if (/^\d{1,5}(,\d{1,5})*$/.test(v) && v.split(",").every((n) => Number(n) < 16384)) {
+          luns = [...new Set(v.split(",").map(Number))];
+        } else {
+          throw new InvalidInputError(
+            `${name}=${v}: expected all or LUN numbers 0..16383, comma-separated`,
+          );
+        }
+        break;
       case "header_digest":
       case "data_digest": {
         const d = v.toLowerCase();
@@ -350,6 +365,7 @@ export function parseBootCmdline(line: string): BootCmdline {
     recoveryTimeoutMs,
     commandTimeoutMs,
     multipath,
+    ...(luns !== undefined ? { luns } : {}),
     ...(headerDigest ? { headerDigest } : {}),
     ...(dataDigest ? { dataDigest } : {}),
     debug,

@@ -63,6 +63,8 @@ export interface Attached {
   };
   /** Shut our sockets without disconnecting: a new daemon takes over (`attach --takeover`). */
   release(): void;
+  /** Disconnect the kernel device (NBD_CMD_DISCONNECT); `done` resolves after. */
+  disconnect(): void;
 }
 
 /** The two steps that need a real target and a real kernel. */
@@ -73,6 +75,16 @@ export interface BootBackend {
   reconnects?(): number;
   /** With multipath: each path of the last login now (for `isboot status`). */
   paths?(): PathReport[] | null;
+  /**
+   * The last login's target's other LUNs (`isboot.luns=`), opened over the
+   * same session(s): REPORT LUNS, less `bootLun`, filtered by `want`. A LUN
+   * that is not a disk (tgt's controller LUN 0) is left out with a line.
+   */
+  openLuns?(
+    bootLun: number,
+    want: "all" | readonly number[],
+    log: Logger,
+  ): Promise<{ lun: number; device: BlockDevice }[]>;
   /** Serve `dev` to a kernel NBD device (`device` names one, else the first free). */
   attach(
     dev: BlockDevice,
@@ -99,6 +111,8 @@ export interface Booted {
   reconnects(): number;
   /** With multipath: the root disk's paths now; null with one path. */
   paths(): PathReport[] | null;
+  /** The target's other LUNs attached too (`isboot.luns=`), each its own device. */
+  readonly luns: readonly { lun: number; blockDevice: BlockDevice; attached: Attached }[];
 }
 
 export interface RunOptions {
@@ -261,6 +275,24 @@ export async function runBoot(
     log,
   });
   const partitions = await scanPartitions(attached.device, attached.index);
+  // The target's other LUNs; not on a takeover (the previous daemon keeps serving them).
+  const luns: { lun: number; blockDevice: BlockDevice; attached: Attached }[] = [];
+  if (cmd.luns && backend.openLuns && !o.adoptNics) {
+    for (const x of await backend.openLuns(target.lun, cmd.luns, log)) {
+      try {
+        const a = await backend.attach(x.device, {
+          backendIdentifier: `${target.targetName}/${x.lun}`,
+          log,
+        });
+        log.info(`LUN ${x.lun}: ${a.device}, ${x.device.size} bytes`);
+        luns.push({ lun: x.lun, blockDevice: x.device, attached: a });
+      } catch (e) {
+        if (!(e instanceof IsbootError)) throw e;
+        log.error(`LUN ${x.lun}: not attached: ${e.message}`);
+        await x.device.close().catch(() => {});
+      }
+    }
+  }
   const t3 = Date.now();
   const timing = {
     startMs: t0 - o.startedAt,
@@ -279,5 +311,6 @@ export async function runBoot(
     timing,
     reconnects: () => backend.reconnects?.() ?? 0,
     paths: () => backend.paths?.() ?? null,
+    luns,
   };
 }

@@ -280,7 +280,7 @@ async function listenControl(
   guard: BootGuard,
   inputs: BootInputs,
   log: Logger,
-): Promise<{ server: ControlServer; released(): boolean } | null> {
+): Promise<{ server: { close(): Promise<void> }; released(): boolean } | null> {
   const started = new Date();
   const a = b.attached;
   let released = false;
@@ -313,6 +313,18 @@ async function listenControl(
           released = true;
           return { reply: { ok: true }, after: () => a.release() };
         case "handover":
+          if (b.luns.length) {
+            // A successor would take over the root disk alone and leave the
+            // other LUNs' devices without a server: the old daemon keeps all.
+            return {
+              reply: {
+                ok: false,
+                error: `this isboot also serves ${
+                  b.luns.map((l) => l.attached.device).join(", ")
+                } (isboot.luns=): a live upgrade moves the root disk only; reboot to upgrade`,
+              },
+            };
+          }
           return {
             reply: {
               ok: true,
@@ -325,7 +337,50 @@ async function listenControl(
           };
       }
     });
-    return { server, released: () => released };
+    const servers = [server];
+    // The other LUNs (isboot.luns=): a socket each, for status and detach.
+    for (const l of b.luns) {
+      const la = l.attached;
+      const lunStatus = (): SessionStatus =>
+        sessionStatus({
+          device: la.device,
+          target: `iscsi://${portal(b.target)}/${b.target.targetName}/${l.lun}`,
+          backend: `${b.target.targetName}/${l.lun}`,
+          started,
+          size: l.blockDevice.size,
+          blockSize: l.blockDevice.blockSize,
+          readOnly: l.blockDevice.readOnly,
+          counters: la.counters,
+          reconnects: b.reconnects(),
+          session: { role: `LUN ${l.lun} of the root disk's target (isboot.luns=)` },
+        });
+      try {
+        servers.push(
+          await ControlServer.listen(controlPath(la.index), (req) => {
+            switch (req.cmd) {
+              case "status":
+                return { reply: { ok: true, status: lunStatus() } };
+              case "detach":
+                return { reply: { ok: true }, after: () => la.disconnect() };
+              case "release":
+              case "handover":
+                return {
+                  reply: {
+                    ok: false,
+                    error: `${la.device} is served with the root disk; not handed over`,
+                  },
+                };
+            }
+          }),
+        );
+      } catch (e) {
+        log.warn(`${la.device}: no control socket: ${e instanceof Error ? e.message : e}`);
+      }
+    }
+    return {
+      server: { close: async () => void await Promise.all(servers.map((x) => x.close())) },
+      released: () => released,
+    };
   } catch (e) {
     log.warn(`no control socket: ${e instanceof Error ? e.message : e}`);
     return null;

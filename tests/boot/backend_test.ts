@@ -82,3 +82,54 @@ Deno.test("boot attach: errors other than EBUSY are not retried", async () => {
   const at = () => Promise.reject(new SysError("connect nbd0", ERRNO.EPERM));
   await assert.rejects(attachFirstDevice(at, { log: logger([]), sleep: noSleep }), /connect nbd0/);
 });
+
+Deno.test({
+  name:
+    "boot luns: the real backend opens the target's other LUNs over the root disk's session; the controller LUN and LUNs not reported are left out with a line",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { realBackend } = await import("../../src/boot/backend.ts");
+    const { withTgtd } = await import("../../peers/tgtd.ts");
+    await withTgtd(async (tgt) => {
+      const iqn = "iqn.2026-12.test.isboot:luns";
+      const tid = await tgt.createTarget(iqn);
+      for (const [lun, mib] of [[1, 4], [2, 8], [3, 2]]) {
+        await tgt.addLun(tid, { lun, size: mib << 20 });
+      }
+      const lines: string[] = [];
+      const log = logger(lines);
+      const backend = realBackend();
+      const root = await backend.login(
+        { label: "netroot 0", host: "127.0.0.1", port: tgt.port, lun: 1, targetName: iqn },
+        { initiator: "iqn.2026-12.test.isboot:luns-init", recoveryTimeoutMs: 0, log },
+      );
+      try {
+        const all = await backend.openLuns!(1, "all", log);
+        assert.deepEqual(all.map((x) => [x.lun, x.device.size]), [[2, 8n << 20n], [3, 2n << 20n]]);
+        assert.ok(
+          lines.some((l) => /^info: LUN 0 is a .*, not a disk; skipped/.test(l)),
+          lines.join("\n"),
+        );
+        // The other LUNs move data over the same session as the root disk.
+        const data = new Uint8Array(4096).fill(0x5a);
+        await all[1].device.write(0n, data);
+        assert.deepEqual(await all[1].device.read(0n, 4096), data);
+        for (const x of all) await x.device.close();
+        const some = await backend.openLuns!(1, [3, 9, 1], log);
+        assert.deepEqual(some.map((x) => x.lun), [3]);
+        assert.ok(
+          lines.some((l) =>
+            /^warn: warning: LUN 9: the target does not report it; skipped/.test(l)
+          ),
+          lines.join("\n"),
+        );
+        for (const x of some) await x.device.close();
+        // The root disk still works after the other LUNs closed.
+        assert.equal((await root.read(0n, 512)).length, 512);
+      } finally {
+        await root.close();
+      }
+    });
+  },
+});

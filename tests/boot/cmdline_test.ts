@@ -64,6 +64,18 @@ Deno.test("cmdline: defaults, and nothing requested without iSCSI options", () =
   assertEquals(c.multipath, "failover");
   assertEquals(parseBootCmdline("isboot.multipath=round-robin").multipath, "round-robin");
   assertEquals(parseBootCmdline("isboot.multipath=off").multipath, "off");
+  // No other LUN unless asked for.
+  assertEquals(c.luns, undefined);
+  assertEquals(parseBootCmdline("isboot.luns=all").luns, "all");
+  assertEquals(parseBootCmdline("isboot.luns=3,1,3").luns, [3, 1]);
+  for (const bad of ["isboot.luns=", "isboot.luns=1,,2", "isboot.luns=16384", "isboot.luns=x"]) {
+    assertThrows(
+      () => parseBootCmdline(bad),
+      InvalidInputError,
+      "expected all or LUN numbers",
+      bad,
+    );
+  }
   assertThrows(
     () => parseBootCmdline("isboot.multipath=both"),
     InvalidInputError,

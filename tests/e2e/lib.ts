@@ -29,6 +29,7 @@ import {
 } from "../vm/lib.ts";
 import type { Tgtd } from "../../peers/tgtd.ts";
 import { exists } from "../helpers/fs.ts";
+import { pattern } from "../helpers/bytes.ts";
 
 export const E2E_DIR = `${ROOT}build/e2e`;
 export const TARGET_IQN = "iqn.2026-11.test:root";
@@ -568,6 +569,16 @@ export interface BootCase {
    * pull a NIC's cable: `ISBOOT-VM: link=n0:off` (or `n1`, `on`).
    */
   secondPath?: boolean;
+  /**
+   * More LUNs of the same target (2, 3, ...), MiB each, filled with
+   * {@link lunPattern} of their number.
+   */
+  extraLunsMiB?: number[];
+}
+
+/** The content of the extra LUN `lun` of {@link BootCase.extraLunsMiB}. */
+export function lunPattern(lun: number, bytes: number): Uint8Array {
+  return pattern(bytes, lun * 7919);
 }
 
 /** The second path's portal (see {@link BootCase.secondPath}). */
@@ -739,6 +750,12 @@ export async function bootDisk(
     tgtd = await startTgtd(ns);
     const tid = await tgtd.createTarget(TARGET_IQN);
     await tgtd.addLun(tid, { lun: 1, path: disk });
+    for (const [i, mib] of (c.extraLunsMiB ?? []).entries()) {
+      const lun = 2 + i;
+      const path = `${dir}/lun${lun}.img`;
+      await Deno.writeFile(path, lunPattern(lun, mib << 20));
+      await tgtd.addLun(tid, { lun, path });
+    }
     if (c.chap !== "none") {
       await tgtd.addChap(
         tid,

@@ -10,19 +10,29 @@
  * off) for 8 s and plugs it back. Passes when no write fails, the daemon
  * logged the path down and the commands going on the other path, the path
  * came back (standby in `isboot status`), poweroff completed and e2fsck is
- * clean.
+ * clean. The same boot has `isboot.luns=all` on a target with three LUNs:
+ * LUN 2 and 3 must come up as /dev/nbd1 and /dev/nbd2 with their sizes and
+ * contents.
  *
  * ISBOOT_E2E=0 skips it (a boot under TCG, about 2-3 min).
  */
 import assert from "node:assert/strict";
-import { bootOnce, SECOND_PORTAL } from "./lib.ts";
+import { bootOnce, lunPattern, SECOND_PORTAL, TARGET_IQN } from "./lib.ts";
 import { variant } from "./workload.ts";
 
 const enabled = Deno.env.get("ISBOOT_E2E") !== "0";
 const FIRST = "10.0.2.100:3260";
 const SECOND = `${SECOND_PORTAL}:3260`;
 
-const ACTION = `echo "ISBOOT-VM: link=n0:off"
+/** The target's other LUNs (isboot.luns=all): LUN 2 and LUN 3, MiB. */
+const EXTRA_MIB = [8, 24];
+
+const ACTION = `for d in /sys/block/nbd1 /sys/block/nbd2; do
+  n=$(basename $d)
+  echo "ISBOOT-VM: lun_$n=$(cat $d/size)/$(head -c 1048576 /dev/$n | sha256sum | cut -c1-16)/$(cat $d/backend)"
+done
+isboot status | grep -A1 '^/dev/nbd[12] ' | sed 's/^/ISBOOT-LUNS: /'
+echo "ISBOOT-VM: link=n0:off"
 sleep 8
 isboot status | sed 's/^/ISBOOT-DOWN: /'
 echo "ISBOOT-VM: link=n0:on"
@@ -40,6 +50,8 @@ Deno.test({
       initramfs: "initramfs-tools",
       chap: "chap",
       secondPath: true,
+      extraLunsMiB: EXTRA_MIB,
+      append: "isboot.luns=all",
       root: variant("multipath", ["iproute2"], ACTION),
     }, { timeoutMs: 600_000 });
     const why = `\n--- serial tail ---\n${r.vm.tail}`;
@@ -69,6 +81,25 @@ Deno.test({
       // down" may follow it, never the cable pull.
       const before = serial.slice(0, serial.indexOf("ISBOOT-VM: reconnect=now"));
       assert.doesNotMatch(before, bad, why);
+    }
+    // isboot.luns=all: LUN 2 and 3 as /dev/nbd1 and /dev/nbd2, the right sizes and contents,
+    // each with its own line in isboot status (tgt's controller LUN 0 left out).
+    const seen = ["nbd1", "nbd2"].map((n) => r.vm.kv.get(`lun_${n}`) ?? "");
+    const want = await Promise.all(EXTRA_MIB.map(async (mib, i) => {
+      const lun = 2 + i;
+      const first = lunPattern(lun, mib << 20).slice(0, 1 << 20);
+      const h = new Uint8Array(await crypto.subtle.digest("SHA-256", first));
+      const hex = Array.from(h.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
+      return `${(mib << 20) / 512}/${hex}/${TARGET_IQN}/${lun}`;
+    }));
+    assert.deepEqual(seen.sort(), want.sort(), why);
+    assert.match(serial, /LUN 0 is a .*, not a disk; skipped/, why);
+    for (const lun of [2, 3]) {
+      assert.match(
+        serial,
+        new RegExp(`ISBOOT-LUNS: /dev/nbd[12] +iscsi://\\S+/${TARGET_IQN}/${lun} `),
+        why,
+      );
     }
     assert.match(serial, /reboot: Power down/, `poweroff did not complete${why}`);
     assert.ok(r.marker, `marker not found in the image${why}`);
