@@ -11,10 +11,7 @@ import { SysError } from "../sys/errno.ts";
 import type { Attached, BootBackend, LoginOptions } from "./sequence.ts";
 import type { BootTarget } from "./spec.ts";
 import { openBootTarget } from "./login.ts";
-import type { OpenedTarget } from "../iscsi/open_target.ts";
-import { IsbootError } from "../errors.ts";
-import { Lun, reportLuns } from "../scsi/lun.ts";
-import { UnsupportedError } from "../scsi/errors.ts";
+import { type OpenedTarget, openOtherLuns } from "../iscsi/open_target.ts";
 
 /** The backend `isboot boot` uses in the initramfs. */
 export function realBackend(): BootBackend {
@@ -29,38 +26,10 @@ export function realBackend(): BootBackend {
         ? opened.paths().reduce((n, p) => n + p.reconnects, 0)
         : opened?.transport.reconnects ?? 0,
     paths: () => opened?.paths?.() ?? null,
-    async openLuns(bootLun, want, log) {
-      if (!opened) return [];
-      const transport = opened.multipath ?? opened.transport;
-      let listed: number[];
-      try {
-        listed = (await reportLuns(transport, bootLun)).luns;
-      } catch (e) {
-        log.error(
-          `REPORT LUNS failed: ${e instanceof Error ? e.message : e}; no other LUN attached`,
-        );
-        return [];
-      }
-      const wanted = want === "all"
-        ? listed.filter((n) => n !== bootLun)
-        : want.filter((n) => n !== bootLun);
-      for (const n of want === "all" ? [] : wanted.filter((n) => !listed.includes(n))) {
-        log.warn(`LUN ${n}: the target does not report it; skipped`);
-      }
-      const out: { lun: number; device: BlockDevice }[] = [];
-      for (const n of wanted.filter((x) => listed.includes(x))) {
-        try {
-          // Over the root disk's session: closing this Lun leaves the session to the root.
-          out.push({ lun: n, device: await Lun.open(transport, n, { log }) });
-        } catch (e) {
-          if (!(e instanceof IsbootError)) throw e;
-          const say = want === "all" && e instanceof UnsupportedError ? log.info : log.warn;
-          const what = e.message.startsWith(`LUN ${n}`) ? e.message : `LUN ${n}: ${e.message}`;
-          say.call(log, `${what}; skipped`);
-        }
-      }
-      return out;
-    },
+    openLuns: (bootLun, want, log) =>
+      opened
+        ? openOtherLuns(opened.multipath ?? opened.transport, bootLun, want, log)
+        : Promise.resolve([]),
     async attach(dev, o): Promise<Attached> {
       const nbd = await NbdKernel.open({ log: o.log });
       const at = (index?: number) =>

@@ -41,6 +41,7 @@
  */
 import { InvalidInputError } from "../errors.ts";
 import { type NetRoot, parseNetRoot } from "../iscsi/root_path.ts";
+import { parseLunList } from "../iscsi/config.ts";
 import { type IpAddress, requireIp } from "../net/addr.ts";
 import { HANDOFF_KINDS, type HandoffKind } from "../net/handoff.ts";
 import { type IpSpec, parseIpArg } from "../net/ip_arg.ts";
@@ -290,16 +291,16 @@ export function parseBootCmdline(line: string): BootCmdline {
         }
         multipath = v;
         break;
-      case "luns":
-        if (v === "all") luns = "all";
-        else if (/^\d{1,5}(,\d{1,5})*$/.test(v) && v.split(",").every((n) => Number(n) < 16384)) {
-          luns = [...new Set(v.split(",").map(Number))];
-        } else {
+      case "luns": {
+        const list = parseLunList(v);
+        if (list === null) {
           throw new InvalidInputError(
             `${name}=${v}: expected all or LUN numbers 0..16383, comma-separated`,
           );
         }
+        luns = list;
         break;
+      }
       case "header_digest":
       case "data_digest": {
         const d = v.toLowerCase();

@@ -29,7 +29,9 @@ import {
 import { parseNbdDevice } from "../nbd/sysfs.ts";
 import { NBD_FLAG_READ_ONLY } from "../nbd/constants.ts";
 import { redactUri } from "../iscsi/uri.ts";
-import { openTarget } from "../iscsi/open_target.ts";
+import { openOtherLuns, openTarget } from "../iscsi/open_target.ts";
+import { parseLunList } from "../iscsi/config.ts";
+import type { Logger } from "../log.ts";
 import { parseCommand } from "./args.ts";
 import {
   MULTIPATH_HELP,
@@ -74,6 +76,8 @@ options:
   --dead-conn-timeout SEC   how long the kernel holds I/O when this process
                             dies, for a takeover (default ${DEFAULT_DEAD_CONN_TIMEOUT_SEC})
   --read-only               export read-only
+  --luns all|N[,N...]       the target's other LUNs too, each its own /dev/nbdN
+                            (one line each after the first), over the same session
   --block-size N            memory: logical block size (default 512)
   --debug                   log every failed request
 
@@ -93,6 +97,7 @@ const OPTIONS = {
   "dead-conn-timeout": { type: "string" },
   "read-only": { type: "boolean" },
   "block-size": { type: "string" },
+  luns: { type: "string" },
 } as const;
 
 interface Backend {
@@ -108,6 +113,11 @@ interface Backend {
   reconnects?: () => number;
   /** With multipath: each path now. */
   paths?: () => PathEntry[];
+  /** The target's other LUNs (`--luns`), opened over the same session(s). */
+  otherLuns?: (
+    want: "all" | readonly number[],
+    log: Logger,
+  ) => Promise<{ lun: number; device: BlockDevice }[]>;
 }
 
 function intOption(
@@ -174,6 +184,7 @@ async function openBackend(
       reconnects: () =>
         t.paths ? t.paths().reduce((n, p) => n + p.reconnects, 0) : t.transport.reconnects,
       ...(t.paths ? { paths: t.paths } : {}),
+      otherLuns: (want, log) => openOtherLuns(t.multipath ?? t.transport, cfg.lun, want, log),
       session: () => ({
         portal: s.portal,
         targetName: s.targetName,
@@ -291,6 +302,18 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   if (v.takeover && index === undefined) {
     throw new UsageError("--takeover needs --device /dev/nbdN (the device to take over)");
   }
+  const luns = v.luns === undefined ? undefined : parseLunList(v.luns);
+  if (luns === null) {
+    throw new UsageError(
+      `--luns '${v.luns}': expected all or LUN numbers 0..16383, comma-separated`,
+    );
+  }
+  if (luns && !p.positionals[0].startsWith("iscsi:")) {
+    throw new UsageError("--luns is for iscsi:// targets");
+  }
+  if (luns && v.takeover) {
+    throw new UsageError("--luns with --takeover: a takeover moves one device");
+  }
   if (v.daemon) return await daemonize(args, ctx);
   const log = ctx.log;
   limitMallocRetention(); // a long-lived server: freed I/O buffers go back to the kernel
@@ -351,6 +374,9 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   let a = attachment;
   let released = false;
   let stopRequested = false;
+  /** The target's other LUNs (--luns): a device, a server and a control socket each. */
+  const others: { lun: number; device: BlockDevice; a: KernelAttachment; ctl?: ControlServer }[] =
+    [];
   let ctl: ControlServer | undefined;
   try {
     ctl = await ControlServer.listen(controlPath(a.index), (req) => {
@@ -364,6 +390,16 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
           released = stopRequested = true;
           return { reply: { ok: true }, after: () => a.release() };
         case "handover":
+          if (others.length) {
+            return {
+              reply: {
+                ok: false,
+                error: `this isboot also serves ${
+                  others.map((o) => o.a.device).join(", ")
+                } (--luns): a takeover would move ${a.device} only`,
+              },
+            };
+          }
           return {
             reply: {
               ok: true,
@@ -379,9 +415,59 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   log.info(
     `${a.device}: ${backend.display}, ${backend.device.size} bytes, block ${backend.device.blockSize}`,
   );
+  // The target's other LUNs (--luns), attached below: a device, a server and a control socket each.
+  for (const x of luns && backend.otherLuns ? await backend.otherLuns(luns, log) : []) {
+    let o: KernelAttachment;
+    try {
+      o = await attachDevice(nbd, x.device, {
+        ...opts,
+        index: undefined,
+        backendIdentifier: `${backend.identifier.replace(/\/\d+$/, "")}/${x.lun}`,
+      });
+    } catch (e) {
+      log.error(`LUN ${x.lun}: not attached: ${e instanceof Error ? e.message : e}`);
+      await x.device.close().catch(() => {});
+      continue;
+    }
+    const entry: (typeof others)[number] = { lun: x.lun, device: x.device, a: o };
+    others.push(entry);
+    const lunBackend: Backend = {
+      ...backend,
+      device: x.device,
+      identifier: `${backend.identifier.replace(/\/\d+$/, "")}/${x.lun}`,
+      display: backend.display.replace(/\/\d+$/, `/${x.lun}`),
+    };
+    try {
+      entry.ctl = await ControlServer.listen(controlPath(o.index), (req) => {
+        switch (req.cmd) {
+          case "status":
+            return { reply: { ok: true, status: statusOf(o, lunBackend, started) } };
+          case "detach":
+            return { reply: { ok: true }, after: () => o.disconnect() };
+          case "release":
+          case "handover":
+            return {
+              reply: {
+                ok: false,
+                error: `${o.device} is served with ${a.device}; not handed over`,
+              },
+            };
+        }
+      });
+    } catch (e) {
+      log.warn(`${o.device}: no control socket: ${e instanceof Error ? e.message : e}`);
+    }
+    ctx.out(`${o.device}\n`);
+    log.info(`${o.device}: LUN ${x.lun}, ${x.device.size} bytes, block ${x.device.blockSize}`);
+  }
 
   const stop = () => {
     stopRequested = true;
+    for (const o of others) {
+      try {
+        o.a.disconnect();
+      } catch { /* already gone */ }
+    }
     log.info(`${a.device}: disconnecting`);
     try {
       a.disconnect();
@@ -416,6 +502,16 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   } finally {
     watch?.close();
     for (const s of signals) Deno.removeSignalListener(s, stop);
+    // The other LUNs go with the main device.
+    for (const o of others) {
+      try {
+        o.a.disconnect();
+      } catch { /* already gone */ }
+      await Promise.race([o.a.done, new Promise((r) => setTimeout(r, 10_000))]);
+      await o.ctl?.close();
+      await o.device.flush().catch(() => {});
+      await o.device.close().catch(() => {});
+    }
     await ctl?.close();
     nbd.close();
     try {

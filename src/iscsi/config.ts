@@ -300,3 +300,21 @@ export function parseCommandTimeout(v: string | boolean | undefined): number | u
   }
   return Math.round(Number(v) * 1000);
 }
+
+/**
+ * A list of other LUNs to attach (`isboot.luns=`, `attach --luns`): "all",
+ * or LUN numbers 0..16383 separated by commas (repeats dropped); null when
+ * `text` is neither.
+ *
+ * @example
+ * ```ts
+ * parseLunList("all"); // "all"
+ * parseLunList("3,1,3"); // [3, 1]
+ * ```
+ */
+export function parseLunList(text: string): "all" | number[] | null {
+  if (text === "all") return "all";
+  if (!/^\d{1,5}(,\d{1,5})*$/.test(text)) return null;
+  const luns = text.split(",").map(Number);
+  return luns.every((n) => n < 16384) ? [...new Set(luns)] : null;
+}

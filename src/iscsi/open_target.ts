@@ -3,7 +3,10 @@
  * the LUN (src/scsi/lun.ts). The one entry point `probe`, `serve`, `attach`
  * and `boot` use, so they all see the same device the same way.
  */
+import { IsbootError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { UnsupportedError } from "../scsi/errors.ts";
+import type { ScsiTransport } from "../scsi/transport.ts";
 import type { SessionParams } from "./negotiate.ts";
 import { loginSession, type Session } from "./session.ts";
 import { type SessionConfig, type SessionInfo } from "./session_config.ts";
@@ -174,4 +177,48 @@ async function openMultipath(cfg: SessionConfig, opts: OpenTargetOptions): Promi
     await mp.close();
     throw e;
   }
+}
+
+/**
+ * The target's other LUNs, opened over `transport` (the session, or the
+ * multipath device, that carries `bootLun`): REPORT LUNS, less `bootLun`,
+ * those `want` names ("all": every one). A LUN that is not a disk (tgt's
+ * controller LUN 0) is skipped with an info line, a named LUN the target
+ * does not report or cannot open with a warning. Closing one of them
+ * leaves the transport open.
+ *
+ * @example
+ * ```ts
+ * for (const x of await openOtherLuns(t.transport, 1, "all", log)) console.log(x.lun, x.device.size);
+ * ```
+ */
+export async function openOtherLuns(
+  transport: ScsiTransport,
+  bootLun: number,
+  want: "all" | readonly number[],
+  log: Logger,
+): Promise<{ lun: number; device: Lun }[]> {
+  let listed: number[];
+  try {
+    listed = (await reportLuns(transport, bootLun)).luns;
+  } catch (e) {
+    log.error(`REPORT LUNS failed: ${e instanceof Error ? e.message : e}; no other LUN opened`);
+    return [];
+  }
+  const wanted = (want === "all" ? listed : want).filter((n) => n !== bootLun);
+  for (const n of want === "all" ? [] : wanted.filter((n) => !listed.includes(n))) {
+    log.warn(`LUN ${n}: the target does not report it; skipped`);
+  }
+  const out: { lun: number; device: Lun }[] = [];
+  for (const n of wanted.filter((x) => listed.includes(x))) {
+    try {
+      out.push({ lun: n, device: await Lun.open(transport, n, { log }) });
+    } catch (e) {
+      if (!(e instanceof IsbootError)) throw e;
+      const what = e.message.startsWith(`LUN ${n}`) ? e.message : `LUN ${n}: ${e.message}`;
+      if (want === "all" && e instanceof UnsupportedError) log.info(`${what}; skipped`);
+      else log.warn(`${what}; skipped`);
+    }
+  }
+  return out;
 }

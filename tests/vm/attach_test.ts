@@ -206,3 +206,114 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "vm: isboot attach --luns all: the target's other LUNs as /dev/nbd1 and /dev/nbd2 over the same session; detach of one leaves the others; detach of the first ends all",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const kernel = await ensureKernel();
+    const iqn = "iqn.2026-12.test:vm-luns";
+    const ns = await NetNs.create();
+    const dir = await runDir("luns-");
+    let tgt: Tgtd | undefined;
+    try {
+      const sizes = [16 << 20, 8 << 20, 4 << 20];
+      const lun2 = crypto.getRandomValues(new Uint8Array(65536));
+      tgt = await startNsTgtd(ns);
+      const tid = await tgt.createTarget(iqn);
+      for (const [i, size] of sizes.entries()) {
+        const path = `${dir}/lun${i + 1}.img`;
+        const f = await Deno.open(path, { create: true, write: true });
+        await f.truncate(size);
+        if (i === 1) await f.write(lun2);
+        f.close();
+        await tgt.addLun(tid, { lun: i + 1, path });
+      }
+      const script = `
+wait_for() { i=0; while ! eval "$1" && [ $i -lt $2 ]; do sleep 0.1; i=$((i+1)); done; eval "$1"; }
+isboot attach 'iscsi://10.0.2.100/${iqn}/1' --luns all >/tmp/attach.out 2>/tmp/attach.err &
+apid=$!
+wait_for '[ -e /sys/block/nbd2/pid ] && [ $(wc -l </tmp/attach.out) -ge 3 ]' 600 || { sed 's/^/attach-log: /' /tmp/attach.err; vm_fail "no three devices"; vm_end; }
+vm_kv printed "$(tr '\\n' ' ' </tmp/attach.out)"
+for n in 0 1 2; do vm_kv dev$n "$(( $(cat /sys/block/nbd$n/size) * 512 ))/$(cat /sys/block/nbd$n/backend)"; done
+vm_kv lun2_head "$(dd if=/dev/nbd1 bs=65536 count=1 2>/dev/null | sha256sum | cut -c1-16)"
+dd if=/pattern.bin of=/dev/nbd2 bs=65536 count=1 conv=fsync 2>/dev/null || vm_fail "write to nbd2"
+isboot status --json >/tmp/status.json 2>&1
+vm_kv sessions "$(tr -d '\\n' </tmp/status.json | tr -s ' ' | grep -o '"device": "/dev/nbd[0-9]"' | sort -u | tr '\\n' ' ')"
+isboot takeover --force /dev/nbd0 >/tmp/take.out 2>&1; vm_kv takeover_rc $?
+vm_kv takeover "$(tr '\\n' ' ' </tmp/take.out)"
+isboot detach /dev/nbd1 && vm_kv detach1 ok
+wait_for '[ ! -e /sys/block/nbd1/pid ]' 100
+vm_kv after1 "$([ -e /sys/block/nbd1/pid ] && echo nbd1-still || echo nbd1-gone) $([ -e /sys/block/nbd0/pid ] && echo nbd0-up || echo nbd0-gone) $([ -e /sys/block/nbd2/pid ] && echo nbd2-up || echo nbd2-gone)"
+isboot detach /dev/nbd0 && vm_kv detach0 ok
+wait $apid; vm_kv attach_exit $?
+wait_for '[ ! -e /sys/block/nbd2/pid ]' 100
+vm_kv after0 "$([ -e /sys/block/nbd0/pid ] && echo nbd0-still || echo nbd0-gone) $([ -e /sys/block/nbd2/pid ] && echo nbd2-still || echo nbd2-gone)"
+sed 's/^/attach-log: /' /tmp/attach.err
+vm_pass
+`;
+      const pattern = crypto.getRandomValues(new Uint8Array(65536));
+      const initrd = await buildInitramfs({
+        kernel,
+        modules: ["nbd", "virtio_net", "virtio_pci"],
+        loadModules: ["virtio_pci"],
+        isboot: true,
+        files: { "/pattern.bin": pattern },
+        init: "vm_net_up || vm_fail network\n" + script,
+      });
+      let r: VmResult;
+      try {
+        r = await runVm({
+          kernel,
+          initrd,
+          netns: ns,
+          timeoutMs: 240_000,
+          forwards: [{ guestAddr: "10.0.2.100", guestPort: 3260, hostPort: tgt.port }],
+        });
+      } finally {
+        await Deno.remove(initrd).catch(() => {});
+        await Deno.remove(initrd.replace(/\.cpio$/, ".serial.log")).catch(() => {});
+      }
+      const ctx = `\n--- serial tail ---\n${r.tail}`;
+      const kv = r.kv;
+      assert.equal(r.result, "PASS", `guest ${r.reason}${ctx}`);
+      assert.equal(kv.get("printed"), "/dev/nbd0 /dev/nbd1 /dev/nbd2", ctx);
+      assert.deepEqual(
+        [0, 1, 2].map((n) => kv.get(`dev${n}`)),
+        sizes.map((s, i) => `${s}/${iqn}/${i + 1}`),
+        ctx,
+      );
+      const want = new Uint8Array(await crypto.subtle.digest("SHA-256", lun2));
+      assert.equal(
+        kv.get("lun2_head"),
+        Array.from(want.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join(""),
+        ctx,
+      );
+      assert.deepEqual(
+        (await Deno.readFile(`${dir}/lun3.img`)).subarray(0, 65536),
+        pattern,
+        "what the guest wrote to /dev/nbd2 is not in LUN 3",
+      );
+      assert.equal(
+        kv.get("sessions"),
+        '"device": "/dev/nbd0" "device": "/dev/nbd1" "device": "/dev/nbd2"',
+        ctx,
+      );
+      assert.equal(kv.get("takeover_rc"), "1", ctx);
+      assert.match(
+        kv.get("takeover") ?? "",
+        /also serves \/dev\/nbd1, \/dev\/nbd2 \(--luns\)/,
+        ctx,
+      );
+      assert.equal(kv.get("after1"), "nbd1-gone nbd0-up nbd2-up", ctx);
+      assert.equal(kv.get("attach_exit"), "0", ctx);
+      assert.equal(kv.get("after0"), "nbd0-gone nbd2-gone", ctx);
+    } finally {
+      await tgt?.stop();
+      await ns.delete();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
