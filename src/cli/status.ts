@@ -24,7 +24,7 @@ and the kernel's NBD devices. --json prints one document:
                     "bytesRead", "bytesWritten", "errors", "reconnects", "session"?,
                     "guard"?: [ { "nic", "parent", "address", "routes", "restores", "overruns",
                                   "lastEvent", "lastEventAt", "lastRestore" } ],
-                    "paths"?: [ { "portal", "state", "downSince", "isid", "tsih", "failures",
+                    "paths"?: [ { "portal", "local", "state", "downSince", "isid", "tsih", "failures",
                                   "reconnects", "commands", "bytes" } ] } ],
     "devices":  [ { "device", "index", "connected", "sizeBytes", "backend", "pid", "daemon" } ] }
 "guard" is the boot NIC guard of the root-storage daemon (isboot boot): the
@@ -134,13 +134,15 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
  *
  * @example
  * ```ts
- * formatPath({ portal: "192.0.2.10:3260", state: "active", downSince: null, isid: "80a1b2c3d4e5",
- *   tsih: 256, failures: 0, reconnects: 0, commands: 1200, bytes: 78643200 });
- * // "  path 192.0.2.10:3260  active  isid 80a1b2c3d4e5 tsih 256  commands 1200  78643200 B  failures 0  reconnects 0\n"
+ * formatPath({ portal: "192.0.2.10:3260", local: "192.0.2.15", state: "active", downSince: null,
+ *   isid: "80a1b2c3d4e5", tsih: 256, failures: 0, reconnects: 0, commands: 1200, bytes: 78643200 });
+ * // "  path 192.0.2.10:3260 from 192.0.2.15  active  isid 80a1b2c3d4e5 tsih 256  commands 1200  ..."
  * ```
  */
 export function formatPath(p: PathEntry): string {
-  return `  path ${p.portal}  ${p.state}${p.downSince ? ` since ${p.downSince}` : ""}` +
+  return `  path ${p.portal}${p.local ? ` from ${p.local}` : ""}  ${p.state}${
+    p.downSince ? ` since ${p.downSince}` : ""
+  }` +
     `  isid ${p.isid} tsih ${p.tsih}  commands ${p.commands}  ${p.bytes} B` +
     `  failures ${p.failures}  reconnects ${p.reconnects}\n`;
 }

@@ -78,6 +78,8 @@ export interface SessionStatus {
 export interface PathEntry {
   /** The portal, HOST:PORT. */
   portal: string;
+  /** Our address on the path (its NIC's); empty while the path has no connection. */
+  local: string;
   /** "active" carries commands; "standby" is logged in and idle; "down" is reconnecting. */
   state: "active" | "standby" | "down";
   /** ISO time since which the path has been down; null while up. */

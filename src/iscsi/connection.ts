@@ -24,6 +24,7 @@ import { OperationalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { parseIp } from "../net/addr.ts";
 import { ERRNO, SysError } from "../sys/errno.ts";
+import { localAddress } from "../sys/socket.ts";
 import { connectTcp, nextTurn } from "../sys/reactor.ts";
 import { type ByteStream, denoConnStream } from "../sys/stream.ts";
 import { BHS_LENGTH, DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH, DIGEST_LENGTH } from "./constants.ts";
@@ -154,6 +155,22 @@ export class Connection {
    */
   static over(io: ByteStream, o: { crc: Crc32c; log: Logger; peer: string }): Connection {
     return new Connection(io, o.crc, o.log, o.peer);
+  }
+
+  /**
+   * The local address of the socket (`10.0.2.15`), which says the NIC a
+   * path goes through; null when the stream is not a socket of ours or is
+   * closed.
+   */
+  get local(): string | null {
+    const fd = (this.#io as { fd?: unknown }).fd;
+    if (this.#closed || typeof fd !== "number") return null;
+    try {
+      const a = localAddress(fd);
+      return a.transport === "tcp" ? a.hostname : null;
+    } catch {
+      return null;
+    }
   }
 
   /** True once closed (by us or by an error). */

@@ -107,22 +107,42 @@ export async function openTarget(
   cfg: SessionConfig,
   opts: OpenTargetOptions,
 ): Promise<OpenedTarget> {
-  if (opts.multipath && (cfg.portals?.length ?? 0) > 0) return await openMultipath(cfg, opts);
+  if (opts.multipath && (cfg.portals?.length ?? 0) > 0) {
+    const p = await openPaths(cfg, opts.multipath, opts.log);
+    return await openOver(cfg, opts, p.transport, p.first, {
+      multipath: p.transport,
+      paths: p.report,
+    });
+  }
   const session = await loginSession(cfg, opts.log);
+  return await openOver(cfg, opts, session, session, {});
+}
+
+/**
+ * Open the LUN over `transport` (a session, or the multipath device of the
+ * paths); `first` gives the login facts. The transport is closed on failure.
+ */
+async function openOver(
+  cfg: SessionConfig,
+  opts: OpenTargetOptions,
+  transport: ScsiTransport,
+  first: Session,
+  extra: Pick<OpenedTarget, "multipath" | "paths">,
+): Promise<OpenedTarget> {
   try {
-    const device = await Lun.open(session, cfg.lun, {
+    const device = await Lun.open(transport, cfg.lun, {
       ...opts.lun,
       log: opts.log,
       closeTransport: true,
     });
     let luns: number[] | null = null;
     if (opts.reportLuns) {
-      luns = await reportLuns(session, cfg.lun).then((r) => r.luns, (e) => {
+      luns = await reportLuns(transport, cfg.lun).then((r) => r.luns, (e) => {
         opts.log.debug(`REPORT LUNS: ${e instanceof Error ? e.message : String(e)}`);
         return null;
       });
     }
-    const info = session.info;
+    const info = first.info;
     return {
       device,
       inventory: device.inventory,
@@ -131,50 +151,16 @@ export async function openTarget(
         initiatorName: cfg.initiatorName,
         parameters: negotiatedParameters(info.params),
       },
-      transport: session,
+      transport: first,
+      ...extra,
       luns,
       close: async () => {
         await device.close();
-        await session.close();
+        await transport.close();
       },
     };
   } catch (e) {
-    await session.close().catch(() => {});
-    throw e;
-  }
-}
-
-/** openTarget over every portal of `cfg` as a path (paths.ts). */
-async function openMultipath(cfg: SessionConfig, opts: OpenTargetOptions): Promise<OpenedTarget> {
-  const log = opts.log;
-  const paths = await openPaths(cfg, opts.multipath!, log);
-  const mp = paths.transport;
-  try {
-    const device = await Lun.open(mp, cfg.lun, { ...opts.lun, log, closeTransport: true });
-    let luns: number[] | null = null;
-    if (opts.reportLuns) {
-      luns = await reportLuns(mp, cfg.lun).then((r) => r.luns, () => null);
-    }
-    const info = paths.first.info;
-    return {
-      device,
-      inventory: device.inventory,
-      session: {
-        ...info,
-        initiatorName: cfg.initiatorName,
-        parameters: negotiatedParameters(info.params),
-      },
-      transport: paths.first,
-      multipath: mp,
-      paths: paths.report,
-      luns,
-      close: async () => {
-        await device.close();
-        await mp.close();
-      },
-    };
-  } catch (e) {
-    await mp.close();
+    await transport.close().catch(() => {});
     throw e;
   }
 }

@@ -44,6 +44,8 @@ export const LATE_LOGIN_MS = { first: 1_000, max: 30_000 } as const;
 /** One path of a multipath target now (what `status` shows). */
 export interface PathReport extends Omit<PathStatus, "downSince" | "name"> {
   portal: string;
+  /** Our address on the path's connection (its NIC's), empty while it has none. */
+  local: string;
   downSince: string | null;
   /** Empty, and TSIH 0, while the path has never logged in. */
   isid: string;
@@ -248,6 +250,7 @@ export async function openPaths(
         const session = used[k].session;
         return {
           portal: st.name,
+          local: session?.info.local ?? "",
           state: st.state,
           downSince: st.downSince === null ? null : new Date(st.downSince).toISOString(),
           isid: session?.info.isid ?? "",

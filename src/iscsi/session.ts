@@ -301,8 +301,10 @@ export class Session implements PathTransport {
 
   get info(): SessionInfo {
     const r = this.#login;
+    const local = this.#state === "open" ? this.#conn.local : null;
     return {
       portal: formatPortal(r.portal),
+      ...(local ? { local } : {}),
       targetName: this.#cfg.targetName,
       isid: Array.from(r.isid, (b) => b.toString(16).padStart(2, "0")).join(""),
       tsih: r.tsih,

@@ -126,6 +126,8 @@ export interface SessionConfig extends TargetLogin {
 /** What `probe` and `status` show about a session (no secrets). */
 export interface SessionInfo {
   portal: string;
+  /** Our side of the connection now (the NIC's address); absent while there is none. */
+  local?: string;
   targetName: string;
   isid: string;
   tsih: number;

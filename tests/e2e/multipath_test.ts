@@ -71,8 +71,17 @@ Deno.test({
     );
     assert.match(serial, new RegExp(`ISBOOT-DOWN: +path ${FIRST} +down since `), why);
     assert.match(serial, new RegExp(`multipath: path ${FIRST} is back after`), why);
-    assert.match(serial, new RegExp(`ISBOOT-STATUS: +path ${FIRST} +standby `), why);
-    assert.match(serial, new RegExp(`ISBOOT-STATUS: +path ${SECOND} +active `), why);
+    // Each path from its own NIC's address.
+    assert.match(
+      serial,
+      new RegExp(`ISBOOT-STATUS: +path ${FIRST} from 10\\.0\\.2\\.15 +standby `),
+      why,
+    );
+    assert.match(
+      serial,
+      new RegExp(`ISBOOT-STATUS: +path ${SECOND} from 10\\.0\\.3\\.15 +active `),
+      why,
+    );
     // No write failed; nothing blocked; the kernel saw no I/O error.
     assert.equal(r.vm.kv.get("write_failed"), undefined, `a write failed${why}`);
     assert.ok(Number(r.vm.kv.get("writes")) > 5, why);

@@ -226,9 +226,10 @@ async function multipathCase(policy: MultipathPolicy, fault: Fault): Promise<voi
       assert.notEqual(report[0].isid, report[1].isid, "two paths, one ISID");
       assert.deepEqual(report.map((p) => [p.failures, p.downSince]), [[1, null], [1, null]]);
       assert.ok(report.every((p) => p.reconnects >= 1 && p.commands > 0), JSON.stringify(report));
+      assert.deepEqual(report.map((p) => p.local), ["127.0.0.1", "127.0.0.1"]);
       assert.match(
         formatPath(report[0]),
-        /^ {2}path 127\.0\.0\.1:\d+ {2}(active|standby) {2}isid [0-9a-f]{12} tsih \d+ {2}commands \d+ {2}\d+ B {2}failures 1 {2}reconnects \d+\n$/,
+        /^ {2}path 127\.0\.0\.1:\d+ from 127\.0\.0\.1 {2}(active|standby) {2}isid [0-9a-f]{12} tsih \d+ {2}commands \d+ {2}\d+ B {2}failures 1 {2}reconnects \d+\n$/,
       );
       assert.ok(lines.some((l) => /multipath: path 127\.0\.0\.1:\d+ is down/.test(l)));
       assert.ok(lines.some((l) => /multipath: path 127\.0\.0\.1:\d+ is back after/.test(l)));
@@ -257,30 +258,23 @@ async function multipathCase(policy: MultipathPolicy, fault: Fault): Promise<voi
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-Deno.test({
-  name:
+const CASES: [MultipathPolicy, Fault, string][] = [
+  [
+    "failover",
+    "cut",
     "multipath failover: the active path cut (FIN) under 32 writers; I/O goes on the other at once, nothing lost, the path rejoins",
-  ...opts,
-  fn: () => multipathCase("failover", "cut"),
-});
-
-Deno.test({
-  name: "multipath failover: the active path reset (RST) under 32 writers",
-  ...opts,
-  fn: () => multipathCase("failover", "reset"),
-});
-
-Deno.test({
-  name: "multipath failover: the active path black-holed (found by its NOP-Out) under 32 writers",
-  ...opts,
-  fn: () => multipathCase("failover", "black hole"),
-});
-
-Deno.test({
-  name: "multipath round-robin: one of two busy paths cut under 32 writers",
-  ...opts,
-  fn: () => multipathCase("round-robin", "cut"),
-});
+  ],
+  ["failover", "reset", "multipath failover: the active path reset (RST) under 32 writers"],
+  [
+    "failover",
+    "black hole",
+    "multipath failover: the active path black-holed (found by its NOP-Out) under 32 writers",
+  ],
+  ["round-robin", "cut", "multipath round-robin: one of two busy paths cut under 32 writers"],
+];
+for (const [policy, fault, name] of CASES) {
+  Deno.test({ name, ...opts, fn: () => multipathCase(policy, fault) });
+}
 
 Deno.test({
   name:
