@@ -404,3 +404,44 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "multipath: a path that reaches another logical unit (other VPD 0x83 designators) is refused with a line and never used",
+  ...opts,
+  fn: async () => {
+    await withTgtd(async (tgt) => {
+      await withTgtd(async (other) => {
+        const tid = await tgt.createTarget(IQN);
+        await tgt.addLun(tid, { lun: 1, size: LUN_SIZE });
+        // The same target name on another box whose LU has other designators (tgt derives
+        // them from the target id: a dummy target takes id 1 there).
+        await other.createTarget("iqn.2026-12.test.isboot:dummy");
+        const otherTid = await other.createTarget(IQN);
+        await other.addLun(otherTid, { lun: 1, size: LUN_SIZE });
+        const lines: string[] = [];
+        const log = new Logger({ sink: (_l, line) => lines.push(line) });
+        const t = await openTarget(config(tgt.port, other.port), { log, multipath: "failover" });
+        try {
+          assert.deepEqual(t.paths!().map((p) => p.portal), [`127.0.0.1:${tgt.port}`]);
+          assert.ok(
+            lines.some((l) =>
+              new RegExp(
+                `multipath: path 127\\.0\\.0\\.1:${other.port} leads to another logical unit \\(naa\\.\\S+, not naa\\.\\S+\\); not used`,
+              ).test(l)
+            ),
+            lines.join("\n"),
+          );
+          assert.equal(
+            (await other.connections(otherTid)).length,
+            0,
+            "the refused path stayed logged in",
+          );
+          await t.device.write(0n, new Uint8Array(4096).fill(7));
+        } finally {
+          await t.close();
+        }
+      });
+    });
+  },
+});
