@@ -24,3 +24,25 @@ Deno.test("cli: --help lists the commands and exits 0", async () => {
   assert.match(r.stdout, /^usage: isboot <command>/);
   assert.match(r.stdout, /exit codes: 0 ok/);
 });
+
+Deno.test("cli: --block-size of a memory: disk is a power of two (serve from 1, attach from 512), else one line, exit 2", async () => {
+  for (
+    const [args, want] of [
+      [
+        ["serve", "memory:1M", "--listen", "tcp:0", "--block-size", "3"],
+        "expected a power of two, 1..65536",
+      ],
+      [
+        ["serve", "memory:1M", "--listen", "tcp:0", "--block-size", "131072"],
+        "expected a power of two, 1..65536",
+      ],
+      [["attach", "memory:1M", "--block-size", "256"], "expected a power of two, 512..65536"],
+      [["attach", "memory:1M", "--block-size", "1000"], "expected a power of two, 512..65536"],
+    ] as const
+  ) {
+    const r = await runCli([...args]);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.ok(r.stderr.includes(want), r.stderr);
+  }
+});

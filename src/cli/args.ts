@@ -58,3 +58,46 @@ export function parseCommand<O extends Options>(
 export function printJson(ctx: CommandContext, value: unknown): void {
   ctx.out(JSON.stringify(value, null, 2) + "\n");
 }
+
+/**
+ * An integer option in `min..max`; undefined when absent; a usage error
+ * (exit 2) naming the option and the range otherwise.
+ *
+ * @example
+ * ```ts
+ * intOption("connections", "4", 1, 16); // 4
+ * ```
+ */
+export function intOption(
+  name: string,
+  text: string | undefined,
+  min: number,
+  max: number,
+): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`--${name} '${text}': expected an integer ${min}..${max}`);
+  }
+  return n;
+}
+
+/**
+ * `--block-size N` of a memory: disk: a power of two in `min..65536`
+ * (serve takes any NBD block size from 1; attach from 512, the kernel's
+ * smallest).
+ *
+ * @example
+ * ```ts
+ * blockSizeOption("4096", 512); // 4096
+ * ```
+ */
+export function blockSizeOption(text: string | undefined, min: number): number | undefined {
+  const n = text === undefined ? undefined : Number(text);
+  if (
+    text !== undefined && (!/^\d+$/.test(text) || n! < min || n! > 65536 || (n! & (n! - 1)) !== 0)
+  ) {
+    throw new UsageError(`--block-size '${text}': expected a power of two, ${min}..65536`);
+  }
+  return n;
+}

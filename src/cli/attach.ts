@@ -32,7 +32,7 @@ import { redactUri } from "../iscsi/uri.ts";
 import { openOtherLuns, openTarget } from "../iscsi/open_target.ts";
 import { parseLunList } from "../iscsi/config.ts";
 import type { Logger } from "../log.ts";
-import { parseCommand } from "./args.ts";
+import { blockSizeOption, intOption, parseCommand } from "./args.ts";
 import {
   MULTIPATH_HELP,
   MULTIPATH_OPTION,
@@ -118,20 +118,6 @@ interface Backend {
     want: "all" | readonly number[],
     log: Logger,
   ) => Promise<{ lun: number; device: BlockDevice }[]>;
-}
-
-function intOption(
-  name: string,
-  text: string | undefined,
-  min: number,
-  max: number,
-): number | undefined {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < min || n > max) {
-    throw new UsageError(`--${name} '${text}': expected an integer ${min}..${max}`);
-  }
-  return n;
 }
 
 async function openBackend(
@@ -282,7 +268,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   const connections = intOption("connections", v.connections, 1, 16);
   const timeoutSec = intOption("timeout", v.timeout, 0, 1 << 30);
   const deadConnTimeoutSec = intOption("dead-conn-timeout", v["dead-conn-timeout"], 0, 1 << 30);
-  const blockSize = intOption("block-size", v["block-size"], 512, 65536);
+  const blockSize = blockSizeOption(v["block-size"], 512);
   const recovery = parseRecoveryTimeout(v["recovery-timeout"]);
   const multipath = multipathFor(v.multipath, v.portal);
   if (

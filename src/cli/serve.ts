@@ -9,7 +9,7 @@ import { describeAddr, listenNbd, type NbdListener, parseListenAddress } from ".
 import { NbdServer } from "../nbd/server.ts";
 import { limitMallocRetention } from "../sys/process.ts";
 import { openTarget } from "../iscsi/open_target.ts";
-import { parseCommand } from "./args.ts";
+import { blockSizeOption, parseCommand } from "./args.ts";
 import type { Command, CommandContext } from "./context.ts";
 import {
   MULTIPATH_HELP,
@@ -77,11 +77,7 @@ async function openBackend(
 ): Promise<Backend> {
   if (target.startsWith("memory:")) {
     const size = parseSize(target.slice(7));
-    const text = values["block-size"];
-    const bs = text === undefined ? 512 : Number(text);
-    if (!Number.isInteger(bs) || bs < 1 || bs > 65536) {
-      throw new UsageError(`--block-size '${text}': expected 1..65536`);
-    }
+    const bs = blockSizeOption(values["block-size"], 1) ?? 512;
     const device = new MemoryDevice({ size, blockSize: bs, readOnly: values["read-only"] });
     return {
       device,
