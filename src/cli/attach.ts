@@ -10,6 +10,7 @@ import { MemoryDevice, parseSize } from "../memory_device.ts";
 import {
   controlPath,
   ControlServer,
+  listenBesideControl,
   type PathEntry,
   type SessionStatus,
   sessionStatus,
@@ -424,22 +425,13 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
       display: backend.display.replace(/\/\d+$/, `/${x.lun}`),
     };
     try {
-      entry.ctl = await ControlServer.listen(controlPath(o.index), (req) => {
-        switch (req.cmd) {
-          case "status":
-            return { reply: { ok: true, status: statusOf(o, lunBackend, started) } };
-          case "detach":
-            return { reply: { ok: true }, after: () => o.disconnect() };
-          case "release":
-          case "handover":
-            return {
-              reply: {
-                ok: false,
-                error: `${o.device} is served with ${a.device}; not handed over`,
-              },
-            };
-        }
-      });
+      entry.ctl = await listenBesideControl(
+        controlPath(o.index),
+        o.device,
+        a.device,
+        () => statusOf(o, lunBackend, started),
+        () => o.disconnect(),
+      );
     } catch (e) {
       log.warn(`${o.device}: no control socket: ${e instanceof Error ? e.message : e}`);
     }

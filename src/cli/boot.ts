@@ -34,6 +34,7 @@ import {
   controlPath,
   controlRequest,
   ControlServer,
+  listenBesideControl,
   type SessionStatus,
   sessionStatus,
 } from "../control/control.ts";
@@ -356,22 +357,13 @@ async function listenControl(
         });
       try {
         servers.push(
-          await ControlServer.listen(controlPath(la.index), (req) => {
-            switch (req.cmd) {
-              case "status":
-                return { reply: { ok: true, status: lunStatus() } };
-              case "detach":
-                return { reply: { ok: true }, after: () => la.disconnect() };
-              case "release":
-              case "handover":
-                return {
-                  reply: {
-                    ok: false,
-                    error: `${la.device} is served with the root disk; not handed over`,
-                  },
-                };
-            }
-          }),
+          await listenBesideControl(
+            controlPath(la.index),
+            la.device,
+            `the root disk ${a.device}`,
+            lunStatus,
+            () => la.disconnect(),
+          ),
         );
       } catch (e) {
         log.warn(`${la.device}: no control socket: ${e instanceof Error ? e.message : e}`);

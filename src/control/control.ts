@@ -387,3 +387,36 @@ export async function listControlSockets(
   }
   return out.sort((a, b) => a.index - b.index);
 }
+
+/**
+ * The control socket of a device this process serves beside another (the
+ * target's other LUNs, `attach --luns`, `isboot.luns=`): status and detach
+ * of this device alone; release and handover refused, since a successor
+ * would take over `beside` only.
+ *
+ * @example
+ * ```ts
+ * const ctl = await listenBesideControl(controlPath(1), "/dev/nbd1", "/dev/nbd0", status, () => a.disconnect());
+ * ```
+ */
+export function listenBesideControl(
+  path: string,
+  device: string,
+  beside: string,
+  status: () => SessionStatus,
+  disconnect: () => void,
+): Promise<ControlServer> {
+  return ControlServer.listen(path, (req) => {
+    switch (req.cmd) {
+      case "status":
+        return { reply: { ok: true, status: status() } };
+      case "detach":
+        return { reply: { ok: true }, after: disconnect };
+      case "release":
+      case "handover":
+        return {
+          reply: { ok: false, error: `${device} is served with ${beside}; not handed over` },
+        };
+    }
+  });
+}
