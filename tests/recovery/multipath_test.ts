@@ -162,12 +162,27 @@ async function singlePathPause(tgt: Tgtd, tgtPath: string, fault: Fault): Promis
   }
 }
 
-async function multipathCase(policy: MultipathPolicy, fault: Fault): Promise<void> {
+/** A tgtd with LUN 1 of `size` bytes, two proxies to it (path A, path B); all stopped afterwards. */
+async function withTwoPaths(
+  size: number,
+  fn: (r: { tgt: Tgtd; tgtPath: string; a: FaultProxy; b: FaultProxy }) => Promise<void>,
+): Promise<void> {
   await withTgtd(async (tgt) => {
     const tid = await tgt.createTarget(IQN);
-    const { path: tgtPath } = await tgt.addLun(tid, { lun: 1, size: LUN_SIZE });
+    const { path: tgtPath } = await tgt.addLun(tid, { lun: 1, size });
     const a = await FaultProxy.start({ targetPort: tgt.port });
     const b = await FaultProxy.start({ targetPort: tgt.port });
+    try {
+      await fn({ tgt, tgtPath, a, b });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+}
+
+async function multipathCase(policy: MultipathPolicy, fault: Fault): Promise<void> {
+  await withTwoPaths(LUN_SIZE, async ({ tgt, tgtPath, a, b }) => {
     const lines: string[] = [];
     const log = new Logger({ sink: (_l, line) => lines.push(line) });
     let t: OpenedTarget | undefined;
@@ -250,8 +265,6 @@ async function multipathCase(policy: MultipathPolicy, fault: Fault): Promise<voi
       );
     } finally {
       await t?.close().catch(() => {});
-      await a.close();
-      await b.close();
     }
   });
 }
@@ -281,11 +294,7 @@ Deno.test({
     "multipath cli: serve --portal P2 --multipath failover; nbdcopy writes through it while the active path is cut; the image is the file",
   ...opts,
   fn: async () => {
-    await withTgtd(async (tgt) => {
-      const tid = await tgt.createTarget(IQN);
-      const { path: tgtPath } = await tgt.addLun(tid, { lun: 1, size: CLI_SIZE });
-      const a = await FaultProxy.start({ targetPort: tgt.port });
-      const b = await FaultProxy.start({ targetPort: tgt.port });
+    await withTwoPaths(CLI_SIZE, async ({ tgtPath, a, b }) => {
       const dir = await Deno.makeTempDir();
       try {
         const image = `${dir}/image`;
@@ -319,8 +328,6 @@ Deno.test({
         assert.equal(await served.stop(), 0);
         assert.deepEqual(await Deno.readFile(tgtPath), await Deno.readFile(image));
       } finally {
-        await a.close();
-        await b.close();
         await Deno.remove(dir, { recursive: true });
       }
     });
@@ -355,11 +362,7 @@ Deno.test({
     "multipath: a path that cannot log in at the start is used without it, logs in later in the background, then carries the I/O when the first is cut",
   ...opts,
   fn: async () => {
-    await withTgtd(async (tgt) => {
-      const tid = await tgt.createTarget(IQN);
-      const { path: tgtPath } = await tgt.addLun(tid, { lun: 1, size: LUN_SIZE });
-      const a = await FaultProxy.start({ targetPort: tgt.port });
-      const b = await FaultProxy.start({ targetPort: tgt.port });
+    await withTwoPaths(LUN_SIZE, async ({ tgtPath, a, b }) => {
       const lines: string[] = [];
       const log = new Logger({ sink: (_l, line) => lines.push(line) });
       let t: OpenedTarget | undefined;
@@ -398,8 +401,6 @@ Deno.test({
         );
       } finally {
         await t?.close().catch(() => {});
-        await a.close();
-        await b.close();
       }
     });
   },
