@@ -52,7 +52,8 @@ Deno.test({
       secondPath: true,
       extraLunsMiB: EXTRA_MIB,
       append: "isboot.luns=all",
-      root: variant("multipath", ["iproute2"], ACTION),
+      // Debian's default stack (the network cases' package set: its root is built once).
+      root: variant("multipath", ["ifupdown", "isc-dhcp-client", "iproute2"], ACTION),
     }, { timeoutMs: 600_000 });
     const why = `\n--- serial tail ---\n${r.vm.tail}`;
     const serial = r.vm.serial;
