@@ -9,6 +9,8 @@
  *   connections.
  * - The task table (tasks.ts): where each command is (queued, in flight,
  *   deferred) and the ITTs.
+ * - The immediate requests' waits (immediate.ts): pings, task management,
+ *   logout, by ITT.
  * - The reconnect loop (recovery.ts): Time2Wait, portals, backoff.
  * - Connection (connection.ts): socket and PDU framing only.
  * A lost connection (see {@link Session.#fail}) starts recovery: the tasks
@@ -65,6 +67,7 @@ import {
 import type { Connection } from "./connection.ts";
 import { type Crc32c, defaultCrc32c } from "./digest.ts";
 import { IscsiProtocolError } from "./errors.ts";
+import { ImmediateWaits } from "./immediate.ts";
 import { claimIsid, type IsidClaim } from "./isid.ts";
 import { login, type LoginResult, randomIsid } from "./login.ts";
 import type { SessionParams } from "./negotiate.ts";
@@ -86,11 +89,6 @@ import {
 } from "./session_config.ts";
 import { byCmdSN, newTask, type Task, TaskTable } from "./tasks.ts";
 import { formatPortal } from "./uri.ts";
-
-interface Pending {
-  resolve: (h: PduHeader, data: Uint8Array) => void;
-  reject: (e: Error) => void;
-}
 
 /**
  * Lifecycle of a session. "recovering": the connection is lost, commands
@@ -177,7 +175,8 @@ export class Session implements PathTransport {
 
   /** Every unfinished command: queued, in flight or deferred (tasks.ts). */
   readonly #t = new TaskTable();
-  readonly #pending = new Map<number, Pending>();
+  /** Immediate requests (pings, task management, logout) waiting for their answers. */
+  readonly #pending = new ImmediateWaits();
   readonly #bhs = new Uint8Array(BHS_LENGTH);
   #nopTimer?: ReturnType<typeof setInterval>;
   #lastRx = performance.now();
@@ -746,10 +745,7 @@ export class Session implements PathTransport {
 
   /** The answer to an immediate request (NOP-Out, task management, logout) ends its wait. */
   #answerPending(h: PduHeader, data: Uint8Array): void {
-    const p = this.#pending.get(h.itt);
-    if (!p) throw new IscsiProtocolError(`${h.name} for unknown ITT 0x${h.itt.toString(16)}`);
-    this.#pending.delete(h.itt);
-    p.resolve(h, data);
+    this.#pending.answer(h, data);
   }
 
   #onAsync(h: PduHeader, data: Uint8Array): void {
@@ -827,9 +823,8 @@ export class Session implements PathTransport {
       this.#onCommandRejected(t, action, h.expCmdSN, err);
       return;
     }
-    const p = this.#pending.get(itt);
+    const p = this.#pending.take(itt);
     if (p) {
-      this.#pending.delete(itt);
       // A ping answered "not now" (too many immediate commands, §11.17.1)
       // still shows the target alive and reading, which is all a ping asks;
       // failing it would drop a working connection.
@@ -920,25 +915,14 @@ export class Session implements PathTransport {
         new OperationalError(`${what}: the iSCSI connection is being recovered`),
       );
     }
-    return new Promise((resolve, reject) => {
-      const itt = this.#allocItt();
-      const timer = setTimeout(() => {
-        this.#pending.delete(itt);
-        reject(new OperationalError(`${what}: no answer from the target in ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#pending.set(itt, {
-        resolve: (h, data) => {
-          clearTimeout(timer);
-          resolve({ h, data });
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      const data = build(itt);
-      this.#send(data);
-    });
+    const itt = this.#allocItt();
+    const answer = this.#pending.wait(itt, timeoutMs, what);
+    try {
+      this.#send(build(itt));
+    } catch (e) {
+      this.#pending.take(itt)?.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+    return answer;
   }
 
   /**
@@ -1198,9 +1182,7 @@ export class Session implements PathTransport {
     if (this.#nopTimer !== undefined) clearInterval(this.#nopTimer);
     this.#conn.close(err);
     // Immediate requests (pings, TMFs, logout) belong to the lost connection.
-    const pend = [...this.#pending.values()];
-    this.#pending.clear();
-    for (const p of pend) p.reject(err);
+    this.#pending.failAll(err);
     // Unfinished tasks go back to the front of the queue in the order they
     // were issued (Map order = CmdSN order): writes keep their order and a
     // SYNCHRONIZE CACHE stays behind the writes it covered.
@@ -1330,9 +1312,7 @@ export class Session implements PathTransport {
 
   #failAll(err: Error): void {
     for (const t of this.#t.takeAll()) t.reject(err);
-    const pend = [...this.#pending.values()];
-    this.#pending.clear();
-    for (const p of pend) p.reject(err);
+    this.#pending.failAll(err);
     this.#t.drained?.();
   }
 }
