@@ -21,10 +21,7 @@ export function realBackend(): BootBackend {
       opened = await openBootTarget(t, o);
       return opened.device;
     },
-    reconnects: () =>
-      opened?.paths
-        ? opened.paths().reduce((n, p) => n + p.reconnects, 0)
-        : opened?.transport.reconnects ?? 0,
+    reconnects: () => opened?.reconnects() ?? 0,
     paths: () => opened?.paths?.() ?? null,
     openLuns: (bootLun, want, log) =>
       opened

@@ -168,8 +168,7 @@ async function openBackend(
       close: () => t.close(),
       identifier: `${cfg.targetName}/${cfg.lun}`,
       display: redactUri(target),
-      reconnects: () =>
-        t.paths ? t.paths().reduce((n, p) => n + p.reconnects, 0) : t.transport.reconnects,
+      reconnects: t.reconnects,
       ...(t.paths ? { paths: t.paths } : {}),
       otherLuns: (want, log) => openOtherLuns(t.multipath ?? t.transport, cfg.lun, want, log),
       session: () => ({

@@ -43,6 +43,8 @@ export interface OpenedTarget {
   transport: Session;
   /** With multipath: every path, for status. */
   multipath?: MultipathTransport;
+  /** Connections recovered so far: the session's, or every path's together. */
+  reconnects(): number;
   /** With multipath: each path's state, session and counters now, in portal order. */
   paths?: () => PathReport[];
   /** LUN numbers from REPORT LUNS, when asked for and answered. */
@@ -153,6 +155,8 @@ async function openOver(
       },
       transport: first,
       ...extra,
+      reconnects: () =>
+        extra.paths ? extra.paths().reduce((n, p) => n + p.reconnects, 0) : first.reconnects,
       luns,
       close: async () => {
         await device.close();
