@@ -8,7 +8,14 @@
  * - `ip=ibft`: configure the network from the iBFT (implies the above).
  * - `ip=CLIENT:[PEER]:GATEWAY:NETMASK:HOSTNAME:IFACE:none[:MTU[:MAC]]` static
  *   network for `netroot=` on machines without an iBFT (dracut's form; `off`,
- *   `none` and `static` all mean static here; DHCP forms are refused).
+ *   `none` and `static` all mean static here).
+ * - `ip=dhcp` (also `on`, `any`): DHCPv4 on every interface with carrier, the
+ *   first lease wins; `ip=IFACE:dhcp[:MTU[:MAC]]`: on that interface
+ *   (src/boot/dhcp.ts). Used when there is no iBFT NIC. `dhcp6`, `auto6`
+ *   and the like are not supported (a warning).
+ * - `netroot=dhcp`: the target is the lease's root path (option 17, RFC 4173
+ *   form); implies `ip=dhcp` when no `ip=` says otherwise.
+ * - `rd.neednet`: accepted; isboot brings the network up for its targets anyway.
  * - `nameserver=IP` (repeatable).
  * - `rd.iscsi.initiator=IQN`: the initiator name (overrides the iBFT's).
  * - `netroot=iscsi:[USER:PASS[:RUSER:RPASS]@]SERVER:PROTO:PORT:LUN:TARGET`
@@ -42,13 +49,21 @@
 import { InvalidInputError } from "../errors.ts";
 import { type NetRoot, parseNetRoot } from "../iscsi/root_path.ts";
 import { parseLunList } from "../iscsi/config.ts";
-import { type IpAddress, requireIp } from "../net/addr.ts";
+import { type IpAddress, normalizeMac, requireIp } from "../net/addr.ts";
+import { boundedInt } from "../decimal.ts";
 import { HANDOFF_KINDS, type HandoffKind } from "../net/handoff.ts";
 import { type IpSpec, parseIpArg } from "../net/ip_arg.ts";
 import type { MultipathPolicy } from "../scsi/multipath.ts";
 import { splitKernelCmdline } from "./kernel_args.ts";
 
 export type Digest = "crc32c" | "none";
+
+/** One `ip=` DHCP request: on `iface`, or on any interface with carrier. */
+export interface DhcpSpec {
+  readonly iface?: string;
+  readonly mtu?: number;
+  readonly mac?: string;
+}
 export type IbftSource = "auto" | "acpi" | "sysfs" | "mem";
 
 /** What the command line asks of `isboot boot`. */
@@ -64,6 +79,12 @@ export interface BootCmdline {
   readonly initiator?: string;
   readonly netroots: readonly NetRoot[];
   readonly ip: readonly IpSpec[];
+  /** ip=dhcp (iface absent: every interface with carrier) and ip=IFACE:dhcp. */
+  readonly dhcp: readonly DhcpSpec[];
+  /** netroot=dhcp: the target comes from the DHCP lease's root path. */
+  readonly netrootDhcp: boolean;
+  /** ip= forms isboot does not act on (dhcp6, auto6, ...), for a warning. */
+  readonly ipIgnored: readonly string[];
   readonly nameservers: readonly IpAddress[];
   readonly device?: string;
   readonly timeoutMs: number;
@@ -122,6 +143,7 @@ export const GENERAL_OPTIONS = [
   "rd.iscsi.in.username",
   "rd.iscsi.in.password",
   "root",
+  "rd.neednet",
   "isboot",
 ] as const;
 type GeneralOption = typeof GENERAL_OPTIONS[number];
@@ -188,6 +210,9 @@ export function parseBootCmdline(line: string): BootCmdline {
   let handoff: HandoffKind[] = [...HANDOFF_KINDS];
   const netrootTexts: string[] = [];
   const ip: IpSpec[] = [];
+  const dhcp: DhcpSpec[] = [];
+  const ipIgnored: string[] = [];
+  let netrootDhcp = false;
   const nameservers: IpAddress[] = [];
   const unknown: string[] = [];
   const chap: { user?: string; secret?: string; mutualUser?: string; mutualSecret?: string } = {};
@@ -205,9 +230,16 @@ export function parseBootCmdline(line: string): BootCmdline {
         case "ip":
           if (v === "ibft") {
             ipFromIbft = firmware = requested = true;
-          } else if (/^(dhcp6?|on|any|auto6|either6|link6|off|none)$/.test(v)) {
-            // A bare ip=dhcp etc. is for other tools; isboot only acts on ibft or static.
-          } else ip.push(parseIpArg(v) as IpSpec);
+          } else if (/^(dhcp|on|any)$/.test(v)) {
+            dhcp.push({});
+          } else if (/^(dhcp6|auto6|either6|link6|off|none)$/.test(v)) {
+            ipIgnored.push(v);
+          } else {
+            const d = parseDhcpIfaceArg(v);
+            if (d === "ignored") ipIgnored.push(v);
+            else if (d) dhcp.push(d);
+            else ip.push(parseIpArg(v) as IpSpec);
+          }
           continue;
         case "nameserver":
           nameservers.push(requireIp(v, "nameserver="));
@@ -224,7 +256,9 @@ export function parseBootCmdline(line: string): BootCmdline {
           if (v.startsWith("iscsi:")) {
             netrootTexts.push(v);
             requested = true;
-          }
+          } else if (v === "dhcp") netrootDhcp = requested = true;
+          continue;
+        case "rd.neednet":
           continue;
         case "rd.iscsi.username":
           chap.user = v;
@@ -359,6 +393,10 @@ export function parseBootCmdline(line: string): BootCmdline {
     ...(initiator !== undefined ? { initiator } : {}),
     netroots,
     ip,
+    // netroot=dhcp needs an address from DHCP when the line names no network.
+    dhcp: netrootDhcp && dhcp.length === 0 && ip.length === 0 && !ipFromIbft ? [{}] : dhcp,
+    netrootDhcp,
+    ipIgnored,
     nameservers,
     ...(device !== undefined ? { device } : {}),
     timeoutMs,
@@ -376,4 +414,20 @@ export function parseBootCmdline(line: string): BootCmdline {
     ...(root !== undefined ? { root } : {}),
     unknown,
   };
+}
+
+/**
+ * dracut's `ip=IFACE:dhcp[:MTU[:MAC]]` (also `on`, `any`): the request, or
+ * "ignored" for the IPv6 autoconf forms, or null when `v` is another form.
+ */
+function parseDhcpIfaceArg(v: string): DhcpSpec | "ignored" | null {
+  const m = /^([^:[\]]+):(dhcp|on|any|dhcp6|auto6|either6|link6)(?::(\d*)(?::(.+))?)?$/.exec(v);
+  if (!m) return null;
+  if (!["dhcp", "on", "any"].includes(m[2])) return "ignored";
+  const [, iface, , mtuText, macText] = m;
+  const mtu = mtuText ? boundedInt(mtuText, 68, 65535) : undefined;
+  if (mtu === null) throw new InvalidInputError(`ip=${v}: bad MTU '${mtuText}'`);
+  const mac = macText ? normalizeMac(macText) : undefined;
+  if (mac === null) throw new InvalidInputError(`ip=${v}: bad MAC '${macText}'`);
+  return { iface, ...(mtu !== undefined ? { mtu } : {}), ...(mac ? { mac } : {}) };
 }

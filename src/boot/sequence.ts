@@ -27,6 +27,7 @@ import type { MultipathPolicy } from "../scsi/multipath.ts";
 import type { PathReport } from "../iscsi/open_target.ts";
 import type { BootCmdline } from "./cmdline.ts";
 import { type BootSpec, type BootTarget, portal } from "./spec.ts";
+import { dhcpNetwork, type DhcpResult, targetFromLease } from "./dhcp.ts";
 
 /** Login parameters common to every target. */
 export interface LoginOptions {
@@ -113,6 +114,10 @@ export interface Booted {
   paths(): PathReport[] | null;
   /** The target's other LUNs attached too (`isboot.luns=`), each its own device. */
   readonly luns: readonly { lun: number; blockDevice: BlockDevice; attached: Attached }[];
+  /** The plan's targets, with the DHCP root path's first when there is one. */
+  readonly targets: readonly BootTarget[];
+  /** The DHCP lease the network came from (`ip=dhcp`); null otherwise. */
+  readonly dhcp: DhcpResult | null;
 }
 
 export interface RunOptions {
@@ -219,8 +224,24 @@ export async function runBoot(
   const t0 = Date.now();
   const rt = Rtnetlink.open();
   const nics: ConfiguredNic[] = [];
+  let dhcp: DhcpResult | null = null;
+  let targets = spec.targets;
+  const configs = [...spec.nics];
   try {
-    for (const nic of spec.nics) {
+    if (spec.dhcp) {
+      if (o.adoptNics) {
+        throw new OperationalError(
+          "a live upgrade of a boot whose network came from DHCP is not supported",
+        );
+      }
+      dhcp = await dhcpNetwork(rt, spec.dhcp.requests, { log, deadline });
+      configs.unshift({ ...dhcp.nic, dns: [...dhcp.nic.dns, ...cmd.nameservers] });
+      if (spec.dhcp.rootPath) targets = [targetFromLease(dhcp.lease), ...targets];
+      for (const t of targets) {
+        log.info(`${t.label}: ${t.targetName} LUN ${t.lun} at ${portal(t)}`);
+      }
+    }
+    for (const nic of configs) {
       try {
         nics.push(
           o.adoptNics ? adoptNic(rt, nic) : await configureNic(rt, nic, {
@@ -253,7 +274,7 @@ export async function runBoot(
 
   const t1 = Date.now();
   const { target, device } = await loginWithRetry(
-    spec.targets,
+    targets,
     backend,
     {
       initiator: spec.initiator,
@@ -262,7 +283,7 @@ export async function runBoot(
       recoveryTimeoutMs: cmd.recoveryTimeoutMs,
       commandTimeoutMs: cmd.commandTimeoutMs,
       multipath: cmd.multipath,
-      targets: spec.targets,
+      targets,
       log,
     },
     deadline,
@@ -312,5 +333,7 @@ export async function runBoot(
     reconnects: () => backend.reconnects?.() ?? 0,
     paths: () => backend.paths?.() ?? null,
     luns,
+    targets,
+    dhcp,
   };
 }

@@ -19,7 +19,7 @@ import { makeBootPlan } from "../ibft/plan.ts";
 import { type IpAddress, parseIp } from "../net/addr.ts";
 import type { NicConfig } from "../net/configure.ts";
 import type { NetRoot } from "../iscsi/root_path.ts";
-import type { BootCmdline } from "./cmdline.ts";
+import type { BootCmdline, DhcpSpec } from "./cmdline.ts";
 
 /**
  * One target to log in to: a root path's fields (from `netroot=` or the
@@ -37,6 +37,12 @@ export interface BootSpec {
   readonly initiator: string;
   readonly nics: readonly NicConfig[];
   readonly targets: readonly BootTarget[];
+  /**
+   * The network comes from DHCP (no iBFT NIC; `ip=dhcp`, `ip=IFACE:dhcp` or
+   * `netroot=dhcp`): the interfaces to try, and whether the lease's root path
+   * is a target (it goes before the `netroot=iscsi:` targets).
+   */
+  readonly dhcp?: { readonly requests: readonly DhcpSpec[]; readonly rootPath: boolean };
   /** The plan in a few printable lines (no secrets). */
   readonly lines: readonly string[];
 }
@@ -87,6 +93,7 @@ export function resolveBoot(cmd: BootCmdline, ibft: LoadedIbft | null): BootSpec
         dns: first ? [...dns, ...cmd.nameservers] : dns,
         hostname: first ? n.hostname : null,
         origin: n.origin === "dhcp" ? "dhcp" : "static",
+        ...(n.origin === "dhcp" && ip(n.dhcpServer) ? { dhcpServer: ip(n.dhcpServer)! } : {}),
         // A second path's NIC routes its own targets only: the default route is the boot NIC's.
         ...(first ? {} : { defaultRoute: false, optional: true }),
         targets: reached,
@@ -127,7 +134,21 @@ export function resolveBoot(cmd: BootCmdline, ibft: LoadedIbft | null): BootSpec
       ...chapOf(n),
     })
   );
-  if (!ibft || nics.length === 0) {
+  let dhcp: BootSpec["dhcp"];
+  if ((!ibft || nics.length === 0) && cmd.dhcp.length) {
+    dhcp = { requests: cmd.dhcp, rootPath: cmd.netrootDhcp };
+    const where = cmd.dhcp.map((d) => d.iface ?? "any interface with carrier").join(", ");
+    lines.push(
+      `network from DHCP on ${where}${cmd.netrootDhcp ? "; target from its root path" : ""}`,
+    );
+  } else if (cmd.netrootDhcp) {
+    throw new InvalidInputError(
+      "netroot=dhcp needs the network from DHCP (ip=dhcp or ip=IFACE:dhcp), not from " +
+        (ibft && nics.length ? "the iBFT" : "a static ip="),
+    );
+  }
+  for (const v of cmd.ipIgnored) lines.push(`ip=${v}: not supported by isboot (ignored)`);
+  if (!dhcp && (!ibft || nics.length === 0)) {
     for (const s of cmd.ip) {
       if (!s.mac && !s.iface) {
         throw new InvalidInputError(
@@ -148,12 +169,12 @@ export function resolveBoot(cmd: BootCmdline, ibft: LoadedIbft | null): BootSpec
       });
     }
   }
-  if (targets.length === 0) {
+  if (targets.length === 0 && !dhcp?.rootPath) {
     throw new InvalidInputError("nothing to boot: no iBFT target and no netroot=iscsi:...");
   }
-  if (nics.length === 0) {
+  if (nics.length === 0 && !dhcp) {
     throw new InvalidInputError(
-      "no network to configure: netroot= needs ip=ibft or a static ip=ADDR:...:IFACE:none",
+      "no network to configure: netroot= needs ip=ibft, ip=dhcp or a static ip=ADDR:...:IFACE:none",
     );
   }
   if (initiator === null) {
@@ -165,7 +186,7 @@ export function resolveBoot(cmd: BootCmdline, ibft: LoadedIbft | null): BootSpec
   for (const t of targets) {
     lines.push(`${t.label}: ${t.targetName} LUN ${t.lun} at ${portal(t)}, ${chapKind(t)}`);
   }
-  return { initiator, nics, targets, lines };
+  return { initiator, nics, targets, lines, ...(dhcp ? { dhcp } : {}) };
 }
 
 function chapOf(

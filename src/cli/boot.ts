@@ -28,6 +28,7 @@ import {
   tellLauncher,
 } from "../boot/daemon.ts";
 import { type BootGuard, startBootGuard } from "../boot/guard.ts";
+import { type BootLease, firmwareLease, startBootLease } from "../boot/lease.ts";
 import { type Attached, type BootBackend, type Booted, runBoot } from "../boot/sequence.ts";
 import { portal, resolveBoot } from "../boot/spec.ts";
 import {
@@ -173,10 +174,10 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
   }
   for (const u of cmd.unknown) log.warn(`unknown option ${u} on the kernel command line (ignored)`);
   if (cmd.pollUs !== undefined) reactor().spinUs = cmd.pollUs;
-  const wantIbft = cmd.firmware || cmd.netroots.length === 0;
+  const wantIbft = cmd.firmware || (cmd.netroots.length === 0 && !cmd.netrootDhcp);
   const source = v.source ?? cmd.source;
   const ibft = given ? given.ibft : wantIbft ? await findIbft(source, log) : null;
-  if (!ibft && cmd.netroots.length === 0) {
+  if (!ibft && cmd.netroots.length === 0 && !cmd.netrootDhcp) {
     if (cmd.firmware || cmd.requested) {
       throw new OperationalError(
         "no iBFT found, and the kernel command line asks for an iSCSI boot (was the firmware's iSCSI boot enabled?)",
@@ -247,14 +248,16 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
       }) + "\n",
     );
     // From here on the root's network stack may touch the boot NIC; the guard keeps it.
-    const guard = await startBootGuard(booted.nics, spec.targets, { log, root: v.root ?? "/" });
-    const ctl = await listenControl(booted, guard, { cmdline: cmdText, ibft }, log);
+    const guard = await startBootGuard(booted.nics, booted.targets, { log, root: v.root ?? "/" });
+    const lease = keepLease(booted, { log, root: v.root ?? "/" });
+    const ctl = await listenControl(booted, guard, lease, { cmdline: cmdText, ibft }, log);
     becomeRootStorageDaemon(log);
     const kmsg = kmsgSink();
     if (inDaemon) tellLauncher(`READY ${booted.device} ${ms}`);
     if (kmsg) log.setSink(kmsg);
     log.info(`serving ${booted.device} as the root-storage daemon (pid ${Deno.pid})`);
     await booted.attached.done;
+    lease?.stop();
     await guard.stop();
     if (ctl?.released()) {
       // A new isboot serves the device now: end our session cleanly (its
@@ -272,6 +275,23 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
 }
 
 /**
+ * The boot NIC's lease, kept by this daemon: the one isboot's DHCP client
+ * got (`ip=dhcp`), or the firmware's (an iBFT NIC of origin DHCP that names
+ * its server). Null when the boot's address is no lease.
+ */
+function keepLease(b: Booted, o: { log: Logger; root: string }): BootLease | null {
+  if (b.dhcp) {
+    const nic = b.nics.find((n) => n.config.mac === b.dhcp!.link.mac);
+    return nic ? startBootLease(b.dhcp.lease, b.dhcp.link.mac!, nic, o) : null;
+  }
+  for (const nic of b.nics) {
+    const l = firmwareLease(nic, Date.now());
+    if (l && nic.config.mac) return startBootLease(l, nic.config.mac, nic, o);
+  }
+  return null;
+}
+
+/**
  * Answer `isboot status`, a takeover's `handover` and `release` on
  * /run/isboot/nbdN.ctl, like `isboot attach` does. `detach` is refused: this
  * device is the root disk. Null when the socket cannot be made.
@@ -279,6 +299,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
 async function listenControl(
   b: Booted,
   guard: BootGuard,
+  lease: BootLease | null,
   inputs: BootInputs,
   log: Logger,
 ): Promise<{ server: { close(): Promise<void> }; released(): boolean } | null> {
@@ -302,6 +323,7 @@ async function listenControl(
       },
       guard: guard.status(),
       ...(b.paths() ? { paths: b.paths()! } : {}),
+      ...(lease ? { lease: lease.status() } : {}),
     });
   try {
     const server = await ControlServer.listen(controlPath(a.index), (req) => {
@@ -314,6 +336,16 @@ async function listenControl(
           released = true;
           return { reply: { ok: true }, after: () => a.release() };
         case "handover":
+          if (b.dhcp) {
+            // The successor would need this lease (and its root path) handed over too.
+            return {
+              reply: {
+                ok: false,
+                error:
+                  "this boot's network came from DHCP: a live upgrade is not supported for it; reboot to upgrade",
+              },
+            };
+          }
           if (b.luns.length) {
             // A successor would take over the root disk alone and leave the
             // other LUNs' devices without a server: the old daemon keeps all.

@@ -25,12 +25,17 @@ and the kernel's NBD devices. --json prints one document:
                     "guard"?: [ { "nic", "parent", "address", "routes", "restores", "overruns",
                                   "lastEvent", "lastEventAt", "lastRestore" } ],
                     "paths"?: [ { "portal", "local", "state", "downSince", "isid", "tsih", "failures",
-                                  "reconnects", "commands", "bytes" } ] } ],
+                                  "reconnects", "commands", "bytes" } ],
+                    "lease"?: { "interface", "address", "server", "obtained", "expires", "renewals",
+                                "state" } } ],
     "devices":  [ { "device", "index", "connected", "sizeBytes", "backend", "pid", "daemon" } ] }
 "guard" is the boot NIC guard of the root-storage daemon (isboot boot): the
 link, address and routes it keeps in place, how often it put them back, and
 the last change another program made to them. "paths" are the paths of a
 multipath device (attach --multipath): active, standby or down (since when).
+"lease" is the boot NIC's DHCP lease when the boot's network came from DHCP:
+bound, renewing, rebinding, expired (the address is kept; isboot keeps asking)
+or handed over (a DHCP client of the root, such as systemd-networkd, renews it).
 A device whose "daemon" is false has no isboot serving it (crashed or killed):
 its I/O waits for a takeover until the dead-connection timeout.
 `;
@@ -122,6 +127,13 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     );
     for (const g of s.guard ?? []) ctx.out(formatGuard(g));
     for (const path of s.paths ?? []) ctx.out(formatPath(path));
+    if (s.lease) {
+      const l = s.lease;
+      ctx.out(
+        `  DHCP lease: ${l.interface} ${l.address} from ${l.server}  ${l.state}  obtained ${l.obtained}` +
+          `  expires ${l.expires}  renewals ${l.renewals}\n`,
+      );
+    }
   }
   for (const d of devices.filter((d) => !d.daemon)) {
     ctx.out(`${d.device}  connected, no isboot daemon answering  backend ${d.backend ?? "-"}\n`);

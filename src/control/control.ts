@@ -28,6 +28,7 @@
  */
 import { OperationalError } from "../errors.ts";
 import type { GuardStatus } from "../net/guard.ts";
+import type { LeaseEntry } from "../net/dhcp/acquire.ts";
 import { VERSION } from "../version.ts";
 
 /** Where control sockets live. */
@@ -68,6 +69,8 @@ export interface SessionStatus {
   guard?: GuardStatus[];
   /** With multipath: each path, in the order of the portals. */
   paths?: PathEntry[];
+  /** The boot NIC's DHCP lease, when the boot's network came from DHCP. */
+  lease?: LeaseEntry;
   /** The serving isboot's version. */
   version?: string;
   /** The serving process's executable (`/proc/PID/exe`; " (deleted)" once a package replaced it). */
@@ -141,6 +144,7 @@ export interface StatusParts {
   session?: Record<string, unknown>;
   guard?: GuardStatus[];
   paths?: PathEntry[];
+  lease?: LeaseEntry;
 }
 
 /**
@@ -174,6 +178,7 @@ export function sessionStatus(p: StatusParts): SessionStatus {
     ...(p.session ? { session: p.session } : {}),
     ...(p.guard ? { guard: p.guard } : {}),
     ...(p.paths ? { paths: p.paths } : {}),
+    ...(p.lease ? { lease: p.lease } : {}),
     ...selfIdentity(),
   };
 }

@@ -35,6 +35,8 @@ export interface NicConfig {
   readonly hostname: string | null;
   /** "dhcp" when the firmware's address is a DHCP lease (routes are marked proto dhcp). */
   readonly origin: "dhcp" | "static";
+  /** For a lease: the DHCP server that granted it (the iBFT's), so that it can be renewed. */
+  readonly dhcpServer?: IpAddress;
   readonly mtu?: number;
   /**
    * Add the default route via `gateway` (default true). False for a NIC that
@@ -117,7 +119,12 @@ export async function waitForLink(
   }
 }
 
-async function waitForCarrier(rt: Rtnetlink, link: Link, opts: ConfigureOptions): Promise<void> {
+/** Wait until `link` has carrier, within `opts.linkTimeoutMs`. */
+export async function waitForCarrier(
+  rt: Rtnetlink,
+  link: Link,
+  opts: ConfigureOptions,
+): Promise<void> {
   const deadline = Date.now() + opts.linkTimeoutMs;
   let logged = false;
   for (;;) {

@@ -21,8 +21,9 @@ export interface IpSpec {
 
 /**
  * Parse dracut's `ip=` forms. Returns "ibft" for `ip=ibft`, an IpSpec for the
- * static form; DHCP/auto forms are refused since isboot has no DHCP client
- * (the iBFT carries the firmware's lease instead).
+ * static form. The DHCP forms (`ip=dhcp`, `ip=IFACE:dhcp`) are parsed by the
+ * boot's command line (src/boot/cmdline.ts) before this is called; a static
+ * form whose autoconf field asks for DHCP is refused with the form to use.
  */
 export function parseIpArg(value: string): IpSpec | "ibft" {
   if (value === "ibft") return "ibft";
@@ -41,11 +42,15 @@ export function parseIpArg(value: string): IpSpec | "ibft" {
   }
   fields.push(cur);
   if (fields.length < 7) {
-    throw bad("isboot takes ip=ibft or the static form CLIENT:[PEER]:GW:NETMASK:HOST:IFACE:none");
+    throw bad(
+      "isboot takes ip=ibft, ip=dhcp, ip=IFACE:dhcp or the static form CLIENT:[PEER]:GW:NETMASK:HOST:IFACE:none",
+    );
   }
   const [client, peer, gw, mask, host, iface, autoconf, mtuText, ...macParts] = fields;
   if (!["none", "off", "static"].includes(autoconf)) {
-    throw bad(`autoconf '${autoconf}' needs a DHCP client; use ip=ibft or a static address`);
+    throw bad(
+      `autoconf '${autoconf}' with a static address: use ip=IFACE:dhcp for DHCP, or 'none' for the static address`,
+    );
   }
   let address: IpAddress;
   let prefixLength: number;

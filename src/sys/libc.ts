@@ -41,6 +41,10 @@ const SYMBOLS = {
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  // Datagrams (src/sys/datagram.ts): ssize_t sendto(fd, buf, len, flags, addr, addrlen).
+  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
+  // ssize_t recvmsg(int fd, struct msghdr *msg, int flags): a packet socket's auxiliary data.
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   listen: { parameters: ["i32", "i32"], result: "i32" },
   accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },

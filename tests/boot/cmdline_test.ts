@@ -153,3 +153,36 @@ Deno.test("cmdline property: arbitrary text never throws anything but InvalidInp
     fuzzOptions(500),
   );
 });
+
+Deno.test("cmdline: the DHCP forms: ip=dhcp, ip=IFACE:dhcp[:MTU[:MAC]], netroot=dhcp, rd.neednet", () => {
+  const any = parseBootCmdline(
+    "ip=dhcp netroot=dhcp rd.neednet=1 rd.iscsi.initiator=iqn.2026-12.test:h",
+  );
+  assertEquals(any.dhcp, [{}]);
+  assertEquals(any.netrootDhcp, true);
+  assertEquals(any.requested, true);
+  // netroot=dhcp alone implies DHCP on any interface, as in dracut.
+  assertEquals(parseBootCmdline("netroot=dhcp").dhcp, [{}]);
+  // ip=dhcp alone asks isboot for nothing (it may be for another tool).
+  assertEquals(parseBootCmdline("ip=dhcp").requested, false);
+  assertEquals(parseBootCmdline("ip=on ip=any").dhcp, [{}, {}]);
+  const named = parseBootCmdline("ip=ens3:dhcp ip=ens4:dhcp:9000:52:54:00:AA:BB:CC netroot=dhcp");
+  assertEquals(named.dhcp, [{ iface: "ens3" }, {
+    iface: "ens4",
+    mtu: 9000,
+    mac: "52:54:00:aa:bb:cc",
+  }]);
+  // IPv6 autoconf forms are noted, not acted on.
+  const six = parseBootCmdline("ip=dhcp6 ip=ens3:auto6");
+  assertEquals(six.dhcp, []);
+  assertEquals(six.ipIgnored, ["dhcp6", "ens3:auto6"]);
+  assertThrows(() => parseBootCmdline("ip=ens3:dhcp:12"), InvalidInputError, "bad MTU");
+  assertThrows(() => parseBootCmdline("ip=ens3:dhcp:1500:zz"), InvalidInputError, "bad MAC");
+  // The static form still parses, and its autoconf field cannot ask for DHCP.
+  assertEquals(parseBootCmdline("ip=10.0.0.5::10.0.0.1:255.255.255.0:h:ens3:none").ip.length, 1);
+  assertThrows(
+    () => parseBootCmdline("ip=10.0.0.5::10.0.0.1:255.255.255.0:h:ens3:dhcp"),
+    InvalidInputError,
+    "ip=IFACE:dhcp",
+  );
+});

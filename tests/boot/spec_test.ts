@@ -177,3 +177,40 @@ Deno.test("spec: a second path through the iBFT's other NIC: both NICs, the seco
     /nic 1: 52:54:00:00:00:01, 10\.0\.3\.15\/24, for a second path/,
   );
 });
+
+Deno.test("spec: a DHCP boot: no NIC or target until the lease; the iBFT's NIC wins over ip=dhcp", async () => {
+  const s = resolveBoot(
+    parseBootCmdline("ip=dhcp netroot=dhcp rd.iscsi.initiator=iqn.2026-12.test:h"),
+    null,
+  );
+  assertEquals(s.nics, []);
+  assertEquals(s.targets, []);
+  assertEquals(s.dhcp, { requests: [{}], rootPath: true });
+  assert.match(
+    s.lines.join("\n"),
+    /network from DHCP on any interface with carrier; target from its root path/,
+  );
+  // ip=IFACE:dhcp with a netroot=iscsi: target: the address from DHCP, the target from the line.
+  const t = resolveBoot(
+    parseBootCmdline(
+      "ip=ens3:dhcp netroot=iscsi:192.0.2.1::3260:1:iqn.2026-12.test:d rd.iscsi.initiator=iqn.2026-12.test:h",
+    ),
+    null,
+  );
+  assertEquals(t.dhcp, { requests: [{ iface: "ens3" }], rootPath: false });
+  assertEquals(t.targets.length, 1);
+  // No initiator name: refused before anything is touched.
+  assertThrows(
+    () => resolveBoot(parseBootCmdline("netroot=dhcp"), null),
+    InvalidInputError,
+    "initiator",
+  );
+  // With an iBFT NIC, its network is used; netroot=dhcp then has no lease to read.
+  const loaded = await loadIbft(`${FIX}ibft/ipxe-bios-chap.bin`);
+  assertEquals(resolveBoot(parseBootCmdline("ip=dhcp"), loaded).dhcp, undefined);
+  assertThrows(
+    () => resolveBoot(parseBootCmdline("netroot=dhcp"), loaded),
+    InvalidInputError,
+    "netroot=dhcp needs the network from DHCP",
+  );
+});
