@@ -31,6 +31,7 @@ import { type BootGuard, startBootGuard } from "../boot/guard.ts";
 import { type Attached, type BootBackend, type Booted, runBoot } from "../boot/sequence.ts";
 import { portal, resolveBoot } from "../boot/spec.ts";
 import {
+  answerResize,
   controlPath,
   controlRequest,
   ControlServer,
@@ -272,7 +273,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
 }
 
 /**
- * Answer `isboot status`, a takeover's `handover` and `release` on
+ * Answer `isboot status`, `isboot resize`, a takeover's `handover` and `release` on
  * /run/isboot/nbdN.ctl, like `isboot attach` does. `detach` is refused: this
  * device is the root disk. Null when the socket cannot be made.
  */
@@ -313,6 +314,8 @@ async function listenControl(
         case "release":
           released = true;
           return { reply: { ok: true }, after: () => a.release() };
+        case "resize":
+          return answerResize(() => a.resize());
         case "handover":
           if (b.luns.length) {
             // A successor would take over the root disk alone and leave the
@@ -363,6 +366,7 @@ async function listenControl(
             `the root disk ${a.device}`,
             lunStatus,
             () => la.disconnect(),
+            () => la.resize(),
           ),
         );
       } catch (e) {

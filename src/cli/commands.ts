@@ -8,6 +8,7 @@ import { discoverCommand } from "./discover.ts";
 import { bootCommand } from "./boot.ts";
 import { probeCommand } from "./probe.ts";
 import { takeoverCommand } from "./takeover.ts";
+import { resizeCommand } from "./resize.ts";
 
 /**
  * The subcommand table. Each entry lives in its own file under src/cli/ and
@@ -23,4 +24,5 @@ export const COMMANDS: Record<string, Command> = {
   serve: serveCommand,
   boot: bootCommand,
   takeover: takeoverCommand,
+  resize: resizeCommand,
 };
