@@ -68,7 +68,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     reply = await controlRequest(path, { cmd: "resize" }, RESIZE_TIMEOUT_MS);
   } catch (e) {
     throw new OperationalError(
-      `${dev}: no isboot answers on ${path} (${e instanceof Error ? e.message : e})`,
+      `${dev}: no isboot serves it (${e instanceof Error ? e.message : e})`,
     );
   }
   if (!reply.ok) throw new OperationalError(`${dev}: ${reply.error}`);

@@ -321,7 +321,9 @@ async function hookUp(
     const hazard = liveResizeHazard(Deno.osRelease());
     if (hazard) throw new OperationalError(`${devPath}: ${hazard}`);
     exportSize.bytes = Math.max(exportSize.bytes, Number(to));
-    nbd.reconfigure(index, { sizeBytes: to });
+    // 6.1 nbd_genl_reconfigure() refuses a device that has a backend
+    // identifier unless the request names it ("must specify backend").
+    nbd.reconfigure(index, { sizeBytes: to, backendIdentifier: o.backendIdentifier });
     o.log.info(`${devPath}: size ${kernelSize} -> ${to} bytes`);
     kernelSize = to;
   };

@@ -114,7 +114,8 @@ export interface ReconfigureOptions {
    * New device size (NBD_ATTR_SIZE_BYTES), a multiple of the block size.
    * Linux 6.1 nbd_genl_reconfigure() → nbd_genl_size_set() → nbd_set_size()
    * sets it on the running device with set_capacity_and_notify()
-   * (docs/kernel.md, "Growing a live device").
+   * (docs/kernel.md, "Growing a live device"). Like any RECONFIGURE of a
+   * device that has a backend identifier, it must name it.
    */
   sizeBytes?: bigint;
   /** New sockets; the kernel puts them in place of sockets it has marked dead. */
