@@ -113,6 +113,8 @@ export interface AttachOptions {
   counters?: NbdCounters;
   /** Export the device read-only even if it is writable. */
   readOnly?: boolean;
+  /** The running kernel's release, for {@link liveResizeHazard} (default: uname's; tests set it). */
+  kernelRelease?: string;
 }
 
 /** A device attached by {@link attachDevice} and the server feeding it. */
@@ -318,7 +320,7 @@ async function hookUp(
   /** Grow the kernel device to `to` bytes; never shrinks it. */
   const grow = (to: bigint): void => {
     if (to <= kernelSize) return;
-    const hazard = liveResizeHazard(Deno.osRelease());
+    const hazard = liveResizeHazard(o.kernelRelease ?? Deno.osRelease());
     if (hazard) throw new OperationalError(`${devPath}: ${hazard}`);
     exportSize.bytes = Math.max(exportSize.bytes, Number(to));
     // 6.1 nbd_genl_reconfigure() refuses a device that has a backend
