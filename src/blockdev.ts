@@ -19,8 +19,28 @@ export interface BlockDeviceLimits {
   canWriteZeroes: boolean;
 }
 
+/**
+ * What re-reading a device's size found ({@link BlockDevice.refreshSize}).
+ * A device only ever grows in place: a smaller size from the backing store
+ * is refused (`refused` says why) and the device keeps serving its old
+ * size, so that nothing below a mounted filesystem disappears.
+ */
+export interface SizeRefresh {
+  /** Size served before the re-read, bytes. */
+  oldSize: bigint;
+  /** Size served now, bytes (oldSize unless it grew). */
+  newSize: bigint;
+  /** Size the backing store reports, bytes. */
+  reportedSize: bigint;
+  /** Why the reported size was not taken (a shrink); null when it was, or did not change. */
+  refused: string | null;
+}
+
 export interface BlockDevice {
-  /** Size in bytes. */
+  /**
+   * Size in bytes. It may grow while the device is open (refreshSize());
+   * it never shrinks.
+   */
   readonly size: bigint;
   /** Logical block size in bytes. */
   readonly blockSize: number;
@@ -66,4 +86,26 @@ export interface BlockDevice {
     opts?: { mayTrim?: boolean; fast?: boolean },
   ): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Optional: ask the backing store for its size again and grow to it
+   * (a SCSI LUN: READ CAPACITY). Listeners of onResize() hear of growth.
+   *
+   * @example
+   * ```ts
+   * const r = await dev.refreshSize?.(); // { oldSize: 64 MiB, newSize: 128 MiB, refused: null }
+   * ```
+   */
+  refreshSize?(): Promise<SizeRefresh>;
+  /**
+   * Optional: call `listener` after the device grew, whether a refreshSize()
+   * call or the device itself (a SCSI UNIT ATTENTION, CAPACITY DATA HAS
+   * CHANGED) found the new size. Returns a function that removes it.
+   *
+   * @example
+   * ```ts
+   * const off = dev.onResize?.((r) => console.log(`now ${r.newSize} bytes`));
+   * off?.();
+   * ```
+   */
+  onResize?(listener: (r: SizeRefresh) => void): () => void;
 }

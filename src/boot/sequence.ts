@@ -25,6 +25,7 @@ import { writeHandoff } from "../net/handoff.ts";
 import { Rtnetlink } from "../net/rtnetlink.ts";
 import type { MultipathPolicy } from "../scsi/multipath.ts";
 import type { PathReport } from "../iscsi/open_target.ts";
+import type { ResizeReport } from "../nbd/attach.ts";
 import type { BootCmdline } from "./cmdline.ts";
 import { type BootSpec, type BootTarget, portal } from "./spec.ts";
 import { dhcpNetwork, type DhcpResult, targetFromLease } from "./dhcp.ts";
@@ -66,6 +67,8 @@ export interface Attached {
   release(): void;
   /** Disconnect the kernel device (NBD_CMD_DISCONNECT); `done` resolves after. */
   disconnect(): void;
+  /** Re-read the LUN's size and grow the kernel device to it (`isboot resize`). */
+  resize(): Promise<ResizeReport>;
 }
 
 /** The two steps that need a real target and a real kernel. */

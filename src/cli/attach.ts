@@ -8,6 +8,7 @@ import type { BlockDevice } from "../blockdev.ts";
 import { InvalidInputError, OperationalError, UsageError } from "../errors.ts";
 import { MemoryDevice, parseSize } from "../memory_device.ts";
 import {
+  answerResize,
   controlPath,
   ControlServer,
   listenBesideControl,
@@ -375,6 +376,8 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         case "release":
           released = stopRequested = true;
           return { reply: { ok: true }, after: () => a.release() };
+        case "resize":
+          return answerResize(() => a.resize());
         case "handover":
           if (others.length) {
             return {
@@ -430,6 +433,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         a.device,
         () => statusOf(o, lunBackend, started),
         () => o.disconnect(),
+        () => o.resize(),
       );
     } catch (e) {
       log.warn(`${o.device}: no control socket: ${e instanceof Error ? e.message : e}`);

@@ -32,6 +32,7 @@ import { type BootLease, firmwareLease, startBootLease } from "../boot/lease.ts"
 import { type Attached, type BootBackend, type Booted, runBoot } from "../boot/sequence.ts";
 import { portal, resolveBoot } from "../boot/spec.ts";
 import {
+  answerResize,
   controlPath,
   controlRequest,
   ControlServer,
@@ -292,7 +293,7 @@ function keepLease(b: Booted, o: { log: Logger; root: string }): BootLease | nul
 }
 
 /**
- * Answer `isboot status`, a takeover's `handover` and `release` on
+ * Answer `isboot status`, `isboot resize`, a takeover's `handover` and `release` on
  * /run/isboot/nbdN.ctl, like `isboot attach` does. `detach` is refused: this
  * device is the root disk. Null when the socket cannot be made.
  */
@@ -335,6 +336,8 @@ async function listenControl(
         case "release":
           released = true;
           return { reply: { ok: true }, after: () => a.release() };
+        case "resize":
+          return answerResize(() => a.resize());
         case "handover":
           if (b.dhcp) {
             // The successor would need this lease (and its root path) handed over too.
@@ -395,6 +398,7 @@ async function listenControl(
             `the root disk ${a.device}`,
             lunStatus,
             () => la.disconnect(),
+            () => la.resize(),
           ),
         );
       } catch (e) {

@@ -9,6 +9,7 @@ import { bootCommand } from "./boot.ts";
 import { probeCommand } from "./probe.ts";
 import { takeoverCommand } from "./takeover.ts";
 import { dhcpCommand } from "./dhcp.ts";
+import { resizeCommand } from "./resize.ts";
 
 /**
  * The subcommand table. Each entry lives in its own file under src/cli/ and
@@ -25,4 +26,5 @@ export const COMMANDS: Record<string, Command> = {
   boot: bootCommand,
   takeover: takeoverCommand,
   dhcp: dhcpCommand,
+  resize: resizeCommand,
 };

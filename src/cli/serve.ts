@@ -42,6 +42,9 @@ options:
   --debug                log every connection and failed request
 
 ${TARGET_OPTIONS_HELP}${MULTIPATH_HELP}
+Each new client is told the LUN's size as READ CAPACITY says it then: a LUN
+grown on the target reaches new clients; connected ones keep the size they
+were told (NBD cannot tell them of a change).
 SIGINT/SIGTERM: stop accepting, finish requests in flight, flush, log out, exit 0.
 exit codes: 0 ok, 1 unreachable/refused/cannot listen, 2 usage, 3 invalid TARGET, 4 authentication failed
 `;
@@ -138,6 +141,8 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
       readOnly: v["read-only"],
     }],
     log,
+    // A LUN grown on the target is what the next client is told (docs/nbd.md).
+    refreshSizeOnConnect: true,
   });
   // Signal handlers go in before the first log line: whoever reads it may
   // send SIGTERM at once.

@@ -13,6 +13,10 @@
  *   disconnecting (the kernel marks them dead, sends LINK_DEAD and holds
  *   I/O for DEAD_CONN_TIMEOUT) and exits: the hand-over step of a takeover
  *   (docs/kernel.md "Takeover under I/O").
+ * - `{"cmd":"resize"}` → `{"ok":true,"resize":ResizeReport}`: the daemon
+ *   reads its LUN's capacity again and grows the kernel device to it (`isboot
+ *   resize`; docs/kernel.md, "Growing a live device"). A smaller capacity is
+ *   refused, not applied: `"outcome":"refused"`.
  * - `{"cmd":"handover"}` → `{"ok":true,"handover":Handover}`: what a new
  *   isboot needs to serve the same device in this daemon's place (`isboot
  *   takeover`, run by package upgrades; docs/boot.md "Live upgrade"). It
@@ -27,6 +31,7 @@
  * ```
  */
 import { OperationalError } from "../errors.ts";
+import type { ResizeReport } from "../nbd/attach.ts";
 import type { GuardStatus } from "../net/guard.ts";
 import type { LeaseEntry } from "../net/dhcp/acquire.ts";
 import { VERSION } from "../version.ts";
@@ -118,9 +123,10 @@ export type ControlRequest =
   | { cmd: "status" }
   | { cmd: "detach" }
   | { cmd: "release" }
-  | { cmd: "handover" };
+  | { cmd: "handover" }
+  | { cmd: "resize" };
 export type ControlReply =
-  | { ok: true; status?: SessionStatus; handover?: Handover }
+  | { ok: true; status?: SessionStatus; handover?: Handover; resize?: ResizeReport }
   | { ok: false; error: string };
 
 /** What {@link sessionStatus} is made of. */
@@ -201,7 +207,10 @@ export function parseControlRequest(line: string): ControlRequest {
     throw new OperationalError("control: request is not JSON");
   }
   const cmd = typeof v === "object" && v !== null ? (v as { cmd?: unknown }).cmd : undefined;
-  if (cmd === "status" || cmd === "detach" || cmd === "release" || cmd === "handover") {
+  if (
+    cmd === "status" || cmd === "detach" || cmd === "release" || cmd === "handover" ||
+    cmd === "resize"
+  ) {
     return { cmd };
   }
   throw new OperationalError(`control: unknown request ${JSON.stringify(cmd)?.slice(0, 40)}`);
@@ -243,9 +252,16 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
+/** A handler's answer: the reply, and what to do once it is sent. */
+export interface ControlAnswer {
+  reply: ControlReply;
+  after?: () => void;
+}
+
 /**
- * A daemon's control socket. The handler answers each request; the reply
- * is sent before `after` (e.g. exiting) runs.
+ * A daemon's control socket. The handler answers each request (at once, or
+ * later: `resize` waits for a READ CAPACITY); the reply is sent before
+ * `after` (e.g. exiting) runs.
  */
 export class ControlServer {
   readonly path: string;
@@ -273,7 +289,7 @@ export class ControlServer {
    */
   static async listen(
     path: string,
-    handler: (req: ControlRequest) => { reply: ControlReply; after?: () => void },
+    handler: (req: ControlRequest) => ControlAnswer | Promise<ControlAnswer>,
   ): Promise<ControlServer> {
     const dir = path.replace(/\/[^/]*$/, "") || "/";
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
@@ -293,7 +309,7 @@ export class ControlServer {
           try {
             let reply: ControlReply;
             try {
-              const r = handler(parseControlRequest(await readLine(conn, 5000)));
+              const r = await handler(parseControlRequest(await readLine(conn, 5000)));
               reply = r.reply;
               after = r.after;
             } catch (e) {
@@ -324,6 +340,23 @@ export class ControlServer {
     // Remove only our own socket: after a takeover the path may be the new daemon's.
     const st = await Deno.lstat(this.path).catch(() => null);
     if (st && st.ino === this.#ino) await Deno.remove(this.path).catch(() => {});
+  }
+}
+
+/**
+ * The answer to `resize`: the report, or the failure (a READ CAPACITY that
+ * failed, a kernel that refused the size) as an error reply.
+ *
+ * @example
+ * ```ts
+ * case "resize": return answerResize(() => attachment.resize());
+ * ```
+ */
+export async function answerResize(resize: () => Promise<ResizeReport>): Promise<ControlAnswer> {
+  try {
+    return { reply: { ok: true, resize: await resize() } };
+  } catch (e) {
+    return { reply: { ok: false, error: e instanceof Error ? e.message : String(e) } };
   }
 }
 
@@ -395,13 +428,13 @@ export async function listControlSockets(
 
 /**
  * The control socket of a device this process serves beside another (the
- * target's other LUNs, `attach --luns`, `isboot.luns=`): status and detach
- * of this device alone; release and handover refused, since a successor
- * would take over `beside` only.
+ * target's other LUNs, `attach --luns`, `isboot.luns=`): status, detach and
+ * resize of this device alone; release and handover refused, since a
+ * successor would take over `beside` only.
  *
  * @example
  * ```ts
- * const ctl = await listenBesideControl(controlPath(1), "/dev/nbd1", "/dev/nbd0", status, () => a.disconnect());
+ * const ctl = await listenBesideControl(controlPath(1), "/dev/nbd1", "/dev/nbd0", status, () => a.disconnect(), () => a.resize());
  * ```
  */
 export function listenBesideControl(
@@ -410,6 +443,7 @@ export function listenBesideControl(
   beside: string,
   status: () => SessionStatus,
   disconnect: () => void,
+  resize: () => Promise<ResizeReport>,
 ): Promise<ControlServer> {
   return ControlServer.listen(path, (req) => {
     switch (req.cmd) {
@@ -417,6 +451,8 @@ export function listenBesideControl(
         return { reply: { ok: true, status: status() } };
       case "detach":
         return { reply: { ok: true }, after: disconnect };
+      case "resize":
+        return answerResize(resize);
       case "release":
       case "handover":
         return {

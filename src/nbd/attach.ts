@@ -3,10 +3,12 @@
  * ends in transmission mode, and hand the kernel's ends over with
  * NBD_CMD_CONNECT (`attachDevice`) or, taking a live device over,
  * NBD_CMD_RECONFIGURE (`takeOverDevice`); `KernelAttachment.release` is the
- * drain and let-go of the takeover hand-over (docs/kernel.md).
+ * drain and let-go of the takeover hand-over (docs/kernel.md);
+ * `KernelAttachment.resize` and the device's own growth (BlockDevice.onResize)
+ * grow the live device (NBD_CMD_RECONFIGURE with NBD_ATTR_SIZE_BYTES).
  */
 import type { BlockDevice } from "../blockdev.ts";
-import { UsageError } from "../errors.ts";
+import { OperationalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { FdStream } from "../sys/reactor.ts";
 import { pageSize } from "../sys/process.ts";
@@ -15,8 +17,13 @@ import { SysError } from "../sys/errno.ts";
 import { IoBudget } from "./buffers.ts";
 import { transmissionFlags } from "./export.ts";
 import type { NbdKernel } from "./genl.ts";
-import { nbdDevicePath } from "./sysfs.ts";
-import { type NbdCounters, newCounters, serveTransmission } from "./transmission.ts";
+import { nbdDevicePath, readNbdSysfs } from "./sysfs.ts";
+import {
+  type ExportSize,
+  type NbdCounters,
+  newCounters,
+  serveTransmission,
+} from "./transmission.ts";
 import type { ByteStream } from "./stream.ts";
 
 /**
@@ -49,6 +56,48 @@ export function kernelBlockSize(logical: number, page: number): number {
   return Math.min(logical, page);
 }
 
+/**
+ * Why this kernel cannot grow a live nbd device safely, or null when it
+ * can. Linux 6.9 and later freeze the device's queue in nbd_set_size() while
+ * NBD_CMD_RECONFIGURE sets a size: the netlink call then waits for every
+ * request in flight, and the requests in flight wait for this process,
+ * which is inside that call. Linux up to 6.8 (Debian 12: 6.1) sets the
+ * capacity without a freeze.
+ *
+ * @example
+ * ```ts
+ * liveResizeHazard("6.1.0-57-amd64"); // null
+ * liveResizeHazard("6.12.38+deb13-amd64"); // "Linux 6.12.38+deb13-amd64 freezes ..."
+ * ```
+ */
+export function liveResizeHazard(release: string): string | null {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  if (!m) return null;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  if (major < 6 || (major === 6 && minor < 9)) return null;
+  return `Linux ${release} freezes the nbd queue while it sets a new size, and would wait ` +
+    "for requests this process cannot answer during that call; not grown in place " +
+    "(detach and attach again to see the new size)";
+}
+
+/**
+ * What `resize` did (field names are part of `isboot resize --json`; sizes
+ * are decimal strings, as in `status`).
+ */
+export interface ResizeReport {
+  /** "/dev/nbdN" */
+  device: string;
+  /** The kernel device's size before and after, bytes. */
+  oldSizeBytes: string;
+  newSizeBytes: string;
+  /** The size the backing store (the LUN) reports, bytes. */
+  reportedSizeBytes: string;
+  /** "refused": the LUN reports less than is served, which is never applied. */
+  outcome: "grown" | "unchanged" | "refused";
+  /** Why it was refused; null otherwise. */
+  detail: string | null;
+}
+
 /** Options of {@link attachDevice}. */
 export interface AttachOptions {
   log: Logger;
@@ -64,6 +113,8 @@ export interface AttachOptions {
   counters?: NbdCounters;
   /** Export the device read-only even if it is writable. */
   readOnly?: boolean;
+  /** The running kernel's release, for {@link liveResizeHazard} (default: uname's; tests set it). */
+  kernelRelease?: string;
 }
 
 /** A device attached by {@link attachDevice} and the server feeding it. */
@@ -74,6 +125,16 @@ export interface KernelAttachment {
   /** NBD transmission flags given to the kernel. */
   flags: number;
   counters: NbdCounters;
+  /** The size the kernel device has, bytes, as far as this attachment knows. */
+  readonly sizeBytes: bigint;
+  /**
+   * Ask the device for its size again (BlockDevice.refreshSize: READ
+   * CAPACITY) and grow the kernel device to it. Growth the device finds by
+   * itself (a UNIT ATTENTION) is applied without being asked. A smaller size
+   * is refused (outcome "refused"): the kernel device never shrinks under a
+   * mounted filesystem. Throws when the re-read or the kernel call fails.
+   */
+  resize(): Promise<ResizeReport>;
   /** Resolves when every connection has ended (NBD_CMD_DISC, disconnect, or socket death). */
   done: Promise<void>;
   /** NBD_CMD_DISCONNECT through netlink; `done` resolves after. */
@@ -117,7 +178,7 @@ export function attachDevice(
         ` ${device.blockSize} bytes become read-modify-writes`,
     );
   }
-  return hookUp(nbd, device, o, (theirs, flags) =>
+  return hookUp(nbd, device, o, device.size, (theirs, flags) =>
     nbd.connect({
       index: o.index,
       sockets: theirs,
@@ -149,7 +210,9 @@ export function takeOverDevice(
   device: BlockDevice,
   o: AttachOptions & { index: number; waitDeadMs?: number },
 ): Promise<KernelAttachment> {
-  return hookUp(nbd, device, o, async (theirs) => {
+  // The kernel keeps the size it had (a predecessor may have grown it).
+  const kernelSize = readNbdSysfs(o.index).sizeBytes || device.size;
+  return hookUp(nbd, device, o, kernelSize, async (theirs) => {
     const deadline = Date.now() + (o.waitDeadMs ?? 10_000);
     for (;;) {
       try {
@@ -176,6 +239,7 @@ async function hookUp(
   nbd: NbdKernel,
   device: BlockDevice,
   o: AttachOptions,
+  initialKernelSize: bigint,
   kernelCall: (theirs: number[], flags: number) => number | Promise<number>,
 ): Promise<KernelAttachment> {
   const n = o.connections ?? 1;
@@ -248,6 +312,23 @@ async function hookUp(
   }
   const label = `nbd${index}`;
   const budget = new IoBudget(); // one memory bound for all of the device's sockets
+  const devPath = nbdDevicePath(index);
+  let kernelSize = initialKernelSize;
+  // The end requests are checked against: the kernel's, grown before the
+  // kernel is told, so that the first request past the old end is taken.
+  const exportSize: ExportSize = { bytes: Number(kernelSize) };
+  /** Grow the kernel device to `to` bytes; never shrinks it. */
+  const grow = (to: bigint): void => {
+    if (to <= kernelSize) return;
+    const hazard = liveResizeHazard(o.kernelRelease ?? Deno.osRelease());
+    if (hazard) throw new OperationalError(`${devPath}: ${hazard}`);
+    exportSize.bytes = Math.max(exportSize.bytes, Number(to));
+    // 6.1 nbd_genl_reconfigure() refuses a device that has a backend
+    // identifier unless the request names it ("must specify backend").
+    nbd.reconfigure(index, { sizeBytes: to, backendIdentifier: o.backendIdentifier });
+    o.log.info(`${devPath}: size ${kernelSize} -> ${to} bytes`);
+    kernelSize = to;
+  };
   const done = Promise.all(
     streams.map((s, i) =>
       serveTransmission(s, device, {
@@ -257,15 +338,41 @@ async function hookUp(
         label: n > 1 ? `${label}.${i}` : label,
         drain: drain.signal,
         budget,
+        exportSize,
       })
     ),
   ).then(() => Promise.all(letGo)).then(() => {});
+  // Growth the device found by itself (a LUN's UNIT ATTENTION 2A/09).
+  const unlisten = device.onResize?.(() => {
+    try {
+      grow(device.size);
+    } catch (e) {
+      o.log.error(`${devPath}: not grown: ${e instanceof Error ? e.message : e}`);
+    }
+  });
+  void done.finally(() => unlisten?.());
   return {
     index,
-    device: nbdDevicePath(index),
+    device: devPath,
     flags,
     counters,
     done,
+    get sizeBytes() {
+      return kernelSize;
+    },
+    async resize(): Promise<ResizeReport> {
+      const before = kernelSize;
+      const r = await device.refreshSize?.();
+      grow(device.size);
+      return {
+        device: devPath,
+        oldSizeBytes: String(before),
+        newSizeBytes: String(kernelSize),
+        reportedSizeBytes: String(r?.reportedSize ?? device.size),
+        outcome: r?.refused ? "refused" : kernelSize > before ? "grown" : "unchanged",
+        detail: r?.refused ?? null,
+      };
+    },
     disconnect: () => nbd.disconnect(index),
     release: () => {
       if (drain.signal.aborted) return;

@@ -110,6 +110,14 @@ export interface ConnectOptions {
 
 /** What NBD_CMD_RECONFIGURE may change. */
 export interface ReconfigureOptions {
+  /**
+   * New device size (NBD_ATTR_SIZE_BYTES), a multiple of the block size.
+   * Linux 6.1 nbd_genl_reconfigure() → nbd_genl_size_set() → nbd_set_size()
+   * sets it on the running device with set_capacity_and_notify()
+   * (docs/kernel.md, "Growing a live device"). Like any RECONFIGURE of a
+   * device that has a backend identifier, it must name it.
+   */
+  sizeBytes?: bigint;
   /** New sockets; the kernel puts them in place of sockets it has marked dead. */
   sockets?: number[];
   timeoutSec?: number;
@@ -286,6 +294,7 @@ export class NbdKernel {
    */
   reconfigure(index: number, o: ReconfigureOptions): void {
     const w = new AttrWriter().u32(NBD_ATTR_INDEX, index);
+    if (o.sizeBytes !== undefined) w.u64(NBD_ATTR_SIZE_BYTES, o.sizeBytes);
     if (o.timeoutSec !== undefined) w.u64(NBD_ATTR_TIMEOUT, BigInt(o.timeoutSec));
     if (o.deadConnTimeoutSec !== undefined) {
       w.u64(NBD_ATTR_DEAD_CONN_TIMEOUT, BigInt(o.deadConnTimeoutSec));

@@ -49,6 +49,14 @@ export interface NbdServerOptions extends TransmissionOptions {
   maxConnections?: number;
   /** A client that has not finished negotiating after this long is dropped (default 30 s). */
   handshakeTimeoutMs?: number;
+  /**
+   * Before each handshake, ask every export's device for its size again
+   * (BlockDevice.refreshSize: one READ CAPACITY for a LUN), so that a client
+   * that connects after the LUN grew is told the new size even when the
+   * target raised no UNIT ATTENTION (tgt raises none). Connected clients
+   * keep the size they were told (docs/nbd.md, "Size changes").
+   */
+  refreshSizeOnConnect?: boolean;
 }
 
 /**
@@ -106,6 +114,7 @@ export class NbdServer {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       if (conn.stopping) return;
+      if (this.#opts.refreshSizeOnConnect) await this.#refreshSizes(label);
       // Small buffer while negotiating (options are at most MAX_OPTION_DATA).
       const reader = new BufferedReader(stream, HANDSHAKE_BUFFER_SIZE);
       timer = setTimeout(() => {
@@ -165,6 +174,21 @@ export class NbdServer {
     ]);
     clearTimeout(timer);
     for (const c of this.#connections) c.stream.close();
+  }
+
+  /** Re-read each export's size; a failure leaves the old size and is logged. */
+  async #refreshSizes(label: string): Promise<void> {
+    for (const e of this.#opts.exports) {
+      try {
+        await e.device.refreshSize?.();
+      } catch (err) {
+        this.#opts.log.warn(
+          `${label}: export "${e.name}": size not re-read: ${
+            err instanceof Error ? err.message : err
+          }`,
+        );
+      }
+    }
   }
 
   #filterFor(e: NbdExport): BlockSizeFilter {

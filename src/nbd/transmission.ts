@@ -134,6 +134,20 @@ export interface TransmissionOptions {
    * after NBD_CMD_DISC.
    */
   drain?: AbortSignal;
+  /**
+   * The size requests are checked against, in bytes. A handshake client is
+   * held to the size it was told (NBD has no way to tell it of a change, so a
+   * request past that end is refused the same way for the whole
+   * connection); the kernel path shares one object among the device's
+   * sockets and grows it just before the kernel is told of a new size
+   * (nbd/attach.ts). Default: the device's size when the connection starts.
+   */
+  exportSize?: ExportSize;
+}
+
+/** A size in bytes that whoever holds the object may change (see TransmissionOptions.exportSize). */
+export interface ExportSize {
+  bytes: number;
 }
 
 /** Options of `serveTransmission` (the kernel path). */
@@ -199,7 +213,7 @@ export async function serveTransmission(
  * ```
  */
 export class Transmission {
-  #size: number;
+  #size: ExportSize;
   #writer: ReplyWriter;
   #inFlight = 0;
   /** Budget bytes held by read replies queued but not yet written. */
@@ -224,7 +238,7 @@ export class Transmission {
     private opts: TransmissionOptions,
   ) {
     // Offsets and lengths are doubles (exact to 8 PiB) while parsed and checked.
-    this.#size = Number(device.size);
+    this.#size = opts.exportSize ?? { bytes: Number(device.size) };
     this.#budget = opts.budget ?? new IoBudget(opts.maxInFlightBytes);
     this.#pool = this.#budget.pool;
     this.#maxRequests = opts.maxInFlightRequests ?? 256;
@@ -475,12 +489,12 @@ export class Transmission {
       return new RequestError(NBD_EOVERFLOW, `length ${length} exceeds ${NBD_MAX_PAYLOAD}`);
     }
     if (length === 0) return new RequestError(NBD_EINVAL, "zero length");
-    if (offset + length > this.#size) {
+    if (offset + length > this.#size.bytes) {
       // proto.md "Error values": ENOSPC for writes beyond the end.
       const errno = type === NBD_CMD_WRITE || type === NBD_CMD_WRITE_ZEROES
         ? NBD_ENOSPC
         : NBD_EINVAL;
-      return new RequestError(errno, `range ${offset}+${length} beyond size ${this.#size}`);
+      return new RequestError(errno, `range ${offset}+${length} beyond size ${this.#size.bytes}`);
     }
     return null;
   }

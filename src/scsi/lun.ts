@@ -4,9 +4,12 @@
  * READ CAPACITY, MODE SENSE); the I/O methods check each request once
  * (alignment, range, write protect), split it into commands that respect the
  * Block Limits VPD page and the transport's hint, and issue them all at once:
- * the transport, not this class, decides how many are on the wire.
+ * the transport, not this class, decides how many are on the wire. The size
+ * grows in place when the target's capacity grows (refreshSize(), run by
+ * hand or on UNIT ATTENTION 2A/09 CAPACITY DATA HAS CHANGED); it never
+ * shrinks (docs/scsi.md, "Capacity changes").
  */
-import type { BlockDevice, BlockDeviceLimits } from "../blockdev.ts";
+import type { BlockDevice, BlockDeviceLimits, SizeRefresh } from "../blockdev.ts";
 import type { Logger } from "../log.ts";
 import * as cdb from "./cdb.ts";
 import { SENSE_KEY, TYPE_DISK, VPD } from "./constants.ts";
@@ -136,7 +139,6 @@ export interface LunInventory {
  * ```
  */
 export class Lun implements BlockDevice {
-  readonly size: bigint;
   readonly blockSize: number;
   readonly readOnly: boolean;
   readonly limits: BlockDeviceLimits;
@@ -147,7 +149,13 @@ export class Lun implements BlockDevice {
   readonly #policy: RetryPolicy;
   readonly #hooks: RetryHooks;
   readonly #bsBig: bigint;
-  readonly #blocks: number;
+  #blocks: number;
+  #size: bigint;
+  readonly #log: Logger | undefined;
+  readonly #resizeListeners = new Set<(r: SizeRefresh) => void>();
+  /** The refreshSize() queued behind the running one (callers meanwhile share it). */
+  #refreshQueued: Promise<SizeRefresh> | null = null;
+  #refreshTail: Promise<unknown> = Promise.resolve();
   readonly #use16: boolean;
   readonly #fua: boolean;
   /** Blocks per READ/WRITE command (also the split alignment). */
@@ -169,8 +177,10 @@ export class Lun implements BlockDevice {
     closeTransport: boolean,
     inv: LunInventory,
     cmdBlocks: number,
+    log: Logger | undefined,
   ) {
     this.#transport = transport;
+    this.#log = log;
     this.#lun = lun;
     this.#policy = policy;
     this.#hooks = hooks;
@@ -179,7 +189,7 @@ export class Lun implements BlockDevice {
     this.blockSize = inv.logicalBlockSize;
     this.#bsBig = BigInt(inv.logicalBlockSize);
     this.#blocks = inv.blocks;
-    this.size = BigInt(inv.blocks) * this.#bsBig;
+    this.#size = BigInt(inv.blocks) * this.#bsBig;
     this.readOnly = inv.writeProtect;
     this.#use16 = inv.commandSize === 16;
     this.#fua = inv.fua;
@@ -211,6 +221,108 @@ export class Lun implements BlockDevice {
     return this.#lun;
   }
 
+  /** Size in bytes: what READ CAPACITY said at open(), or since, when it grew. */
+  get size(): bigint {
+    return this.#size;
+  }
+
+  /**
+   * READ CAPACITY again (the command size open() chose) and grow to the
+   * size the target reports. A smaller size is refused (logged, and said in
+   * `refused`): the Lun keeps serving its size, since the data past the new
+   * end may still be in use above (a mounted filesystem). A changed logical
+   * block length is a ScsiDataError: nothing above can follow that in place.
+   * Calls made while one runs share the next one, so a burst of UNIT
+   * ATTENTIONs (one per path) costs at most two commands.
+   *
+   * @example
+   * ```ts
+   * const r = await lun.refreshSize();
+   * if (r.newSize > r.oldSize) console.log(`grew to ${r.newSize} bytes`);
+   * ```
+   */
+  refreshSize(): Promise<SizeRefresh> {
+    if (this.#refreshQueued) return this.#refreshQueued;
+    const next = this.#refreshTail.then(() => {
+      this.#refreshQueued = null;
+      return this.#readCapacityAgain();
+    });
+    this.#refreshQueued = next;
+    this.#refreshTail = next.catch(() => {});
+    return next;
+  }
+
+  /**
+   * Call `listener` each time the size grows. Returns its removal.
+   *
+   * @example
+   * ```ts
+   * const off = lun.onResize((r) => log.info(`${r.oldSize} -> ${r.newSize}`));
+   * ```
+   */
+  onResize(listener: (r: SizeRefresh) => void): () => void {
+    this.#resizeListeners.add(listener);
+    return () => this.#resizeListeners.delete(listener);
+  }
+
+  async #readCapacityAgain(): Promise<SizeRefresh> {
+    if (this.#closed) throw new ClosedError(`LUN ${this.#lun}: capacity re-read after close`);
+    const cap = this.#use16
+      ? parseReadCapacity16(
+        (await this.#run({ cdb: cdb.readCapacity16(32), dataInLength: 32 })).data,
+      )
+      : parseReadCapacity10((await this.#run({ cdb: cdb.readCapacity10(), dataInLength: 8 })).data);
+    if (cap.logicalBlockLength !== this.blockSize) {
+      throw new ScsiDataError(
+        `LUN ${this.#lun}: the logical block length changed from ${this.blockSize} to ` +
+          `${cap.logicalBlockLength} bytes; only a new login can serve that`,
+      );
+    }
+    if (!this.#use16 && cap.needs16) {
+      throw new ScsiDataError(
+        `LUN ${this.#lun}: the LUN grew past what READ CAPACITY(10) can describe, and ` +
+          "refuses (16); only a new login can serve that",
+      );
+    }
+    const oldSize = this.#size;
+    const reportedSize = BigInt(cap.blocks) * this.#bsBig;
+    if (cap.blocks < this.#blocks) {
+      const refused = `LUN ${this.#lun}: the target reports ${reportedSize} bytes, less than ` +
+        `the ${oldSize} served; a LUN is never shrunk under its user: still serving ${oldSize} bytes`;
+      this.#log?.warn(refused);
+      return { oldSize, newSize: oldSize, reportedSize, refused };
+    }
+    const r: SizeRefresh = { oldSize, newSize: reportedSize, reportedSize, refused: null };
+    if (cap.blocks === this.#blocks) return r;
+    this.#blocks = cap.blocks;
+    this.#size = reportedSize;
+    this.inventory.blocks = cap.blocks;
+    this.inventory.size = cap.blocks * this.blockSize;
+    this.#log?.info(`LUN ${this.#lun}: capacity grew from ${oldSize} to ${reportedSize} bytes`);
+    for (const l of this.#resizeListeners) {
+      try {
+        l(r);
+      } catch (e) {
+        this.#log?.error(
+          `LUN ${this.#lun}: resize listener: ${e instanceof Error ? e.message : e}`,
+        );
+      }
+    }
+    return r;
+  }
+
+  /** UNIT ATTENTION 2A/09 on some command: the target's capacity changed. */
+  #capacityChanged(): void {
+    this.#log?.info(
+      `LUN ${this.#lun}: the target reports that its capacity changed; reading it again`,
+    );
+    this.refreshSize().catch((e) =>
+      this.#log?.error(
+        `LUN ${this.#lun}: capacity re-read failed: ${e instanceof Error ? e.message : e}`,
+      )
+    );
+  }
+
   /**
    * Learn the LUN through `transport`: INQUIRY (it must be a connected
    * disk), TEST UNIT READY (consumes the UNIT ATTENTION a new nexus gets),
@@ -227,16 +339,21 @@ export class Lun implements BlockDevice {
   static async open(transport: ScsiTransport, lun: number, opts: LunOptions = {}): Promise<Lun> {
     const policy = { ...DEFAULT_RETRY_POLICY, ...opts.retry };
     const log = opts.log;
+    // Set once open() is done: a UNIT ATTENTION before that is about a size
+    // open() has yet to read.
+    const opened: { lun?: Lun } = {};
     const hooks: RetryHooks = {
       ...opts.retryHooks,
       onRetry: (e) => {
         log?.debug(`LUN ${lun}: ${e.command}: retry ${e.attempt} (${e.reason}: ${e.detail})`);
-        // The size a Lun serves is fixed at open(); a resized LUN needs a new
-        // open (and the NBD client a new size), so say so loudly.
-        if (e.sense && e.sense.asc === 0x2a && e.sense.ascq === 0x09) {
-          log?.warn(
-            `LUN ${lun}: the target reports that its capacity changed; reopen to see the new size`,
-          );
+        // CAPACITY DATA HAS CHANGED (ASC/ASCQ 2Ah/09h, a UNIT ATTENTION of
+        // SPC-4 §5.14 the target raises on each I_T nexus): whichever
+        // command it came on, the size is read again, beside that command.
+        if (
+          opened.lun && e.reason === "unit-attention" && e.sense?.asc === 0x2a &&
+          e.sense.ascq === 0x09
+        ) {
+          opened.lun.#capacityChanged();
         }
         opts.retryHooks?.onRetry?.(e);
       },
@@ -419,7 +536,18 @@ export class Lun implements BlockDevice {
       `LUN ${lun}: ${inv.vendor} ${inv.product} ${inv.revision}, ${inv.blocks} x ${bs} bytes` +
         `${writeProtect ? ", write-protected" : ""}, ${cmdBlocks} blocks per command`,
     );
-    return new Lun(transport, lun, policy, hooks, opts.closeTransport ?? false, inv, cmdBlocks);
+    const created = new Lun(
+      transport,
+      lun,
+      policy,
+      hooks,
+      opts.closeTransport ?? false,
+      inv,
+      cmdBlocks,
+      log,
+    );
+    opened.lun = created;
+    return created;
   }
 
   #run(c: Omit<ScsiCommand, "lun">): Promise<ScsiResponse> {

@@ -9,7 +9,9 @@
  * writes take immediate and unsolicited data and ask for the rest with one
  * R2T per burst. A hook sees each PDU first and may take it over; a tamper
  * function sees each Data-In, SCSI Response and R2T before it goes and may
- * change it or send something else.
+ * change it or send something else. `resize()` changes the disk's size and
+ * raises UNIT ATTENTION 2A/09 CAPACITY DATA HAS CHANGED on every connection
+ * it serves (each an I_T nexus here), as SPC-4 §5.14 has a target do.
  *
  * @example
  * ```ts
@@ -76,13 +78,15 @@ interface PendingWrite {
 interface Served {
   writes: Map<number, PendingWrite>;
   tamper?: Tamper;
+  /** ASC/ASCQ of a UNIT ATTENTION the next command gets (one pending at most here). */
+  unitAttention?: number;
 }
 
 const BLOCK = 512;
 const encoder = new TextEncoder();
 
 export class FakeDisk {
-  readonly bytes: Uint8Array;
+  #bytes: Uint8Array;
   readonly lun: number;
   readonly iqn?: string;
   /** Connections served, in order. */
@@ -90,13 +94,32 @@ export class FakeDisk {
   readonly #served = new WeakMap<FakeConn, Served>();
 
   constructor(blocks = 8192, o: DiskOptions = {}) {
-    this.bytes = new Uint8Array(blocks * BLOCK);
+    this.#bytes = new Uint8Array(blocks * BLOCK);
     this.lun = o.lun ?? 1;
     this.iqn = o.iqn;
   }
 
+  /** The disk's contents (a new array after resize()). */
+  get bytes(): Uint8Array {
+    return this.#bytes;
+  }
+
   get blocks(): number {
-    return this.bytes.length / BLOCK;
+    return this.#bytes.length / BLOCK;
+  }
+
+  /**
+   * Make the disk `blocks` long (contents kept up to the shorter length),
+   * and give every connection served so far UNIT ATTENTION 2A/09 CAPACITY
+   * DATA HAS CHANGED on its next command, unless `unitAttention` is false
+   * (a target that changes size silently, as tgt does).
+   */
+  resize(blocks: number, o: { unitAttention?: boolean } = {}): void {
+    const next = new Uint8Array(blocks * BLOCK);
+    next.set(this.#bytes.subarray(0, Math.min(next.length, this.#bytes.length)));
+    this.#bytes = next;
+    if (o.unitAttention === false) return;
+    for (const c of this.conns) this.#state(c).unitAttention = 0x2a09;
   }
 
   #state(c: FakeConn): Served {
@@ -190,12 +213,20 @@ export class FakeDisk {
   }
 
   /** CHECK CONDITION with fixed-format sense data. */
-  #checkCondition(c: FakeConn, cmd: FakePdu, edtl: number, key: number, asc: number) {
+  #checkCondition(
+    c: FakeConn,
+    cmd: FakePdu,
+    edtl: number,
+    key: number,
+    asc: number,
+    ascq = 0,
+  ) {
     const s = new Uint8Array(18);
     s[0] = 0x70;
     s[2] = key;
     s[7] = 10;
     s[12] = asc;
+    s[13] = ascq;
     return this.#respond(c, cmd, edtl, 0x02, s);
   }
 
@@ -230,6 +261,15 @@ export class FakeDisk {
     const check = (key: number, asc: number) => this.#checkCondition(c, cmd, edtl, key, asc);
     if (lun !== this.lun && op !== 0x12 && op !== 0xa0) {
       await check(0x05, 0x25); // LOGICAL UNIT NOT SUPPORTED
+      return;
+    }
+    // A pending UNIT ATTENTION ends the first command that is not INQUIRY,
+    // REPORT LUNS or REQUEST SENSE (SPC-4 §5.14), which is not executed.
+    const st = this.#state(c);
+    if (st.unitAttention !== undefined && op !== 0x12 && op !== 0xa0 && op !== 0x03) {
+      const ua = st.unitAttention;
+      st.unitAttention = undefined;
+      await this.#checkCondition(c, cmd, edtl, 0x06, ua >> 8, ua & 0xff);
       return;
     }
     switch (op) {
@@ -334,7 +374,7 @@ export class FakeDisk {
   }
 
   #put(w: PendingWrite, data: Uint8Array, offset: number): void {
-    if (offset + data.length <= w.length) this.bytes.set(data, w.at + offset);
+    if (offset + data.length <= w.length) this.#bytes.set(data, w.at + offset);
     w.got += data.length;
   }
 

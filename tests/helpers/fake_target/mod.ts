@@ -47,8 +47,10 @@
 import { defaultCrc32c } from "../../../src/iscsi/digest.ts";
 import { FakeConn } from "./conn.ts";
 import type { Account } from "./login.ts";
+import { FakeDisk } from "./disk.ts";
 import {
   type Scenario,
+  scenarioDisk,
   type ScenarioOptions,
   scenarioScript,
   type ScenarioTarget,
@@ -82,6 +84,8 @@ export interface FakeTargetOptions extends Partial<ScenarioTarget> {
   firstStatSN?: number;
   /** ExpCmdSN of the Login Responses (default: the Login Request's CmdSN). */
   firstCmdSN?: number;
+  /** The RAM disk a scenario target serves. */
+  disk?: FakeDisk;
 }
 
 /** A record of one accepted connection: StatSNs used up, CmdSNs received, those past the window. */
@@ -112,6 +116,11 @@ export class FakeTarget {
   readonly lun: number;
   readonly chap?: Account;
   readonly mutual?: Account;
+  /**
+   * A scenario target's RAM disk: `t.disk.resize(blocks)` grows (or
+   * shrinks) the LU and raises UNIT ATTENTION 2A/09 on each connection.
+   */
+  readonly disk?: FakeDisk;
   readonly #listener: Deno.TcpListener;
   readonly #conns = new Set<FakeConn>();
   readonly #tasks = new Set<Promise<void>>();
@@ -123,6 +132,7 @@ export class FakeTarget {
     this.lun = o.lun ?? 1;
     this.chap = o.chap;
     this.mutual = o.mutual;
+    this.disk = o.disk;
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     this.#listener = listener;
     this.port = (listener.addr as Deno.NetAddr).port;
@@ -146,9 +156,11 @@ export class FakeTarget {
 
   /** A scenario target (see {@link Scenario}) on 127.0.0.1 at a free port. */
   static async start(o: ScenarioOptions): Promise<FakeTarget> {
-    const script = scenarioScript(o, await defaultCrc32c());
+    const disk = scenarioDisk(o);
+    const script = scenarioScript(o, await defaultCrc32c(), disk);
     return new FakeTarget(script, {
       ...scenarioTarget(o),
+      disk,
       firstStatSN: o.firstStatSN ?? 0x1000,
       firstCmdSN: o.firstCmdSN,
     });

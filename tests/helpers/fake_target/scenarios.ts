@@ -139,17 +139,24 @@ function padText(fill: string): Uint8Array {
   return encoder.encode(`X-test.pad=${fill.repeat(8192 - 13)}\0`);
 }
 
+/** The RAM disk a scenario target serves (its size and LU from `o`). */
+export function scenarioDisk(o: ScenarioOptions): FakeDisk {
+  const t = scenarioTarget(o);
+  return new FakeDisk(o.blocks ?? 8192, { lun: t.lun, iqn: t.iqn });
+}
+
 /**
  * The per-connection script of a scenario target (for
- * {@link FakeTarget.start}). `crc` serves the digest scenarios.
+ * {@link FakeTarget.start}). `crc` serves the digest scenarios; `disk` is
+ * the RAM disk every connection reaches (a test may resize it).
  */
 export function scenarioScript(
   o: ScenarioOptions,
   crc: Crc32c,
+  disk: FakeDisk = scenarioDisk(o),
 ): (c: FakeConn, index: number) => Promise<void> {
   const t = scenarioTarget(o);
   const scenario = o.scenario;
-  const disk = new FakeDisk(o.blocks ?? 8192, { lun: t.lun, iqn: t.iqn });
   /** CHAP challenges the initiator sent (mutual CHAP), as it sent them, for chap-reflection. */
   const initiatorChallenges: string[] = [];
   const digests = scenario === "header-digest-mismatch" || scenario === "data-digest-mismatch";
