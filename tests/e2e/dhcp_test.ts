@@ -8,8 +8,11 @@
  * (behind a relay on the bridge address) and nothing else live.
  *
  * The lease is short (T1 15 s): a unit in the root waits until `isboot
- * status` shows the daemon's first renewal. Then the usual check unit
- * (marker, a forced reconnect, poweroff) and e2fsck on the host.
+ * status` shows the daemon's first renewal. Before it, the hostile workload
+ * of the network cases (tests/e2e/workload.ts): fsync'd writes while a unit
+ * flushes the boot NIC's address and routes and sets it down, three times.
+ * Then the usual check unit (marker, a forced reconnect, poweroff) and
+ * e2fsck on the host.
  */
 import assert from "node:assert/strict";
 import { ensureKernel, isbootBuildDir, NetNs, runVm } from "../vm/lib.ts";
@@ -27,6 +30,7 @@ import {
   startTgtd,
   TARGET_IQN,
 } from "./lib.ts";
+import { HOSTILE_ACTION, IFUPDOWN, variant } from "./workload.ts";
 
 const enabled = Deno.env.get("ISBOOT_E2E") !== "0";
 const CHAP_USER = "dhcp-boot-user";
@@ -48,21 +52,25 @@ say lease_renewals=$(isboot status --json | sed -n 's/.*"renewals": *\\([0-9]*\\
 say lease_addr=$(ip -4 -o addr show 2>/dev/null | grep -o 'inet [0-9.]*' | grep -v 127.0.0.1 | head -1 | cut -d' ' -f2)
 `;
 
-const ROOT: RootVariant = {
-  name: "dhcp",
-  // iproute2 for `ip` in the unit; no network stack: isboot keeps the lease.
-  packages: ["iproute2"],
-  installIsboot: true,
-  files: {
+/**
+ * The network cases' ifupdown root (no stanza for the NIC: nothing in it
+ * renews the lease but isboot), with the hostile workload (the guard puts
+ * the lease's address back) and the unit that waits for a renewal.
+ */
+const ROOT: RootVariant = variant(
+  "net-dhcp",
+  IFUPDOWN,
+  HOSTILE_ACTION,
+  {
     "/usr/local/sbin/isboot-e2e-lease": { text: LEASE_SCRIPT, mode: 0o755 },
     "/etc/systemd/system/isboot-e2e-lease.service":
-      "[Unit]\nDescription=isboot e2e: wait for a DHCP renewal\n[Service]\nType=oneshot\nExecStart=/usr/local/sbin/isboot-e2e-lease\n[Install]\nWantedBy=multi-user.target\n",
+      "[Unit]\nDescription=isboot e2e: wait for a DHCP renewal\nAfter=isboot-e2e-work.service\nBefore=isboot-e2e.service\n[Service]\nType=oneshot\nExecStart=/usr/local/sbin/isboot-e2e-lease\n[Install]\nWantedBy=multi-user.target\n",
   },
-  links: {
+  {
     "/etc/systemd/system/multi-user.target.wants/isboot-e2e-lease.service":
       "/etc/systemd/system/isboot-e2e-lease.service",
   },
-};
+);
 
 async function sh(ns: NetNs, cmd: string, args: string[]): Promise<void> {
   const o = await ns.command(cmd, args, { stdout: "piped", stderr: "piped" }).output();
@@ -73,7 +81,7 @@ async function sh(ns: NetNs, cmd: string, args: string[]): Promise<void> {
 
 Deno.test({
   name:
-    "e2e DHCP boot, harness image: no iBFT, ip=dhcp netroot=dhcp from dnsmasq (root path with CHAP), lease renewed by the daemon",
+    "e2e DHCP boot, harness image: no iBFT, ip=dhcp netroot=dhcp from dnsmasq (root path with CHAP), lease renewed by the daemon, hostile flushes undone by the guard",
   ignore: !enabled,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -205,6 +213,17 @@ Deno.test({
       );
       assert.ok(acks && acks.length >= 2, `dnsmasq ACKs: ${acks?.length ?? 0}${why}`);
       assert.ok(Number(vm.kv.get("journal_recovered")) >= 1, `no recovery after the cut${why}`);
+      // The hostile unit flushed the lease's address three times under the
+      // writes; the guard put it back each time, and no write failed.
+      assert.equal(vm.kv.get("hostile_round"), "3", why);
+      assert.match(vm.serial, /boot NIC guard: ens3: .*(added it back|set it up)/, why);
+      assert.ok(Number(vm.kv.get("restores")) > 0, `isboot status: restores${why}`);
+      assert.equal(vm.kv.get("write_failed"), undefined, `a write failed${why}`);
+      assert.ok(Number(vm.kv.get("writes")) > 0, why);
+      assert.equal(vm.kv.get("addr_after"), `${ADDRESS}/24`, why);
+      for (const bad of [/NOP-Out: no answer/, /ENETUNREACH/, /blocked for more than/]) {
+        assert.doesNotMatch(vm.serial, bad, why);
+      }
       assert.match(vm.serial, /reboot: Power down/, `poweroff did not complete${why}`);
       const img = `${disk}?offset=${PART_OFFSET}`;
       const marker = await runCommand("debugfs", ["-R", "cat /isboot-e2e.marker", img]);

@@ -141,8 +141,8 @@ WantedBy=multi-user.target
 
 /**
  * build/e2e/rootfs.tar: debootstrap of bookworm minbase + systemd (cached);
- * with `packages`, that root plus them (`debootstrap --include`), cached as
- * its own tarball keyed by the set (tests/e2e/rootfs.sh).
+ * with `packages`, that root plus them (apt-get install in a chroot of it),
+ * cached as its own tarball keyed by the set (tests/e2e/rootfs.sh).
  */
 /** What a user's root that builds its own initramfs carries besides the stock root. */
 export const KERNEL_PACKAGES = ["linux-image-amd64", "initramfs-tools", "zstd"];

@@ -18,7 +18,7 @@
  */
 import assert from "node:assert/strict";
 import { bootOnce, lunPattern, SECOND_PORTAL, TARGET_IQN } from "./lib.ts";
-import { variant } from "./workload.ts";
+import { IFUPDOWN, variant } from "./workload.ts";
 
 const enabled = Deno.env.get("ISBOOT_E2E") !== "0";
 const FIRST = "10.0.2.100:3260";
@@ -53,7 +53,7 @@ Deno.test({
       extraLunsMiB: EXTRA_MIB,
       append: "isboot.luns=all",
       // Debian's default stack (the network cases' package set: its root is built once).
-      root: variant("multipath", ["ifupdown", "isc-dhcp-client", "iproute2"], ACTION),
+      root: variant("multipath", IFUPDOWN, ACTION),
     }, { timeoutMs: 600_000 });
     const why = `\n--- serial tail ---\n${r.vm.tail}`;
     const serial = r.vm.serial;

@@ -26,7 +26,7 @@
  */
 import assert from "node:assert/strict";
 import { type BootCase, bootOnce, type BootOutcome, type RootVariant } from "./lib.ts";
-import { variant } from "./workload.ts";
+import { HOSTILE_ACTION, IFUPDOWN, variant } from "./workload.ts";
 
 const enabled = Deno.env.get("ISBOOT_E2E") !== "0";
 /** `make soak` sets it: the cases kept out of `make test` run too. */
@@ -39,8 +39,6 @@ const ADDRESS = "10.0.2.15/24";
 
 /** A restore the daemon logged (kernel log lines, not `isboot status` text). */
 const RESTORE_LINE = /isboot\[\d+\]: boot NIC guard: \S+: .*(?:added it back|set it up)/;
-
-const IFUPDOWN = ["ifupdown", "isc-dhcp-client", "iproute2"];
 
 interface NetCase {
   name: string;
@@ -55,17 +53,12 @@ interface NetCase {
 
 const CASES: NetCase[] = [
   {
+    // In `make soak`: `make test` runs the same hostile unit in the DHCP boot
+    // (tests/e2e/dhcp_test.ts), where the guard restores a lease's address.
+    soak: true,
     name: "hostile: ip addr flush, ip route flush, ip link set down",
     hostile: true,
-    root: variant(
-      "net-hostile",
-      IFUPDOWN,
-      `for i in 1 2 3; do
-  ip addr flush dev "$iface"; ip route flush dev "$iface"; ip link set "$iface" down
-  echo "ISBOOT-VM: hostile_round=$i"
-  sleep 4
-done`,
-    ),
+    root: variant("net-hostile", IFUPDOWN, HOSTILE_ACTION),
     check(r, why) {
       assert.equal(r.vm.kv.get("hostile_round"), "3", why);
       assert.match(

@@ -65,6 +65,16 @@ say restores=$(sed -n 's/.*boot NIC guard: .*  restores \\([0-9]*\\).*/\\1/p' /r
 `;
 }
 
+/** The hostile action: flush the boot NIC's addresses and routes and set it down, three rounds. */
+export const HOSTILE_ACTION = `for i in 1 2 3; do
+  ip addr flush dev "$iface"; ip route flush dev "$iface"; ip link set "$iface" down
+  echo "ISBOOT-VM: hostile_round=$i"
+  sleep 4
+done`;
+
+/** The package set of the ifupdown network cases (one rootfs tarball for all of them). */
+export const IFUPDOWN = ["ifupdown", "isc-dhcp-client", "iproute2"];
+
 /** A root with `packages` and `files`, isboot installed, the workload enabled. */
 export function variant(
   name: string,
