@@ -87,6 +87,9 @@ fi`,
     check(r, why) {
       assert.equal(r.vm.kv.get("ifup"), "active", why);
       assert.equal(r.vm.kv.get("renew"), "ok", why);
+      // The daemon renewed the firmware's lease too (the iBFT names the DHCP
+      // server, not the lease's times: renewed 10 s after the daemon is up).
+      assert.match(r.vm.serial, new RegExp(`${IFACE}: DHCP lease renewed, \\d+ s`), why);
       // At poweroff no ifdown runs for the boot NIC (the hand-off's drop-ins):
       // no DHCP release, no flush, nothing for the guard to put back.
       assert.doesNotMatch(r.vm.serial, /DHCPRELEASE/, why);
