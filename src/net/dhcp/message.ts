@@ -17,6 +17,7 @@
  * ```
  * @module
  */
+import { concatBytes } from "../../bytes.ts";
 import { InvalidInputError } from "../../errors.ts";
 import type { IpAddress } from "../addr.ts";
 
@@ -217,18 +218,6 @@ function parseOptionArea(
   if (requireEnd) throw new InvalidInputError(`DHCP: ${where}: no END option`);
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
 /** A NUL-terminated text field (sname, file). */
 function cString(b: Uint8Array): string {
   const nul = b.indexOf(0);
@@ -275,7 +264,7 @@ export function decodeDhcp(b: Uint8Array): DhcpMessage {
   let overload = 0;
   const ov = parts.get(OPT.OPTION_OVERLOAD);
   if (ov) {
-    const v = concat(ov);
+    const v = concatBytes(ov);
     if (v.length !== 1 || v[0] < 1 || v[0] > 3) {
       throw new InvalidInputError(
         `DHCP: option overload ${Array.from(v).join(",")}, expected 1..3`,
@@ -289,7 +278,7 @@ export function decodeDhcp(b: Uint8Array): DhcpMessage {
   }
   const options = new Map<number, Uint8Array>();
   for (const [code, ps] of parts) {
-    const value = concat(ps);
+    const value = concatBytes(ps);
     const rule = LENGTH_RULES.get(code);
     if (
       rule &&
@@ -439,7 +428,7 @@ export function encodeDhcp(m: DhcpMessage, opts: EncodeDhcpOptions = {}): Uint8A
   } else {
     regions[0] = insts;
   }
-  const optionsField = concat([...regions[0], Uint8Array.of(OPT.END)]);
+  const optionsField = concatBytes([...regions[0], Uint8Array.of(OPT.END)]);
   const length = Math.max(BOOTP_MIN_LENGTH, OPTIONS_OFFSET + optionsField.length);
   if (length > Math.min(maxSize, MAX_UDP_PAYLOAD)) {
     throw new InvalidInputError(`DHCP: options do not fit a ${maxSize}-byte message`);
@@ -459,10 +448,11 @@ export function encodeDhcp(m: DhcpMessage, opts: EncodeDhcpOptions = {}): Uint8A
   b.set(m.giaddr.bytes, 24);
   b.set(m.chaddr, 28);
   if (overload & OVERLOAD_SNAME) {
-    b.set(concat([...regions[2], Uint8Array.of(OPT.END)]), SNAME_OFFSET);
+    b.set(concatBytes([...regions[2], Uint8Array.of(OPT.END)]), SNAME_OFFSET);
   } else b.set(sname, SNAME_OFFSET);
-  if (overload & OVERLOAD_FILE) b.set(concat([...regions[1], Uint8Array.of(OPT.END)]), FILE_OFFSET);
-  else b.set(file, FILE_OFFSET);
+  if (overload & OVERLOAD_FILE) {
+    b.set(concatBytes([...regions[1], Uint8Array.of(OPT.END)]), FILE_OFFSET);
+  } else b.set(file, FILE_OFFSET);
   b.set(MAGIC_COOKIE, COOKIE_OFFSET);
   b.set(optionsField, OPTIONS_OFFSET);
   return b;
