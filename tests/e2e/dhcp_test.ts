@@ -18,6 +18,7 @@ import assert from "node:assert/strict";
 import { ensureKernel, isbootBuildDir, NetNs, runVm } from "../vm/lib.ts";
 import type { Tgtd } from "../../peers/tgtd.ts";
 import { Collected } from "../net/netns.ts";
+import { dnsmasqArgs } from "../net/dnsmasq.ts";
 import { runCommand } from "../helpers/cli.ts";
 import {
   buildInitrd,
@@ -124,21 +125,17 @@ Deno.test({
           String(tgtd.port),
         ], { stdin: "null", stdout: "null", stderr: "null" }).spawn(),
       );
-      const dnsmasq = ns.command("dnsmasq", [
-        "--no-daemon",
-        "--conf-file=/dev/null",
-        "--port=0",
-        "--interface=br0",
-        "--bind-interfaces",
-        "--log-dhcp",
-        "--log-facility=-",
-        `--dhcp-leasefile=${dir}/leases`,
-        `--dhcp-range=${ADDRESS},${ADDRESS},255.255.255.0,2m`,
-        "--dhcp-option=option:router,10.0.2.2",
-        "--dhcp-option=option:T1,15",
-        "--dhcp-option=option:T2,40",
-        `--dhcp-option=option:root-path,iscsi:${CHAP_USER}:${CHAP_SECRET}@10.0.2.2::${RELAY_PORT}:1:${TARGET_IQN}`,
-      ], { stdin: "null", stdout: "null", stderr: "piped" }).spawn();
+      const dnsmasq = ns.command(
+        "dnsmasq",
+        dnsmasqArgs({
+          iface: "br0",
+          leaseFile: `${dir}/leases`,
+          range: `${ADDRESS},${ADDRESS},255.255.255.0,2m`,
+          rootPath: `iscsi:${CHAP_USER}:${CHAP_SECRET}@10.0.2.2::${RELAY_PORT}:1:${TARGET_IQN}`,
+          options: ["option:router,10.0.2.2", "option:T1,15", "option:T2,40"],
+        }),
+        { stdin: "null", stdout: "null", stderr: "piped" },
+      ).spawn();
       children.push(dnsmasq);
       const dlog = new Collected(dnsmasq.stderr);
       await dlog.until(/DHCP, IP range/, 10_000);

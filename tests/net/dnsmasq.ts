@@ -5,6 +5,29 @@
  */
 import { Collected, sh } from "./netns.ts";
 
+/**
+ * dnsmasq's arguments for a DHCP-only server in the foreground on `iface`,
+ * logging every exchange to stderr, with `options` (`--dhcp-option=` values)
+ * and the root path (option 17).
+ */
+export function dnsmasqArgs(
+  o: { iface: string; leaseFile: string; range: string; rootPath: string; options: string[] },
+): string[] {
+  return [
+    "--no-daemon",
+    "--conf-file=/dev/null",
+    "--port=0",
+    `--interface=${o.iface}`,
+    "--bind-interfaces",
+    "--log-dhcp",
+    "--log-facility=-",
+    `--dhcp-leasefile=${o.leaseFile}`,
+    `--dhcp-range=${o.range}`,
+    ...o.options.map((v) => `--dhcp-option=${v}`),
+    `--dhcp-option=option:root-path,${o.rootPath}`,
+  ];
+}
+
 /** The root path the server hands out unless told another (option 17). */
 export const ROOT_PATH = "iscsi:10.9.0.1::3260:1:iqn.2026-12.test:dhcp-root";
 
@@ -70,20 +93,18 @@ export class Segment {
         "exec",
         this.server,
         "dnsmasq",
-        "--no-daemon",
-        "--conf-file=/dev/null",
-        "--port=0",
-        "--interface=br0",
-        "--bind-interfaces",
-        "--log-dhcp",
-        "--log-facility=-",
-        `--dhcp-leasefile=${this.dir}/leases`,
-        `--dhcp-range=${range}`,
-        "--dhcp-option=option:router,10.9.0.1",
-        "--dhcp-option=option:dns-server,10.9.0.53",
-        "--dhcp-option=option:domain-name,san.example",
-        "--dhcp-option=option:mtu,1400",
-        `--dhcp-option=option:root-path,${rootPath}`,
+        ...dnsmasqArgs({
+          iface: "br0",
+          leaseFile: `${this.dir}/leases`,
+          range,
+          rootPath,
+          options: [
+            "option:router,10.9.0.1",
+            "option:dns-server,10.9.0.53",
+            "option:domain-name,san.example",
+            "option:mtu,1400",
+          ],
+        }),
         ...extra,
       ],
       stdout: "null",
