@@ -427,26 +427,21 @@ export async function runMkinitramfs(
   out: string,
   opts: BuilderOptions = {},
 ): Promise<BuilderResult> {
-  // The mount points must exist.
-  let made = false;
-  if (!(await exists("/usr/lib/modules"))) {
-    await Deno.mkdir("/usr/lib/modules");
-    made = true;
-  }
-  try {
-    return await inPrivateMounts(
-      [
-        [`${kernel.root}/lib/modules`, "/usr/lib/modules"],
-        [`${kernel.root}/boot`, "/boot"],
-        ...(opts.binds ?? []),
-      ],
-      "mkinitramfs",
-      ["-d", conf, "-o", out, kernel.kver],
-      opts,
-    );
-  } finally {
-    if (made) await Deno.remove("/usr/lib/modules").catch(() => {});
-  }
+  // The mount point must exist. An empty one made here stays: removing it
+  // would detach the bind mount of a build running at the same time (the
+  // kernel drops mounts on a removed directory in every namespace), and that
+  // build would make an image without modules.
+  if (!(await exists("/usr/lib/modules"))) await Deno.mkdir("/usr/lib/modules").catch(() => {});
+  return await inPrivateMounts(
+    [
+      [`${kernel.root}/lib/modules`, "/usr/lib/modules"],
+      [`${kernel.root}/boot`, "/boot"],
+      ...(opts.binds ?? []),
+    ],
+    "mkinitramfs",
+    ["-d", conf, "-o", out, kernel.kver],
+    opts,
+  );
 }
 
 /**
