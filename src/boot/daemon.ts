@@ -117,6 +117,10 @@ export async function launchDaemon(
 ): Promise<{ code: number; device?: string }> {
   // Set on this (main) thread so that the child forked from it inherits it.
   const flusher = setIoFlusher();
+  // The no-swap cgroup before the spawn: a page stays charged to the cgroup
+  // that allocated it when its process moves, so the child must start there.
+  const cgroup = enterNoSwapCgroup();
+  if (!cgroup.ok) log.debug(`own cgroup for the daemon: ${cgroup.error}`);
   const started = await startDaemon(selfArgv().slice(1), {
     argv0: DAEMON_ARGV0,
     env: {

@@ -13,6 +13,10 @@
  * no unit's stop ends the daemon either. An initramfs without systemd has no
  * cgroup2 mounted: the hierarchy is mounted privately for the step and
  * unmounted after it (the cgroup stays; systemd mounts the same hierarchy).
+ * Memory stays charged to the cgroup that allocated it when a process moves
+ * (cgroup v2 moves no charges), so the launcher enters the cgroup before it
+ * spawns the daemon: pages the daemon had before a move would still go to
+ * swap (measured: 5.6 MiB of them, moved at READY).
  *
  * @example
  * ```ts
