@@ -14,7 +14,8 @@
  *    spawn ran on another thread), it sets it and execve()s /proc/self/exe
  *    again (stage "flusher"), keeping argv[0] `@isboot` — systemd's mark for
  *    "root storage daemon: do not kill at switch_root or shutdown".
- * 3. The daemon runs the sequence, leaves its unit's cgroup, locks its file
+ * 3. The daemon runs the sequence, moves to its own cgroup kept out of swap
+ *    (else at least out of its unit's cgroup), locks its file
  *    mappings, sets oom_score_adj -1000, opens /dev/kmsg, says READY, chdirs
  *    to /, ignores SIGTERM/SIGINT/SIGHUP, and serves until the kernel device
  *    goes away.
@@ -29,6 +30,7 @@
  */
 import { OperationalError } from "../errors.ts";
 import type { Logger, LogLevel, LogSink } from "../log.ts";
+import { enterNoSwapCgroup } from "../sys/cgroup.ts";
 import {
   getIoFlusher,
   limitMallocRetention,
@@ -115,6 +117,10 @@ export async function launchDaemon(
 ): Promise<{ code: number; device?: string }> {
   // Set on this (main) thread so that the child forked from it inherits it.
   const flusher = setIoFlusher();
+  // The no-swap cgroup before the spawn: a page stays charged to the cgroup
+  // that allocated it when its process moves, so the child must start there.
+  const cgroup = enterNoSwapCgroup();
+  if (!cgroup.ok) log.debug(`own cgroup for the daemon: ${cgroup.error}`);
   const started = await startDaemon(selfArgv().slice(1), {
     argv0: DAEMON_ARGV0,
     env: {
@@ -183,7 +189,11 @@ export function becomeRootStorageDaemon(log: Logger): void {
   } else if (flusher !== undefined) {
     report("PR_SET_IO_FLUSHER", { ok: false, error: flusher });
   }
-  report("leave the starting unit's cgroup", leaveUnitCgroup());
+  // The daemon's own cgroup, out of swap (src/sys/cgroup.ts); where that is
+  // refused, at least out of the unit that started it.
+  const noSwap = enterNoSwapCgroup();
+  report("own cgroup, never swapped", noSwap);
+  if (!noSwap.ok) report("leave the starting unit's cgroup", leaveUnitCgroup());
   report("oom_score_adj -1000", setOomScoreAdj(-1000));
   report("mlock file mappings", lockFileMappings());
   report(

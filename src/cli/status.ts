@@ -4,6 +4,7 @@
  */
 import {
   controlRequest,
+  type DaemonMemory,
   listControlSockets,
   type PathEntry,
   type SessionStatus,
@@ -27,7 +28,9 @@ and the kernel's NBD devices. --json prints one document:
                     "paths"?: [ { "portal", "local", "state", "downSince", "isid", "tsih", "failures",
                                   "reconnects", "commands", "bytes" } ],
                     "lease"?: { "interface", "address", "server", "obtained", "expires", "renewals",
-                                "state" } } ],
+                                "state" },
+                    "memory"?: { "rssBytes", "anonBytes", "fileBytes", "lockedBytes", "swapBytes",
+                                 "heapUsedBytes", "heapTotalBytes", "externalBytes" } } ],
     "devices":  [ { "device", "index", "connected", "sizeBytes", "backend", "pid", "daemon" } ] }
 "guard" is the boot NIC guard of the root-storage daemon (isboot boot): the
 link, address and routes it keeps in place, how often it put them back, and
@@ -38,6 +41,9 @@ bound, renewing, rebinding, expired (the address is kept; isboot keeps asking)
 or handed over (a DHCP client of the root, such as systemd-networkd, renews it).
 A device whose "daemon" is false has no isboot serving it (crashed or killed):
 its I/O waits for a takeover until the dead-connection timeout.
+"memory" is the daemon's own: resident, anonymous, file-backed, locked and
+swapped bytes from /proc/PID/status, and V8's heap in use, heap reserved and
+ArrayBuffer stores outside it.
 `;
 
 const OPTIONS = {} as const;
@@ -125,6 +131,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
         `  requests ${s.requests}  read ${s.bytesRead} B  written ${s.bytesWritten} B  errors ${s.errors}` +
         `  reconnects ${s.reconnects}  connections ${s.connections}\n`,
     );
+    if (s.memory) ctx.out(formatMemory(s.memory));
     for (const g of s.guard ?? []) ctx.out(formatGuard(g));
     for (const path of s.paths ?? []) ctx.out(formatPath(path));
     if (s.lease) {
@@ -157,6 +164,26 @@ export function formatPath(p: PathEntry): string {
   }` +
     `  isid ${p.isid} tsih ${p.tsih}  commands ${p.commands}  ${p.bytes} B` +
     `  failures ${p.failures}  reconnects ${p.reconnects}\n`;
+}
+
+/**
+ * The daemon's memory line, MiB.
+ *
+ * @example
+ * ```ts
+ * formatMemory({ rssBytes: 130 << 20, anonBytes: 30 << 20, fileBytes: 100 << 20,
+ *   lockedBytes: 96 << 20, swapBytes: 0, heapUsedBytes: 9 << 20, heapTotalBytes: 12 << 20,
+ *   externalBytes: 2 << 20 });
+ * // "  memory: rss 130.0 MiB  anon 30.0  file 100.0  locked 96.0  swap 0.0  heap 9.0 of 12.0  external 2.0\n"
+ * ```
+ */
+export function formatMemory(m: DaemonMemory): string {
+  const mib = (n: number | undefined) => n === undefined ? "?" : (n / 1048576).toFixed(1);
+  return `  memory: rss ${mib(m.rssBytes)} MiB  anon ${mib(m.anonBytes)}  file ${
+    mib(m.fileBytes)
+  }  locked ${mib(m.lockedBytes)}  swap ${mib(m.swapBytes)}  heap ${mib(m.heapUsedBytes)} of ${
+    mib(m.heapTotalBytes)
+  }  external ${mib(m.externalBytes)}\n`;
 }
 
 export const statusCommand: Command = {

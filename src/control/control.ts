@@ -34,6 +34,7 @@ import { OperationalError } from "../errors.ts";
 import type { ResizeReport } from "../nbd/attach.ts";
 import type { GuardStatus } from "../net/guard.ts";
 import type { LeaseEntry } from "../net/dhcp/acquire.ts";
+import { type ProcessMemory, processMemory } from "../sys/process.ts";
 import { VERSION } from "../version.ts";
 
 /** Where control sockets live. */
@@ -80,6 +81,36 @@ export interface SessionStatus {
   version?: string;
   /** The serving process's executable (`/proc/PID/exe`; " (deleted)" once a package replaced it). */
   executable?: string;
+  /** The serving process's memory now (docs/boot.md "Memory"). */
+  memory?: DaemonMemory;
+}
+
+/**
+ * A daemon's memory: the kernel's counts (/proc/self/status) and V8's
+ * (heap in use and reserved, ArrayBuffer stores outside the heap), bytes.
+ */
+export interface DaemonMemory extends Partial<ProcessMemory> {
+  heapUsedBytes: number;
+  heapTotalBytes: number;
+  externalBytes: number;
+}
+
+/**
+ * This process's {@link DaemonMemory}.
+ *
+ * @example
+ * ```ts
+ * selfMemory().heapUsedBytes; // 9437184
+ * ```
+ */
+export function selfMemory(): DaemonMemory {
+  const v8 = Deno.memoryUsage();
+  return {
+    ...(processMemory() ?? {}),
+    heapUsedBytes: v8.heapUsed,
+    heapTotalBytes: v8.heapTotal,
+    externalBytes: v8.external,
+  };
 }
 
 /** One path of a multipath device, as `status` shows it. */
@@ -186,6 +217,7 @@ export function sessionStatus(p: StatusParts): SessionStatus {
     ...(p.paths ? { paths: p.paths } : {}),
     ...(p.lease ? { lease: p.lease } : {}),
     ...selfIdentity(),
+    memory: selfMemory(),
   };
 }
 

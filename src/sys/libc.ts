@@ -72,6 +72,10 @@ const SYMBOLS = {
   mallopt: { parameters: ["i32", "i32"], result: "i32" },
   // long sysconf(int name): the page size (src/sys/process.ts).
   sysconf: { parameters: ["i32"], result: "i64" },
+  // A private cgroup2 mount where the initramfs has none (src/sys/cgroup.ts):
+  // int mount(src, target, fstype, unsigned long flags, const void *data), umount2(target, flags).
+  mount: { parameters: ["buffer", "buffer", "buffer", "u64", "pointer"], result: "i32" },
+  umount2: { parameters: ["buffer", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The typed symbol table of libc. */

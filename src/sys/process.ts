@@ -330,3 +330,49 @@ export function lockBuffer(buf: Uint8Array): StepResult {
   const p = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
   return libc().mlock(p, BigInt(buf.byteLength)) === 0 ? { ok: true } : refused("mlock", errno());
 }
+
+/** A process's memory as /proc/PID/status counts it, in bytes. */
+export interface ProcessMemory {
+  /** VmRSS: resident, anonymous + file + shared memory. */
+  rssBytes: number;
+  /** RssAnon: resident anonymous memory (the heaps, stacks, malloc). */
+  anonBytes: number;
+  /** RssFile: resident file-backed pages (executable, libraries). */
+  fileBytes: number;
+  /** VmLck: locked (mlock). */
+  lockedBytes: number;
+  /** VmSwap: anonymous memory swapped out. */
+  swapBytes: number;
+}
+
+/**
+ * The memory fields of /proc/PID/status text (`VmRSS:  12345 kB` lines);
+ * null when one is missing (a kernel older than 4.5 has no RssAnon).
+ *
+ * @example
+ * ```ts
+ * parseProcStatusMemory(Deno.readTextFileSync("/proc/self/status"))?.anonBytes; // 26214400
+ * ```
+ */
+export function parseProcStatusMemory(text: string): ProcessMemory | null {
+  const kib = (name: string): number | null => {
+    const m = new RegExp(`^${name}:\\s+(\\d+) kB$`, "m").exec(text);
+    return m ? Number(m[1]) * 1024 : null;
+  };
+  const [rss, anon, file, locked, swap] = ["VmRSS", "RssAnon", "RssFile", "VmLck", "VmSwap"].map(
+    kib,
+  );
+  if (rss === null || anon === null || file === null || locked === null || swap === null) {
+    return null;
+  }
+  return { rssBytes: rss, anonBytes: anon, fileBytes: file, lockedBytes: locked, swapBytes: swap };
+}
+
+/** This process's {@link ProcessMemory} (null without /proc). */
+export function processMemory(): ProcessMemory | null {
+  try {
+    return parseProcStatusMemory(Deno.readTextFileSync("/proc/self/status"));
+  } catch {
+    return null;
+  }
+}

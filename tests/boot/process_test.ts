@@ -1,8 +1,45 @@
 import assert from "node:assert/strict";
 import { assertEquals } from "../helpers/assert.ts";
-import { parseFileMappings } from "../../src/sys/process.ts";
+import { cgroup2Mount } from "../../src/sys/cgroup.ts";
+import { parseFileMappings, parseProcStatusMemory, processMemory } from "../../src/sys/process.ts";
 
 const HELPER = new URL("./process_helper.ts", import.meta.url).pathname;
+
+Deno.test("process: memory fields of /proc/PID/status, in bytes", () => {
+  const text = [
+    "Name:\tdeno",
+    "VmLck:\t   96972 kB",
+    "VmRSS:\t  117600 kB",
+    "RssAnon:\t   24820 kB",
+    "RssFile:\t   92768 kB",
+    "RssShmem:\t      12 kB",
+    "VmSwap:\t       0 kB",
+  ].join("\n");
+  assertEquals(parseProcStatusMemory(text), {
+    rssBytes: 117600 * 1024,
+    anonBytes: 24820 * 1024,
+    fileBytes: 92768 * 1024,
+    lockedBytes: 96972 * 1024,
+    swapBytes: 0,
+  });
+  // A kernel without RssAnon (before 4.5): no partial answer.
+  assert.equal(parseProcStatusMemory(text.replace(/^RssAnon.*$/m, "")), null);
+  const self = processMemory();
+  assert.ok(self && self.rssBytes > 0 && self.anonBytes > 0 && self.anonBytes <= self.rssBytes);
+});
+
+Deno.test("process: the cgroup2 hierarchy's root from /proc/self/mountinfo", () => {
+  const mountinfo = [
+    "22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/vda1 rw",
+    // A bind of a sub-cgroup (a container's view) does not see the whole tree.
+    "30 22 0:26 /system.slice /mnt/sub rw - cgroup2 cgroup2 rw",
+    "31 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec shared:9 - cgroup2 cgroup2 rw,nsdelegate",
+  ].join("\n");
+  assert.equal(cgroup2Mount(mountinfo), "/sys/fs/cgroup");
+  assert.equal(cgroup2Mount("40 22 0:26 / /run/my\\040cg rw - cgroup2 none rw\n"), "/run/my cg");
+  assert.equal(cgroup2Mount(mountinfo.split("\n").slice(0, 2).join("\n")), null);
+  assert.equal(cgroup2Mount(""), null);
+});
 
 Deno.test("process: file-backed mappings from /proc/self/maps text", () => {
   const maps = [

@@ -569,6 +569,14 @@ export interface BootCase {
    * {@link lunPattern} of their number.
    */
   extraLunsMiB?: number[];
+  /** Guest RAM, MiB (default 2048). */
+  memoryMiB?: number;
+  /**
+   * A blank local disk of this many MiB on virtio-blk (the guest's
+   * `/dev/vda`), beside the network boot: swap or scratch space that does
+   * not go through isboot.
+   */
+  localDiskMiB?: number;
 }
 
 /** The content of the extra LUN `lun` of {@link BootCase.extraLunsMiB}. */
@@ -751,6 +759,12 @@ export async function bootDisk(
       await Deno.writeFile(path, lunPattern(lun, mib << 20));
       await tgtd.addLun(tid, { lun, path });
     }
+    const localDisk = `${dir}/local.img`;
+    if (c.localDiskMiB) {
+      const f = await Deno.open(localDisk, { write: true, create: true, truncate: true });
+      await f.truncate(c.localDiskMiB << 20);
+      f.close();
+    }
     if (c.chap !== "none") {
       await tgtd.addChap(
         tid,
@@ -774,7 +788,7 @@ export async function bootDisk(
       netns: ns,
       directBoot: true,
       nic: false,
-      memoryMiB: 2048,
+      memoryMiB: c.memoryMiB ?? 2048,
       timeoutMs: opts.timeoutMs ?? 480_000,
       serialLog: `${dir}/serial.log`,
       onLine: (l) => {
@@ -800,6 +814,14 @@ export async function bootDisk(
         netdev,
         "-device",
         "virtio-net-pci,netdev=n0,bootindex=1",
+        ...(c.localDiskMiB
+          ? [
+            "-drive",
+            `file=${localDisk},if=none,id=local,format=raw,cache=unsafe`,
+            "-device",
+            "virtio-blk-pci,drive=local",
+          ]
+          : []),
         ...(c.secondPath
           ? [
             "-netdev",

@@ -227,7 +227,8 @@ function checkUpgrade(r: BootOutcome, next: string, what: string): void {
   );
   assert.equal(kv.get("upgrade_old_alive"), "no", why);
   assert.equal(kv.get("upgrade_argv0"), "@isboot", why);
-  assert.equal(kv.get("upgrade_cgroup"), "0::/", `the new daemon left apt's cgroup${why}`);
+  // Its own cgroup, kept out of swap (docs/boot.md "Memory"): out of apt's.
+  assert.equal(kv.get("upgrade_cgroup"), "0::/isboot", `the new daemon left apt's cgroup${why}`);
   assert.match(kv.get("upgrade_exe") ?? "", /^\/usr\/lib\/isboot\/deno$|^\/usr\/bin\/isboot$/, why);
   assert.equal(kv.get("upgrade_write_failures"), "0", why);
   assert.equal(kv.get("upgrade_bad_files"), "0", why);
