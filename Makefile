@@ -149,9 +149,10 @@ bench: dist/isboot
 # once with Debian's initramfs-tools + open-iscsi (ISCSI_AUTO=true), once with
 # isboot from its install steps; BENCH_BOOT_N boots of each (default 3),
 # alternating. Stage medians, image sizes and the daemon's idle cost go to
-# docs/bench/boot.json and boot.md (bench/boot.ts). ~2 min a boot under TCG.
+# docs/bench/boot.{json,md,svg}. ~2-3 min a boot under TCG. The script is
+# tests/e2e/boot_bench.ts: it is built on the e2e harness, and bench/ never imports tests/.
 bench-boot: dist/isboot
-	$(DENO) run -A bench/boot.ts
+	$(DENO) run -A tests/e2e/boot_bench.ts
 
 clean:
 	rm -rf dist dist.tmp build
