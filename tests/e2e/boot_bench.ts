@@ -417,8 +417,8 @@ async function report(m: Measured): Promise<void> {
     ["login done, device ready (kernel log: partition scan of sda / nbd0)", (b) => b.deviceS],
     ["switch_root (systemd UserspaceTimestampMonotonic)", (b) => b.switchRootS],
     ["root up (check unit's /proc/uptime)", (b) => b.rootUpS],
-    ["poweroff (kernel log, after 10 s idle sampling)", (b) => b.poweroffS],
-    ["whole VM run (host clock)", (b) => b.vmHostS],
+    ["poweroff (kernel log; isboot's after its daemon's 10 s idle sampling)", (b) => b.poweroffS],
+    ["whole VM run (host clock; isboot's with the 10 s sampling)", (b) => b.vmHostS],
   ];
   const rows = stages.map(([name, f]) => {
     const o = med("open-iscsi", f);
