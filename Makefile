@@ -13,7 +13,7 @@ export DENO_NO_UPDATE_CHECK := 1
 
 SOURCES := main.ts deno.json $(shell find src -name '*.ts' 2>/dev/null)
 
-.PHONY: all deno deps check fmt lint test test-deps unit fuzz soak demo bench install deb clean
+.PHONY: all deno deps check fmt lint test test-deps unit fuzz soak demo bench bench-boot install deb clean
 
 all: dist/isboot
 
@@ -144,6 +144,16 @@ $(DEB): dist/isboot scripts/deb.sh $(wildcard packaging/deb/*) man/isboot.8 READ
 # results go to docs/bench/. BENCH_ARGS=--quick for a short development run.
 bench: dist/isboot
 	bench/bench.sh $(BENCH_ARGS)
+
+# Boot time (never part of `make test`; root, qemu, tgtd, debootstrap as for the
+# e2e tests): the same Debian root booted from the same tgtd LUN by iPXE's iBFT,
+# once with Debian's initramfs-tools + open-iscsi (ISCSI_AUTO=true), once with
+# isboot from its install steps; BENCH_BOOT_N boots of each (default 3),
+# alternating. Stage medians, image sizes and the daemon's idle cost go to
+# docs/bench/boot.{json,md,svg}. ~2-3 min a boot under TCG. The script is
+# tests/e2e/boot_bench.ts: it is built on the e2e harness, and bench/ never imports tests/.
+bench-boot: dist/isboot
+	$(DENO) run -A tests/e2e/boot_bench.ts
 
 clean:
 	rm -rf dist dist.tmp build
