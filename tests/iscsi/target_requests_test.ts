@@ -11,26 +11,18 @@ import assert from "node:assert/strict";
 import { OperationalError } from "../../src/errors.ts";
 import { Logger } from "../../src/log.ts";
 import { loginSession, type Session } from "../../src/iscsi/session.ts";
-import { type SessionConfig } from "../../src/iscsi/session_config.ts";
 import type { ScsiCommand } from "../../src/scsi/transport.ts";
-import { type FakeConn, FakeDisk, type FakePdu, FakeTarget } from "../helpers/fake_target/mod.ts";
+import {
+  type FakeConn,
+  FakeDisk,
+  type FakePdu,
+  fakeSessionConfig,
+  FakeTarget,
+} from "../helpers/fake_target/mod.ts";
+import { until } from "../helpers/wait.ts";
 
 const quiet = new Logger({ quiet: true, sink: () => {} });
 const BLOCK = 512;
-
-function cfg(port: number, extra: Partial<SessionConfig> = {}): SessionConfig {
-  return {
-    portal: { host: "127.0.0.1", port },
-    targetName: "iqn.2026-11.test.isboot:fake",
-    lun: 1,
-    initiatorName: "iqn.2026-11.test.isboot:init",
-    chapAlgorithms: ["md5"],
-    headerDigest: "prefer-none",
-    dataDigest: "prefer-none",
-    nopIntervalMs: 0,
-    ...extra,
-  };
-}
 
 function cdb16(op: number, lba: number, blocks: number): Uint8Array {
   const cdb = new Uint8Array(16);
@@ -57,14 +49,6 @@ function pattern(i: number, bytes: number): Uint8Array {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!ok()) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 /** `n` writes of `blocks` blocks each, `depth` at a time; rejects on the first error. */
 async function writeLoad(s: Session, n: number, blocks: number, depth: number): Promise<void> {
@@ -132,7 +116,7 @@ Deno.test("target requests logout under a QD32 write load: commands held, Logout
     });
   });
   try {
-    const s = await loginSession(cfg(fake.port), quiet);
+    const s = await loginSession(fakeSessionConfig(fake.port), quiet);
     await writeLoad(s, 256, 16, 32);
     checkDisk(disk, 256, 16);
     assert.ok(asked && rejected > 0, `rejected ${rejected}`);
@@ -168,7 +152,7 @@ Deno.test("Rejects that mean 'not now' are resent: the CmdSN taken (fresh CmdSN)
       });
     });
     try {
-      const s = await loginSession(cfg(fake.port), quiet);
+      const s = await loginSession(fakeSessionConfig(fake.port), quiet);
       const r = await s.execute(read16(0, 1));
       assert.equal(r.status, 0);
       assert.ok(r.data.every((x) => x === 0x77));
@@ -199,7 +183,7 @@ Deno.test("Rejects that cannot be resent fail the command with the reason named;
     });
   });
   try {
-    const s = await loginSession(cfg(fake.port), quiet);
+    const s = await loginSession(fakeSessionConfig(fake.port), quiet);
     for (const name of ["command not supported", "invalid PDU field", "protocol error"]) {
       await assert.rejects(
         s.execute(read16(0, 1)),
@@ -238,7 +222,7 @@ Deno.test("a renegotiation request (AsyncEvent 4) is answered by Logout and a ne
     });
   });
   try {
-    const s = await loginSession(cfg(fake.port), quiet);
+    const s = await loginSession(fakeSessionConfig(fake.port), quiet);
     const one = s.execute(read16(0, 1));
     await until("the renegotiation request", () => asked);
     await sleep(20);
@@ -293,7 +277,11 @@ Deno.test("a command the target never completes (NOPs answered) is aborted and r
   const fake = hangingTarget(disk, { hang: 1, tmf: () => 0 }, log);
   try {
     const s = await loginSession(
-      cfg(fake.port, { commandTimeoutMs: 200, nopIntervalMs: 50, nopTimeoutMs: 1000 }),
+      fakeSessionConfig(fake.port, {
+        commandTimeoutMs: 200,
+        nopIntervalMs: 50,
+        nopTimeoutMs: 1000,
+      }),
       quiet,
     );
     const r = await s.execute(read16(0, 1));
@@ -314,7 +302,7 @@ Deno.test("ABORT TASK refused: LOGICAL UNIT RESET, and every task of the LU is r
   // 255: function rejected; the reset is then done (0).
   const fake = hangingTarget(disk, { hang: 2, tmf: (f) => (f === 1 ? 255 : 0) }, log);
   try {
-    const s = await loginSession(cfg(fake.port, { commandTimeoutMs: 200 }), quiet);
+    const s = await loginSession(fakeSessionConfig(fake.port, { commandTimeoutMs: 200 }), quiet);
     const rs = await Promise.all([s.execute(read16(0, 1)), s.execute(read16(1, 1))]);
     for (const r of rs) assert.equal(r.status, 0);
     assert.deepEqual(log, ["command 1", "command 1", "tmf 1", "tmf 5", "command 1", "command 1"]);
@@ -333,7 +321,11 @@ Deno.test("ABORT TASK unanswered escalates to LOGICAL UNIT RESET, then to a reco
   const fake = hangingTarget(disk, { hang: 1, tmf: () => null }, log);
   try {
     const s = await loginSession(
-      cfg(fake.port, { commandTimeoutMs: 200, nopIntervalMs: 50, nopTimeoutMs: 1000 }),
+      fakeSessionConfig(fake.port, {
+        commandTimeoutMs: 200,
+        nopIntervalMs: 50,
+        nopTimeoutMs: 1000,
+      }),
       quiet,
     );
     const r = await s.execute(read16(0, 1));
@@ -385,7 +377,7 @@ Deno.test("LOGICAL UNIT RESET re-issues only the tasks it covered (CmdSN below i
     });
   });
   try {
-    const s = await loginSession(cfg(fake.port, { commandTimeoutMs: 200 }), quiet);
+    const s = await loginSession(fakeSessionConfig(fake.port, { commandTimeoutMs: 200 }), quiet);
     const a = s.execute(read16(0, 1));
     await until("the LOGICAL UNIT RESET", () => log.includes("tmf 5"));
     const b = await s.execute(read16(1, 1));
@@ -442,7 +434,7 @@ Deno.test("a late answer for a task LOGICAL UNIT RESET ended (Data-In and SCSI R
   const lines: string[] = [];
   const logger = new Logger({ sink: (_level, l: string) => lines.push(l) });
   try {
-    const s = await loginSession(cfg(fake.port, { commandTimeoutMs: 200 }), logger);
+    const s = await loginSession(fakeSessionConfig(fake.port, { commandTimeoutMs: 200 }), logger);
     const data = pattern(7, BLOCK);
     const [r, w] = await Promise.all([s.execute(read16(0, 1)), s.execute(write16(2, data))]);
     assert.equal(r.status, 0);
@@ -485,7 +477,7 @@ Deno.test("a Logout the target never answers is bounded: the session drops the c
     });
   });
   try {
-    const s = await loginSession(cfg(fake.port), quiet);
+    const s = await loginSession(fakeSessionConfig(fake.port), quiet);
     const r = await s.execute(read16(0, 1));
     assert.equal(r.status, 0);
     assert.ok(r.data.every((x) => x === 0x2d));
@@ -526,7 +518,7 @@ Deno.test("a Time2Wait beyond the RFC's 3600 s (Async Message, Logout Response) 
       });
     });
     try {
-      const s = await loginSession(cfg(fake.port, { progressIntervalMs: 50 }), log);
+      const s = await loginSession(fakeSessionConfig(fake.port, { progressIntervalMs: 50 }), log);
       const r = s.execute(read16(0, 1)).catch((e) => e);
       await until("the recovery's progress line", () => lines.some((l) => /Time2Wait \(/.test(l)));
       const waits = lines.flatMap((l) => l.match(/Time2Wait \((\d+) s\)/)?.[1] ?? []);
@@ -554,12 +546,15 @@ Deno.test("a ping rejected as 'immediate command reject' (too many immediate com
     });
   });
   try {
-    const s = await loginSession(cfg(fake.port), quiet);
+    const s = await loginSession(fakeSessionConfig(fake.port), quiet);
     const ms = await s.ping(2000);
     assert.ok(ms >= 0);
     assert.equal(rejectedPings, 1);
     // The idle pinger meets two more such Rejects: still the first connection.
-    const t = await loginSession(cfg(fake.port, { nopIntervalMs: 20, nopTimeoutMs: 1000 }), quiet);
+    const t = await loginSession(
+      fakeSessionConfig(fake.port, { nopIntervalMs: 20, nopTimeoutMs: 1000 }),
+      quiet,
+    );
     await until("two rejected idle pings", () => rejectedPings === 3);
     await sleep(100);
     assert.equal(t.reconnects, 0);

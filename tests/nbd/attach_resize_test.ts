@@ -14,32 +14,16 @@ import { attachDevice } from "../../src/nbd/attach.ts";
 import type { ConnectOptions, NbdKernel, ReconfigureOptions } from "../../src/nbd/genl.ts";
 import { libc } from "../../src/sys/libc.ts";
 import { closeFd } from "../../src/sys/socket.ts";
-import { FakeDisk, FakeTarget } from "../helpers/fake_target/mod.ts";
+import { FakeDisk, fakeSessionConfig, FakeTarget } from "../helpers/fake_target/mod.ts";
+import { until } from "../helpers/wait.ts";
 
 const log = new Logger({ quiet: true, sink: () => {} });
 const BACKEND = "iqn.2026-11.test.isboot:fake/1";
 
-async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!ok()) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 async function setUp(kernelRelease: string) {
   const disk = new FakeDisk(2048);
   const fake = new FakeTarget(async (c) => disk.serve(c, await c.acceptLogin()));
-  const t = await openTarget({
-    portal: { host: "127.0.0.1", port: fake.port },
-    targetName: "iqn.2026-11.test.isboot:fake",
-    lun: 1,
-    initiatorName: "iqn.2026-11.test.isboot:init",
-    chapAlgorithms: ["md5"],
-    headerDigest: "prefer-none",
-    dataDigest: "prefer-none",
-    nopIntervalMs: 0,
-  }, { log });
+  const t = await openTarget(fakeSessionConfig(fake.port), { log });
   const reconfigures: { index: number; o: ReconfigureOptions }[] = [];
   // The kernel's ends of the socketpairs, held open as the kernel would.
   const held: number[] = [];

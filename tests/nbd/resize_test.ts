@@ -15,7 +15,7 @@ import { openTarget } from "../../src/iscsi/open_target.ts";
 import { NbdServer } from "../../src/nbd/server.ts";
 import { memoryStreamPair } from "../../src/nbd/stream.ts";
 import { type ExportSize, serveTransmission } from "../../src/nbd/transmission.ts";
-import { FakeDisk, FakeTarget } from "../helpers/fake_target/mod.ts";
+import { FakeDisk, fakeSessionConfig, FakeTarget } from "../helpers/fake_target/mod.ts";
 import { WireClient } from "./wire_client.ts";
 
 const log = new Logger({ quiet: true, sink: () => {} });
@@ -53,16 +53,7 @@ async function errorOf(
 Deno.test("nbd resize: a connected client keeps its size, a new one is told the LUN's grown size", async () => {
   const disk = new FakeDisk(2048);
   const fake = new FakeTarget(async (c) => disk.serve(c, await c.acceptLogin()));
-  const t = await openTarget({
-    portal: { host: "127.0.0.1", port: fake.port },
-    targetName: "iqn.2026-11.test.isboot:fake",
-    lun: 1,
-    initiatorName: "iqn.2026-11.test.isboot:init",
-    chapAlgorithms: ["md5"],
-    headerDigest: "prefer-none",
-    dataDigest: "prefer-none",
-    nopIntervalMs: 0,
-  }, { log });
+  const t = await openTarget(fakeSessionConfig(fake.port), { log });
   const server = new NbdServer({
     exports: [{ name: "lun", device: t.device }],
     log,

@@ -24,6 +24,7 @@ import { pattern } from "../helpers/bytes.ts";
 import { runCli } from "../helpers/cli.ts";
 import { formatPath } from "../../src/cli/status.ts";
 import { startServe } from "../nbd/serve_helper.ts";
+import { until } from "../helpers/wait.ts";
 
 const IQN = "iqn.2026-12.test.isboot:multipath";
 const MiB = 1 << 20;
@@ -109,14 +110,6 @@ class Workload {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, ok: () => boolean, limitMs = 20_000): Promise<void> {
-  const t0 = performance.now();
-  while (!ok()) {
-    if (performance.now() - t0 > limitMs) throw new Error(`${what}: not within ${limitMs} ms`);
-    await sleep(10);
-  }
-}
 
 function breakPath(p: FaultProxy, fault: Fault): void {
   p.refuse(true); // relogins fail until the path is let back
@@ -205,7 +198,7 @@ async function multipathCase(policy: MultipathPolicy, fault: Fault): Promise<voi
       // Fault 1: path A (active) breaks and stays down for 1.5 s.
       const f1 = performance.now();
       breakPath(a, fault);
-      await until("path A seen down", () => mp.paths[0].state === "down");
+      await until("path A seen down", () => mp.paths[0].state === "down", 20_000);
       const bWhileDown = mp.paths[1].commands;
       await sleep(1500);
       assert.equal(mp.paths[0].state, "down", "path A came back while refused");
@@ -223,7 +216,7 @@ async function multipathCase(policy: MultipathPolicy, fault: Fault): Promise<voi
       const f2 = performance.now();
       const aBefore = mp.paths[0].commands;
       breakPath(b, fault);
-      await until("path B seen down", () => mp.paths[1].state === "down");
+      await until("path B seen down", () => mp.paths[1].state === "down", 20_000);
       await sleep(1000);
       assert.ok(mp.paths[0].commands > aBefore, "path A carried nothing after path B broke");
       const f2End = performance.now();
@@ -317,7 +310,7 @@ Deno.test({
           stdout: "piped",
           stderr: "piped",
         }).spawn();
-        await until("path A carries the copy", () => commands[0] >= 40);
+        await until("path A carries the copy", () => commands[0] >= 40, 20_000);
         const before = commands[1];
         a.refuse(true);
         a.cut();
@@ -388,7 +381,7 @@ Deno.test({
         const bBefore = mp.paths[1].commands;
         a.refuse(true);
         a.cut();
-        await until("path A seen down", () => mp.paths[0].state === "down");
+        await until("path A seen down", () => mp.paths[0].state === "down", 20_000);
         await sleep(800);
         assert.ok(mp.paths[1].commands > bBefore, "the late path carried nothing");
         await w.stop();

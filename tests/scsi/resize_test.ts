@@ -9,33 +9,12 @@ import assert from "node:assert/strict";
 import type { SizeRefresh } from "../../src/blockdev.ts";
 import { Logger } from "../../src/log.ts";
 import { type OpenedTarget, openTarget } from "../../src/iscsi/open_target.ts";
-import type { SessionConfig } from "../../src/iscsi/session_config.ts";
 import { BlockRequestError } from "../../src/scsi/errors.ts";
 import { SenseError } from "../../src/scsi/sense.ts";
-import { FakeDisk, FakeTarget } from "../helpers/fake_target/mod.ts";
+import { FakeDisk, fakeSessionConfig, FakeTarget } from "../helpers/fake_target/mod.ts";
+import { until } from "../helpers/wait.ts";
 
 const BLOCK = 512;
-
-function cfg(port: number): SessionConfig {
-  return {
-    portal: { host: "127.0.0.1", port },
-    targetName: "iqn.2026-11.test.isboot:fake",
-    lun: 1,
-    initiatorName: "iqn.2026-11.test.isboot:init",
-    chapAlgorithms: ["md5"],
-    headerDigest: "prefer-none",
-    dataDigest: "prefer-none",
-    nopIntervalMs: 0,
-  };
-}
-
-async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!ok()) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** A fake target with a `blocks`-block disk, its log lines, and the READ CAPACITY(16)s it got. */
 async function setUp(blocks: number) {
@@ -51,7 +30,7 @@ async function setUp(blocks: number) {
   const log = new Logger({ debug: true, sink: (level, l) => lines.push(`${level}: ${l}`) });
   let t: OpenedTarget;
   try {
-    t = await openTarget(cfg(fake.port), { log });
+    t = await openTarget(fakeSessionConfig(fake.port), { log });
   } catch (e) {
     await fake.close();
     throw e;

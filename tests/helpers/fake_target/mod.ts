@@ -45,6 +45,7 @@
  * ```
  */
 import { defaultCrc32c } from "../../../src/iscsi/digest.ts";
+import type { SessionConfig } from "../../../src/iscsi/session_config.ts";
 import { FakeConn } from "./conn.ts";
 import type { Account } from "./login.ts";
 import { FakeDisk } from "./disk.ts";
@@ -74,6 +75,30 @@ export {
   serveLogin,
 } from "./login.ts";
 export type { Scenario, ScenarioOptions } from "./scenarios.ts";
+
+/**
+ * The session configuration the scripted tests log in with: a fake target at
+ * 127.0.0.1:`port`, LUN 1, CHAP MD5 allowed, no digests, no NOP-Outs; `extra`
+ * overrides.
+ *
+ * @example
+ * ```ts
+ * const s = await Session.open(fakeSessionConfig(fake.port, { recoveryTimeoutMs: 0 }), log);
+ * ```
+ */
+export function fakeSessionConfig(port: number, extra: Partial<SessionConfig> = {}): SessionConfig {
+  return {
+    portal: { host: "127.0.0.1", port },
+    targetName: "iqn.2026-11.test.isboot:fake",
+    lun: 1,
+    initiatorName: "iqn.2026-11.test.isboot:init",
+    chapAlgorithms: ["md5"],
+    headerDigest: "prefer-none",
+    dataDigest: "prefer-none",
+    nopIntervalMs: 0,
+    ...extra,
+  };
+}
 
 /** What a script does with one accepted connection (`index`: 0 for the first). */
 export type Script = (c: FakeConn, index: number) => Promise<void>;
