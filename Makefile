@@ -57,7 +57,7 @@ test: test-deps check dist/isboot
 
 # The runs kept out of `make test` for their time (their names say "(make
 # soak)"): the four e2e boots of the harness's own images, the network case
-# of a static ifupdown stanza, 28 of the 45 fault-matrix rows, the live
+# of a static ifupdown stanza, 30 of the 48 fault-matrix rows, the live
 # package upgrade by apt in a booted root, and the memory-pressure boots of 4
 # minutes (no swap; swap on a local disk).
 # `make test` proves the same paths with the user-path boots (package, make

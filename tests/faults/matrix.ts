@@ -103,6 +103,8 @@ export interface FaultContext {
   server: ServerKind;
   /** Work the fault left running (awaited before cleanup). */
   background: Promise<unknown>[];
+  /** The NBD server's process id. */
+  serverPid: number;
   /**
    * Set by a fault whose recovery is a sequence the proxy can see (a Logout,
    * a task management exchange): the row waits for it, then for the next
@@ -125,6 +127,11 @@ export interface Fault {
   inject(ctx: FaultContext): Promise<void>;
   /** Extra `isboot serve` options the row needs (not given to qemu-nbd). */
   serverArgs?: string[];
+  /**
+   * Start the server in a memory cgroup of its own (cgroup v1: every page it
+   * touches from its start is charged there), for a fault that limits it.
+   */
+  ownMemoryCgroup?: boolean;
   /** Requests the client keeps in flight (default: 8 for seq-write-fua, 16 for the others). */
   depth?: number;
   /** The fault must be overcome on the same connection: a new one fails the row. */
@@ -135,6 +142,50 @@ export interface Fault {
    * the next status on either path (qemu-nbd serves the first path alone).
    */
   secondPath?: boolean;
+}
+
+/** How long the memory-cap row holds the cap before the row waits for recovery. */
+const MEMORY_SQUEEZE_MS = 4_000;
+/**
+ * What the memory-cap row lets the server grow by. Measured growth over the
+ * 4 s: 0-3 MiB; with no headroom at all the random workloads ended in an OOM
+ * kill (docs/faults.md, "Memory pressure").
+ */
+const MEMORY_HEADROOM = 16 << 20;
+/** The cgroup v1 memory controller's mount. */
+const MEMCG = "/sys/fs/cgroup/memory";
+
+/**
+ * Limit the memory cgroup `pid` runs in ({@link Fault.ownMemoryCgroup}:
+ * every page it has touched is charged there) to what it holds now plus
+ * `headroom`. `release()` lifts the limit and reads what happened.
+ */
+async function squeezeMemory(pid: number, headroom: number): Promise<{
+  release(): Promise<{ limitMiB: number; grewMiB: number; failcnt: number; oomKills: number }>;
+}> {
+  const cg = (await Deno.readTextFile(`/proc/${pid}/cgroup`)).match(/^\d+:memory:(\S+)$/m)?.[1];
+  const dir = cg && /\/isboot-matrix-[0-9a-f]+$/.test(cg)
+    ? `${MEMCG}${cg.replace(/^.*(\/isboot-matrix-)/, "$1")}`
+    : undefined;
+  if (!dir) throw new Error(`the server is not in a memory cgroup of its own (${cg ?? "none"})`);
+  const r = async (f: string) => (await Deno.readTextFile(`${dir}/${f}`)).trim();
+  const usage = Number(await r("memory.usage_in_bytes"));
+  await Deno.writeTextFile(`${dir}/memory.max_usage_in_bytes`, "0");
+  await Deno.writeTextFile(`${dir}/memory.limit_in_bytes`, String(usage + headroom));
+  return {
+    async release() {
+      const failcnt = Number(await r("memory.failcnt"));
+      const peak = Number(await r("memory.max_usage_in_bytes"));
+      const oomKills = Number(/^oom_kill (\d+)$/m.exec(await r("memory.oom_control"))?.[1] ?? 0);
+      await Deno.writeTextFile(`${dir}/memory.limit_in_bytes`, "-1");
+      return {
+        limitMiB: Math.round((usage + headroom) / (1 << 20)),
+        grewMiB: Math.round(Math.max(0, peak - usage) / (1 << 20)),
+        failcnt,
+        oomKills,
+      };
+    },
+  };
 }
 
 function delay(ms: number): Promise<void> {
@@ -247,6 +298,31 @@ export const FAULTS: Fault[] = [
         match: (p) => p.dataSegmentLength > 100 && (p.opcode === OPCODE_DATA_IN || p.opcode <= 5),
       });
       note(`flipped data byte 100 of opcode 0x${r.pdu.opcode.toString(16)} ${direction}`);
+    },
+  },
+  {
+    // The server capped at what it holds plus a little (its memory cgroup's
+    // limit; no swap): any growth past that is reclaimed from its own pages
+    // or ends in an OOM kill. It must keep serving on the same connection
+    // and never be killed (docs/faults.md, "Memory pressure").
+    name: `memory cap (server limited to its charge + ${MEMORY_HEADROOM >> 20} MiB, no swap)`,
+    breaksConnection: false,
+    keepsConnection: true,
+    ownMemoryCgroup: true,
+    inject: async ({ serverPid, note, fail, background }) => {
+      const squeeze = await squeezeMemory(serverPid, MEMORY_HEADROOM);
+      await delay(MEMORY_SQUEEZE_MS);
+      background.push(
+        squeeze.release().then((r) => {
+          note(
+            `capped at ${r.limitMiB} MiB for ${
+              MEMORY_SQUEEZE_MS / 1000
+            }+ s: grew ${r.grewMiB} MiB, ` +
+              `limit hit ${r.failcnt} times`,
+          );
+          if (r.oomKills > 0) fail(`the server's cgroup had ${r.oomKills} OOM kill(s)`);
+        }),
+      );
     },
   },
   {
@@ -498,6 +574,8 @@ export async function runRow(
   let childExited: Deno.CommandStatus | undefined;
   let client: Deno.ChildProcess | undefined;
   let rssTimer: ReturnType<typeof setInterval> | undefined;
+  /** The server's own memory cgroup (Fault.ownMemoryCgroup), removed at the end. */
+  let memcg: string | undefined;
   const serverOut: string[] = [];
   const background: Promise<unknown>[] = [];
   let failed = false;
@@ -545,8 +623,22 @@ export async function runRow(
       ...fault.serverArgs ?? [],
       ...(proxy2 ? ["--portal", `127.0.0.1:${proxy2.port}`, "--multipath", "failover"] : []),
     ]);
-    child = new Deno.Command(sc.cmd, {
-      args: sc.args,
+    if (fault.ownMemoryCgroup) {
+      if (!(await exists(`${MEMCG}/memory.limit_in_bytes`))) {
+        throw new Error(`no cgroup v1 memory controller at ${MEMCG} for the server's own cgroup`);
+      }
+      memcg = `${MEMCG}/isboot-matrix-${crypto.randomUUID().slice(0, 8)}`;
+      await Deno.mkdir(memcg);
+    }
+    // In its own memory cgroup: the shell joins it, then becomes the server.
+    const spawned = memcg
+      ? {
+        cmd: "sh",
+        args: ["-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', memcg, sc.cmd, ...sc.args],
+      }
+      : sc;
+    child = new Deno.Command(spawned.cmd, {
+      args: spawned.args,
       cwd: ROOT,
       stdin: "null",
       stdout: "piped",
@@ -599,7 +691,17 @@ export async function runRow(
     await withTimeout(nextStatus(performance.now()), LIMITS.startMs, "first SCSI status");
     await delay(500);
     const connAtFault = proxy.accepted;
-    const ctx: FaultContext = { proxy, tgt, tid, workload, note, fail, server, background };
+    const ctx: FaultContext = {
+      proxy,
+      tgt,
+      tid,
+      workload,
+      note,
+      fail,
+      server,
+      background,
+      serverPid: pid,
+    };
     await withTimeout(fault.inject(ctx), 10_000, "injecting the fault");
     const t0 = performance.now();
 
@@ -706,6 +808,7 @@ export async function runRow(
       }
       await child.status.catch(() => {});
     }
+    if (memcg) await Deno.remove(memcg).catch(() => {});
     const late = serverOut.filter((l) => /late .* ended by task management/.test(l)).length;
     if (late) note(`${late} late answer(s) for tasks task management ended, dropped`);
     if (!row.pass && serverOut.length) {
