@@ -16,6 +16,9 @@
  * - `netroot=dhcp`: the target is the lease's root path (option 17, RFC 4173
  *   form); implies `ip=dhcp` when no `ip=` says otherwise.
  * - `rd.neednet`: accepted; isboot brings the network up for its targets anyway.
+ * - `vlan=NAME:PHYS` (dracut's form, repeatable): the 802.1Q link NAME on PHYS
+ *   for `ip=NAME:dhcp`; the VLAN id is NAME's trailing number (`eth0.5`,
+ *   `vlan0005`, `vlan5`).
  * - `nameserver=IP` (repeatable).
  * - `rd.iscsi.initiator=IQN`: the initiator name (overrides the iBFT's).
  * - `netroot=iscsi:[USER:PASS[:RUSER:RPASS]@]SERVER:PROTO:PORT:LUN:TARGET`
@@ -58,6 +61,13 @@ import { splitKernelCmdline } from "./kernel_args.ts";
 
 export type Digest = "crc32c" | "none";
 
+/** A `vlan=NAME:PHYS` link: made on PHYS with id `id` when a DHCP request names it. */
+export interface VlanSpec {
+  readonly name: string;
+  readonly parent: string;
+  readonly id: number;
+}
+
 /** One `ip=` DHCP request: on `iface`, or on any interface with carrier. */
 export interface DhcpSpec {
   readonly iface?: string;
@@ -85,6 +95,8 @@ export interface BootCmdline {
   readonly netrootDhcp: boolean;
   /** ip= forms isboot does not act on (dhcp6, auto6, ...), for a warning. */
   readonly ipIgnored: readonly string[];
+  /** vlan=NAME:PHYS links. */
+  readonly vlans: readonly VlanSpec[];
   readonly nameservers: readonly IpAddress[];
   readonly device?: string;
   readonly timeoutMs: number;
@@ -144,6 +156,7 @@ export const GENERAL_OPTIONS = [
   "rd.iscsi.in.password",
   "root",
   "rd.neednet",
+  "vlan",
   "isboot",
 ] as const;
 type GeneralOption = typeof GENERAL_OPTIONS[number];
@@ -213,6 +226,7 @@ export function parseBootCmdline(line: string): BootCmdline {
   const dhcp: DhcpSpec[] = [];
   const ipIgnored: string[] = [];
   let netrootDhcp = false;
+  const vlans: VlanSpec[] = [];
   const nameservers: IpAddress[] = [];
   const unknown: string[] = [];
   const chap: { user?: string; secret?: string; mutualUser?: string; mutualSecret?: string } = {};
@@ -260,6 +274,17 @@ export function parseBootCmdline(line: string): BootCmdline {
           continue;
         case "rd.neednet":
           continue;
+        case "vlan": {
+          const m = /^([A-Za-z0-9_.-]{1,15}):([A-Za-z0-9_.-]{1,15})$/.exec(v);
+          const id = m ? /(?:\.|^vlan)0*(\d{1,4})$/.exec(m[1]) : null;
+          if (!m || !id || Number(id[1]) < 1 || Number(id[1]) > 4094) {
+            throw new InvalidInputError(
+              `vlan=${v}: expected NAME:PHYS with the VLAN id (1..4094) at NAME's end (eth0.5, vlan0005)`,
+            );
+          }
+          vlans.push({ name: m[1], parent: m[2], id: Number(id[1]) });
+          continue;
+        }
         case "rd.iscsi.username":
           chap.user = v;
           continue;
@@ -397,6 +422,7 @@ export function parseBootCmdline(line: string): BootCmdline {
     dhcp: netrootDhcp && dhcp.length === 0 && ip.length === 0 && !ipFromIbft ? [{}] : dhcp,
     netrootDhcp,
     ipIgnored,
+    vlans,
     nameservers,
     ...(device !== undefined ? { device } : {}),
     timeoutMs,

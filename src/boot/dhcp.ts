@@ -23,7 +23,7 @@ import { leaseOn, nicFromLease, redactRootPath } from "../net/dhcp/acquire.ts";
 import type { Lease } from "../net/dhcp/message.ts";
 import type { Link, Rtnetlink } from "../net/rtnetlink.ts";
 import { parseNetRoot } from "../iscsi/root_path.ts";
-import type { DhcpSpec } from "./cmdline.ts";
+import type { DhcpSpec, VlanSpec } from "./cmdline.ts";
 import type { BootTarget } from "./spec.ts";
 
 /** How long one interface is asked in a round when several are tried. */
@@ -39,10 +39,13 @@ export interface DhcpResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** The Ethernet links `req` may use (not VLAN links: ip= names no VLAN here), in index order. */
+/**
+ * The links `req` may use, in index order: VLAN links only when named
+ * (`ip=eth0.5:dhcp`); every other link with a hardware address for `ip=dhcp`.
+ */
 function candidates(rt: Rtnetlink, req: DhcpSpec): Link[] {
   return rt.links()
-    .filter((l) => l.name !== "lo" && l.mac !== null && l.kind !== "vlan")
+    .filter((l) => l.name !== "lo" && l.mac !== null && (l.kind !== "vlan" || l.name === req.iface))
     .filter((l) => (req.iface ? l.name === req.iface : true))
     .filter((l) => (req.mac ? l.mac === req.mac : true))
     .sort((a, b) => a.index - b.index);
@@ -58,11 +61,13 @@ function candidates(rt: Rtnetlink, req: DhcpSpec): Link[] {
 export async function dhcpNetwork(
   rt: Rtnetlink,
   requests: readonly DhcpSpec[],
-  o: { log: Logger; deadline: number; hostname?: string },
+  o: { log: Logger; deadline: number; hostname?: string; vlans?: readonly VlanSpec[] },
 ): Promise<DhcpResult> {
   let last = "";
   for (;;) {
     for (const req of requests) {
+      const vlan = o.vlans?.find((v) => v.name === req.iface);
+      if (vlan) makeVlan(rt, vlan);
       const links = candidates(rt, req);
       for (const l of links) rt.setUp(l.index);
       // One named interface: wait for its carrier inside leaseOn. Any: those with carrier now.
@@ -83,7 +88,12 @@ export async function dhcpNetwork(
               formatIp(lease.serverId)
             }, ${lease.leaseSeconds} s`,
           );
-          const nic = nicFromLease(lease, l);
+          let nic = nicFromLease(lease, l);
+          if (l.kind === "vlan" && l.parentIndex !== null) {
+            // configureNic finds the hardware link by MAC, then its VLAN link.
+            const parent = rt.link(l.parentIndex);
+            nic = { ...nic, mac: parent.mac, ifname: parent.name, vlan: l.vlanId ?? 0 };
+          }
           return { lease, link: l, nic: req.mtu ? { ...nic, mtu: req.mtu } : nic };
         } catch (e) {
           if (!(e instanceof IsbootError)) throw e;
@@ -100,6 +110,16 @@ export async function dhcpNetwork(
     }
     await sleep(250);
   }
+}
+
+/** Make `v` on its parent (once the parent exists), both up; an existing link is kept. */
+function makeVlan(rt: Rtnetlink, v: VlanSpec): void {
+  const links = rt.links();
+  if (links.some((l) => l.name === v.name)) return;
+  const parent = links.find((l) => l.name === v.parent);
+  if (!parent) return; // not there yet: the next round tries again
+  rt.setUp(parent.index);
+  rt.setUp(rt.createVlan(parent.index, v.name, v.id));
 }
 
 /**

@@ -237,7 +237,11 @@ export async function runBoot(
           "a live upgrade of a boot whose network came from DHCP is not supported",
         );
       }
-      dhcp = await dhcpNetwork(rt, spec.dhcp.requests, { log, deadline });
+      dhcp = await dhcpNetwork(rt, spec.dhcp.requests, {
+        log,
+        deadline,
+        vlans: spec.dhcp.vlans,
+      });
       configs.unshift({ ...dhcp.nic, dns: [...dhcp.nic.dns, ...cmd.nameservers] });
       if (spec.dhcp.rootPath) targets = [targetFromLease(dhcp.lease), ...targets];
       for (const t of targets) {

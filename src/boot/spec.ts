@@ -19,7 +19,7 @@ import { makeBootPlan } from "../ibft/plan.ts";
 import { type IpAddress, parseIp } from "../net/addr.ts";
 import type { NicConfig } from "../net/configure.ts";
 import type { NetRoot } from "../iscsi/root_path.ts";
-import type { BootCmdline, DhcpSpec } from "./cmdline.ts";
+import type { BootCmdline, DhcpSpec, VlanSpec } from "./cmdline.ts";
 
 /**
  * One target to log in to: a root path's fields (from `netroot=` or the
@@ -42,7 +42,12 @@ export interface BootSpec {
    * `netroot=dhcp`): the interfaces to try, and whether the lease's root path
    * is a target (it goes before the `netroot=iscsi:` targets).
    */
-  readonly dhcp?: { readonly requests: readonly DhcpSpec[]; readonly rootPath: boolean };
+  readonly dhcp?: {
+    readonly requests: readonly DhcpSpec[];
+    readonly rootPath: boolean;
+    /** `vlan=` links the requests may name. */
+    readonly vlans: readonly VlanSpec[];
+  };
   /** The plan in a few printable lines (no secrets). */
   readonly lines: readonly string[];
 }
@@ -136,7 +141,7 @@ export function resolveBoot(cmd: BootCmdline, ibft: LoadedIbft | null): BootSpec
   );
   let dhcp: BootSpec["dhcp"];
   if ((!ibft || nics.length === 0) && cmd.dhcp.length) {
-    dhcp = { requests: cmd.dhcp, rootPath: cmd.netrootDhcp };
+    dhcp = { requests: cmd.dhcp, rootPath: cmd.netrootDhcp, vlans: cmd.vlans };
     const where = cmd.dhcp.map((d) => d.iface ?? "any interface with carrier").join(", ");
     lines.push(
       `network from DHCP on ${where}${cmd.netrootDhcp ? "; target from its root path" : ""}`,

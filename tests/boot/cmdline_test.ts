@@ -186,3 +186,15 @@ Deno.test("cmdline: the DHCP forms: ip=dhcp, ip=IFACE:dhcp[:MTU[:MAC]], netroot=
     "ip=IFACE:dhcp",
   );
 });
+
+Deno.test("cmdline: vlan=NAME:PHYS for a DHCP request on a VLAN", () => {
+  const c = parseBootCmdline("vlan=eth0.5:eth0 vlan=vlan0042:ens3 ip=eth0.5:dhcp netroot=dhcp");
+  assertEquals(c.vlans, [
+    { name: "eth0.5", parent: "eth0", id: 5 },
+    { name: "vlan0042", parent: "ens3", id: 42 },
+  ]);
+  assertEquals(c.dhcp, [{ iface: "eth0.5" }]);
+  for (const bad of ["vlan=eth0", "vlan=foo:eth0", "vlan=eth0.0:eth0", "vlan=eth0.4095:eth0"]) {
+    assertThrows(() => parseBootCmdline(bad), InvalidInputError, "vlan=", bad);
+  }
+});

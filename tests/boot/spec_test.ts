@@ -185,7 +185,7 @@ Deno.test("spec: a DHCP boot: no NIC or target until the lease; the iBFT's NIC w
   );
   assertEquals(s.nics, []);
   assertEquals(s.targets, []);
-  assertEquals(s.dhcp, { requests: [{}], rootPath: true });
+  assertEquals(s.dhcp, { requests: [{}], rootPath: true, vlans: [] });
   assert.match(
     s.lines.join("\n"),
     /network from DHCP on any interface with carrier; target from its root path/,
@@ -197,7 +197,7 @@ Deno.test("spec: a DHCP boot: no NIC or target until the lease; the iBFT's NIC w
     ),
     null,
   );
-  assertEquals(t.dhcp, { requests: [{ iface: "ens3" }], rootPath: false });
+  assertEquals(t.dhcp, { requests: [{ iface: "ens3" }], rootPath: false, vlans: [] });
   assertEquals(t.targets.length, 1);
   // No initiator name: refused before anything is touched.
   assertThrows(
