@@ -152,7 +152,7 @@ bench: dist/isboot
 # alternating. Stage medians, image sizes and the daemon's idle cost go to
 # docs/bench/boot.{json,md,svg}. ~2-3 min a boot under TCG. The script is
 # tests/e2e/boot_bench.ts: it is built on the e2e harness, and bench/ never imports tests/.
-bench-boot: dist/isboot
+bench-boot: test-deps dist/isboot
 	$(DENO) run -A tests/e2e/boot_bench.ts
 
 clean:
