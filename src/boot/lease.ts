@@ -25,13 +25,29 @@
 import type { Logger } from "../log.ts";
 import { formatIp, type IpAddress } from "../net/addr.ts";
 import type { ConfiguredNic } from "../net/configure.ts";
-import { type DhcpTransport, LeaseKeeper } from "../net/dhcp/client.ts";
+import { type DhcpTransport, LeaseKeeper, leaseTimes } from "../net/dhcp/client.ts";
 import { type LeaseEntry, macBytes } from "../net/dhcp/acquire.ts";
 import type { Lease } from "../net/dhcp/message.ts";
 import { UdpTransport } from "../net/dhcp/socket.ts";
 
 /** Where systemd-networkd keeps the lease of interface IFINDEX (relative to the root). */
 export const NETWORKD_LEASES = "/run/systemd/netif/leases";
+
+/**
+ * Where `l` stands on the keeper's clock (RFC 2131 §4.4.5's states): bound
+ * until T1, renewing until T2, rebinding until its end, then expired.
+ */
+function phase(l: Lease): string {
+  const { renewAt, rebindAt, expiresAt } = leaseTimes(l);
+  const now = performance.timeOrigin + performance.now();
+  return now < renewAt
+    ? "bound"
+    : now < rebindAt
+    ? "renewing"
+    : now < expiresAt
+    ? "rebinding"
+    : "expired";
+}
 
 /** The lease keeper as the daemon holds it. */
 export interface BootLease {
@@ -72,7 +88,6 @@ export function startBootLease(
   o: { log: Logger; root: string },
 ): BootLease {
   const { log } = o;
-  let state = "bound";
   let lease: Lease = first;
   let handedOver = false;
   let renewals = 0;
@@ -101,7 +116,6 @@ export function startBootLease(
       send(payload: Uint8Array, to: "broadcast" | IpAddress) {
         if (!handedOver && networkdHolds()) {
           handedOver = true;
-          state = "handed over";
           log.info(
             `${nic.ifname}: systemd-networkd holds a DHCP lease for it; it renews from now on`,
           );
@@ -121,7 +135,6 @@ export function startBootLease(
           const changed = formatIp(l.address) !== formatIp(lease.address);
           lease = l;
           renewals++;
-          state = "bound";
           if (changed) {
             // The root disk's connections use the old address: keep it; say so.
             log.error(
@@ -131,7 +144,6 @@ export function startBootLease(
           } else log.info(`${nic.ifname}: DHCP lease renewed, ${l.leaseSeconds} s`);
         },
         nak() {
-          state = "bound";
           log.error(
             `${nic.ifname}: the DHCP server refused the lease of ${
               formatIp(lease.address)
@@ -140,15 +152,12 @@ export function startBootLease(
           );
         },
         expired(l) {
-          state = "expired";
           log.error(
             `${nic.ifname}: the DHCP lease of ${formatIp(l.address)} has expired; ` +
               `the address stays (the root disk uses it); asking again`,
           );
         },
         log: (line) => {
-          if (/renew/i.test(line)) state = "renewing";
-          if (/rebind/i.test(line)) state = "rebinding";
           log.debug(`${nic.ifname}: DHCP: ${line}`);
         },
       },
@@ -168,7 +177,7 @@ export function startBootLease(
         obtained: new Date(l.obtainedAt).toISOString(),
         expires: new Date(l.obtainedAt + l.leaseSeconds * 1000).toISOString(),
         renewals,
-        state,
+        state: handedOver ? "handed over" : phase(l),
       };
     },
     stop,
