@@ -22,6 +22,7 @@ import { dnsmasqArgs } from "../net/dnsmasq.ts";
 import { runCommand } from "../helpers/cli.ts";
 import {
   buildInitrd,
+  cutRelay,
   E2E_DIR,
   ensureBaseImage,
   INITIATOR_IQN,
@@ -160,13 +161,7 @@ Deno.test({
         ].join(" "),
         onLine: (l) => {
           // The check unit's forced reconnect: end the relayed connection.
-          if (l.includes("ISBOOT-VM: reconnect=now") && tgtd) {
-            cuts.push(
-              new Deno.Command("pkill", {
-                args: ["-f", `^/bin/busybox nc 127\\.0\\.0\\.1 ${tgtd.port}$`],
-              }).output().then((o) => o.code),
-            );
-          }
+          if (l.includes("ISBOOT-VM: reconnect=now") && tgtd) cuts.push(cutRelay(tgtd.port));
         },
         qemuArgs: [
           "-netdev",

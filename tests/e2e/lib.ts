@@ -548,6 +548,18 @@ export async function startTgtd(ns: NetNs): Promise<Tgtd> {
   }
 }
 
+/**
+ * End the iSCSI connection the guest has through a relay to tgtd's `port`
+ * (a guestfwd's, or the DHCP boot's `busybox nc -e`): kill the relay, one
+ * process a connection. Resolves with pkill's status: 0 when it ended one.
+ */
+export async function cutRelay(port: number): Promise<number> {
+  const o = await new Deno.Command("pkill", {
+    args: ["-f", `^/bin/busybox nc 127\\.0\\.0\\.1 ${port}$`],
+  }).output();
+  return o.code;
+}
+
 /** One boot to run. */
 export interface BootCase {
   firmware: "bios" | "uefi";
@@ -794,13 +806,7 @@ export async function bootDisk(
       onLine: (l) => {
         // The check script asks for a forced reconnect: end the iSCSI
         // connection by killing its guestfwd relay (qemu starts one a connection).
-        if (l.includes("ISBOOT-VM: reconnect=now") && tgtd) {
-          cuts.push(
-            new Deno.Command("pkill", {
-              args: ["-f", `^/bin/busybox nc 127\\.0\\.0\\.1 ${tgtd.port}$`],
-            }).output().then((o) => o.code),
-          );
-        }
+        if (l.includes("ISBOOT-VM: reconnect=now") && tgtd) cuts.push(cutRelay(tgtd.port));
         // A cable pull the guest asks for: qemu's set_link on that NIC.
         const link = /ISBOOT-VM: link=(n[01]):(on|off)\b/.exec(l);
         if (link) links.push(qmp(qmpSocket, "set_link", { name: link[1], up: link[2] === "on" }));
