@@ -4,4 +4,8 @@
  */
 import { main } from "./src/cli/main.ts";
 
-Deno.exit(await main(Deno.args));
+const code = await main(Deno.args);
+// Exit once this module's evaluation has ended, not inside it: deno writes the
+// V8 code cache of the main module then, and the initramfs hooks make the
+// image's cache by running isboot once (docs/boot.md, "Start-up").
+setTimeout(() => Deno.exit(code), 0);

@@ -31,7 +31,11 @@ else
 # Deno refuses /proc, /sys and /dev without -A.
 here=$(dirname "$(readlink -f "$0")")
 export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1
-[ -n "${DENO_DIR:-}" ] || export DENO_DIR=/run/isboot/deno-cache
+# An initramfs carries a V8 code cache made when the image was built
+# (deno-cache beside this launcher): the first start skips compiling the bundle.
+if [ -z "${DENO_DIR:-}" ]; then
+  if [ -d "$here/deno-cache" ]; then export DENO_DIR="$here/deno-cache"; else export DENO_DIR=/run/isboot/deno-cache; fi
+fi
 exec "$here/deno" run -A --quiet --v8-flags=@V8FLAGS@ --no-config --no-lock --no-remote --no-npm "$here/isboot.js" "$@"
 LAUNCHER
   sed -i "s/@V8FLAGS@/$v8flags/" "$out.tmp/isboot"

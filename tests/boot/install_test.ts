@@ -123,6 +123,19 @@ for (const kind of ["mkinitramfs", "dracut"] as const) {
             /^here=\/usr\/lib\/isboot$/m,
             "the launcher in the image has fixed paths",
           );
+          // The V8 code cache made in the image for the bundle at its boot path.
+          assert.doesNotMatch(r.stderr, /no V8 code cache/);
+          const cache = `${root}/usr/lib/isboot/deno-cache`;
+          let cached = false;
+          for await (const e of Deno.readDir(cache)) {
+            if (!e.name.startsWith("v8_code_cache")) continue;
+            const bytes = await Deno.readFile(`${cache}/${e.name}`);
+            cached ||= new TextDecoder("latin1").decode(bytes).includes(
+              "file:///usr/lib/isboot/isboot.js",
+            );
+          }
+          assert.ok(cached, "the image's code cache holds the bundle at /usr/lib/isboot/isboot.js");
+          assert.ok(!(await exists(`${cache}/cmdline`)), "the warm-up's command line is gone");
         }
         // The image's own isboot, with the libraries the hook copied, inside the image.
         const version = (await run("chroot", [root, "/usr/bin/isboot", "--version"])).trim();

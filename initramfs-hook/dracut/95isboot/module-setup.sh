@@ -52,6 +52,32 @@ isboot_is_launcher() {
     [[ $(head -c 2 "$1") == "#!" ]]
 }
 
+# A V8 code cache of the bundle, made in the image (chroot: the paths it has
+# at boot, which the cache is keyed by) with the launcher ($1)'s V8 flags, so
+# that the start at boot does not compile the bundle. deno writes the cache once
+# the bundle has run; up to 3 runs should one end first. Optional.
+isboot_code_cache() {
+    local cache=/usr/lib/isboot/deno-cache flags why _
+    flags=$(sed -n 's/.*--v8-flags=\([^ ]*\) .*/\1/p' "$1")
+    mkdir -p "$initdir$cache" && echo isboot=off > "$initdir$cache/cmdline"
+    for _ in 1 2 3; do
+        why=$(DENO_DIR=$cache DENO_NO_UPDATE_CHECK=1 chroot "$initdir" /usr/lib/isboot/deno run -A \
+            --quiet --v8-flags="$flags" --no-config --no-lock --no-remote --no-npm \
+            /usr/lib/isboot/isboot.js boot --cmdline "$cache/cmdline" 2>&1 > /dev/null) || break
+        why="deno wrote no code cache"
+        isboot_has_code_cache && break
+    done
+    rm -f "$initdir$cache/cmdline"
+    if ! isboot_has_code_cache; then
+        dwarn "isboot: no V8 code cache in the image (isboot will start slower)${why:+: $(echo "$why" | tail -n 1)}"
+        rm -rf "${initdir:?}$cache"
+    fi
+}
+
+isboot_has_code_cache() {
+    grep -aqsF "file:///usr/lib/isboot/isboot.js" "$initdir"/usr/lib/isboot/deno-cache/v8_code_cache*
+}
+
 # Stop dracut: the image it would build cannot boot.
 isboot_fatal() {
     dfatal "isboot: cannot add isboot to the initramfs: $*"
@@ -128,13 +154,17 @@ install() {
     if isboot_is_launcher "$real"; then
         # Bundle form: deno (with its libraries), the bundle, and a launcher
         # with fixed paths (no readlink/dirname needed at boot).
-        inst_binary "$dir/deno" /usr/lib/isboot/deno || isboot_fatal "copying $dir/deno failed"
+        # Its libraries now, not at dracut's lazy resolution at the end: the
+        # code cache below runs it in the image.
+        DRACUT_RESOLVE_DEPS=1 inst_binary "$dir/deno" /usr/lib/isboot/deno \
+            || isboot_fatal "copying $dir/deno failed"
         inst_simple "$dir/isboot.js" /usr/lib/isboot/isboot.js \
             || isboot_fatal "copying $dir/isboot.js failed"
         sed 's|^here=.*|here=/usr/lib/isboot|' "$real" > "$initdir/usr/lib/isboot/isboot" \
             && chmod 0755 "$initdir/usr/lib/isboot/isboot" \
             && ln_r /usr/lib/isboot/isboot /usr/bin/isboot \
             || isboot_fatal "writing the launcher /usr/lib/isboot/isboot failed"
+        isboot_code_cache "$real"
     else
         inst_binary "$real" /usr/bin/isboot || isboot_fatal "copying $real failed"
     fi
