@@ -22,6 +22,10 @@
  * bench also reads the `@isboot` daemon's memory and CPU time and counts its
  * context switches over 10 s once the root is up.
  *
+ * BENCH_BOOT_VARIANT="WORDS" adds a third series in the same run: the isboot
+ * image booted with WORDS added to its kernel command line (e.g.
+ * `isboot.poll_us=0`), reported against the plain isboot boots.
+ *
  * Output: docs/bench/boot.json, docs/bench/boot.md (BENCH_BOOT_OUT to write
  * elsewhere). Build products are cached in build/bench-boot keyed by inputs.
  *
@@ -43,6 +47,8 @@ const dec = new TextDecoder();
 const WORK = `${ROOT}build/bench-boot`;
 const N = Number(Deno.env.get("BENCH_BOOT_N") ?? "3");
 const OUT = Deno.env.get("BENCH_BOOT_OUT") ?? `${ROOT}docs/bench`;
+/** Kernel command line words of the optional third series (see the module doc). */
+const VARIANT = (Deno.env.get("BENCH_BOOT_VARIANT") ?? "").trim();
 /** The zstd level mkinitramfs uses by default (COMPRESS=zstd, no COMPRESSLEVEL). */
 const ZSTD_LEVEL = 9;
 
@@ -90,6 +96,8 @@ systemctl poweroff --no-block
 `;
 
 type Kind = "open-iscsi" | "isboot";
+/** A series of boots: an image, or the isboot image with BENCH_BOOT_VARIANT. */
+type Series = Kind | "variant";
 
 interface Image {
   kind: Kind;
@@ -192,7 +200,7 @@ async function unpackedBytes(initrd: string): Promise<number> {
 
 /** One boot's stages, seconds since the kernel started (host: since qemu started). */
 interface Boot {
-  kind: Kind;
+  kind: Series;
   run: number;
   ok: boolean;
   reason: string;
@@ -223,8 +231,8 @@ function kernelTime(serial: string, re: RegExp): number | null {
   return null;
 }
 
-async function bootOne(img: Image, run: number): Promise<Boot> {
-  const dir = await Deno.makeTempDir({ dir: WORK, prefix: `run-${img.kind}-` });
+async function bootOne(img: Image, run: number, series: Series = img.kind): Promise<Boot> {
+  const dir = await Deno.makeTempDir({ dir: WORK, prefix: `run-${series}-` });
   try {
     const disk = `${dir}/disk.img`;
     await ok("cp", ["--sparse=always", img.disk, disk]);
@@ -233,7 +241,7 @@ async function bootOne(img: Image, run: number): Promise<Boot> {
       initramfs: "initramfs-tools",
       chap: "none",
       // The last ip= wins in initramfs-tools' parsing of /proc/cmdline.
-      append: img.kind === "open-iscsi" ? "ip=dhcp" : "",
+      append: img.kind === "open-iscsi" ? "ip=dhcp" : series === "variant" ? VARIANT : "",
     };
     const t0 = performance.now();
     let firstKernel: number | null = null;
@@ -255,7 +263,7 @@ async function bootOne(img: Image, run: number): Promise<Boot> {
     const root = kv.get("root") ?? "";
     const okBoot = r.vm.result === "PASS" && /^\/dev\/(nbd0p1|sd[a-z]1)$/.test(root);
     return {
-      kind: img.kind,
+      kind: series,
       run,
       ok: okBoot,
       reason: okBoot ? "" : `${r.vm.timedOut ? "timed out; " : ""}root=${root} ${r.vm.reason}`,
@@ -280,7 +288,7 @@ async function bootOne(img: Image, run: number): Promise<Boot> {
   } finally {
     // The serial log of a failed boot stays for a look.
     const serial = `${dir}/serial.log`;
-    if (await exists(serial)) await Deno.copyFile(serial, `${WORK}/last-${img.kind}.serial.log`);
+    if (await exists(serial)) await Deno.copyFile(serial, `${WORK}/last-${series}.serial.log`);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
@@ -345,6 +353,8 @@ interface Measured {
   boots: Boot[];
   runs: number;
   loadavg: string;
+  /** BENCH_BOOT_VARIANT of the run ("" or absent: none). */
+  variant?: string;
 }
 
 async function measure(): Promise<Measured> {
@@ -380,6 +390,11 @@ async function measure(): Promise<Measured> {
       boots.push(b);
       console.log(`${kind} #${i + 1}: ${JSON.stringify(b)}`);
     }
+    if (VARIANT) {
+      const b = await bootOne(images.isboot, i + 1, "variant");
+      boots.push(b);
+      console.log(`isboot ${VARIANT} #${i + 1}: ${JSON.stringify(b)}`);
+    }
   }
   const m: Measured = {
     sizes,
@@ -388,6 +403,7 @@ async function measure(): Promise<Measured> {
     boots,
     runs: N,
     loadavg: (await Deno.readTextFile("/proc/loadavg")).trim(),
+    variant: VARIANT,
   };
   await Deno.writeTextFile(`${WORK}/measured.json`, JSON.stringify(m, null, 2) + "\n");
   return m;
@@ -397,8 +413,8 @@ async function measure(): Promise<Measured> {
 async function report(m: Measured): Promise<void> {
   const { sizes, denoBytes, denoCompressed, boots } = m;
   const N = m.runs;
-  const good = (k: Kind) => boots.filter((b) => b.kind === k && b.ok);
-  const med = (k: Kind, f: (b: Boot) => number | null | undefined) => median(good(k).map(f));
+  const good = (k: Series) => boots.filter((b) => b.kind === k && b.ok);
+  const med = (k: Series, f: (b: Boot) => number | null | undefined) => median(good(k).map(f));
   const stages: [string, (b: Boot) => number | null | undefined][] = [
     [
       "kernel + initrd fetched by iPXE (host clock, qemu start → first kernel line)",
@@ -408,7 +424,7 @@ async function report(m: Measured): Promise<void> {
     [
       "iSCSI step starts (open-iscsi: iscsi_ibft loaded; isboot: its first JS line, ready − own split)",
       (b) =>
-        b.kind === "isboot"
+        b.kind !== "open-iscsi"
           ? (b.deviceS !== null && b.split
             ? b.deviceS - b.split.startup - b.split.network - b.split.login - b.split.attach
             : null)
@@ -438,6 +454,24 @@ async function report(m: Measured): Promise<void> {
   const idleS = med("isboot", (b) => b.daemon?.idle_s);
   const wakeups = idleSwitches !== null && idleS ? idleSwitches / idleS : null;
 
+  // The third series (BENCH_BOOT_VARIANT), against the plain isboot boots.
+  const cpuS = (k: Series) =>
+    med(
+      k,
+      (b) => b.daemon?.cpu_ticks && b.daemon.clk_tck ? b.daemon.cpu_ticks / b.daemon.clk_tck : null,
+    );
+  const wakeS = (k: Series) =>
+    med(k, (b) => b.daemon?.idle_s ? (b.daemon.idle_switches ?? NaN) / b.daemon.idle_s : null);
+  const variantRows: [string, number | null, number | null][] = m.variant && good("variant").length
+    ? [
+      ...stages.map(([name, f]) =>
+        [name, med("isboot", f), med("variant", f)] as [string, number | null, number | null]
+      ),
+      ["isboot's start-up (own split)", split.startup, med("variant", (b) => b.split?.startup)],
+      ["daemon CPU time when the root is up (s)", cpuS("isboot"), cpuS("variant")],
+      ["daemon context switches/s, root idle", wakeS("isboot"), wakeS("variant")],
+    ]
+    : [];
   const res = {
     meta: {
       date: new Date().toISOString(),
@@ -452,6 +486,14 @@ async function report(m: Measured): Promise<void> {
     split,
     daemon,
     idle: { switches: idleSwitches, seconds: idleS, wakeupsPerS: wakeups },
+    ...(variantRows.length
+      ? {
+        variant: {
+          cmdline: m.variant,
+          rows: variantRows.map(([stage, isboot, variant]) => ({ stage, isboot, variant })),
+        },
+      }
+      : {}),
     boots,
   };
   await Deno.mkdir(OUT, { recursive: true });
@@ -553,6 +595,18 @@ async function report(m: Measured): Promise<void> {
     "| target | measured | met? |",
     "|---|---|---|",
     ...targets.map((t) => `| ${t.join(" | ")} |`),
+    ...(variantRows.length
+      ? [
+        "",
+        `isboot with \`${m.variant}\` added to its kernel command line, in the same run (${
+          good("variant").length
+        } boots, after each pair):`,
+        "",
+        `| stage | isboot | isboot, ${m.variant} | ratio |`,
+        "|---|---:|---:|---:|",
+        ...variantRows.map(([name, a, v]) => `| ${name} | ${f2(a)} | ${f2(v)} | ${ratio(v, a)} |`),
+      ]
+      : []),
     ...(failed.length
       ? ["", "Failed boots:", ...failed.map((b) => `- ${b.kind} #${b.run}: ${b.reason}`)]
       : []),
