@@ -85,11 +85,16 @@ if [ -n "$pid" ]; then
   say d_cpu_ticks=$(awk '{ print $14 + $15 }' /proc/$pid/stat)
   say d_clk_tck=$(getconf CLK_TCK)
   sw() { cat /proc/$pid/task/*/status | awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { n += $2 } END { print n }'; }
-  a=$(sw); t0=$(cut -d' ' -f1 /proc/uptime)
+  # Per thread (name:switches), and the root disk's completed requests: was the root idle?
+  per() { for t in /proc/$pid/task/*; do echo "$(cat $t/comm | tr -d ' '):$(awk '/ctxt_switches/ { n += $2 } END { print n }' $t/status)"; done | tr '\n' ' '; }
+  ios() { awk '{ print $1 + $5 }' /sys/block/nbd0/stat 2> /dev/null || echo 0; }
+  a=$(sw); pa=$(per); ia=$(ios); t0=$(cut -d' ' -f1 /proc/uptime)
   sleep 10
-  b=$(sw); t1=$(cut -d' ' -f1 /proc/uptime)
+  b=$(sw); pb=$(per); ib=$(ios); t1=$(cut -d' ' -f1 /proc/uptime)
   say d_idle_switches=$((b - a))
   say d_idle_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+  say d_idle_ios=$((ib - ia))
+  say idle_threads=before $pa after $pb
 fi
 echo "ISBOOT-VM-RESULT: PASS" > /dev/ttyS0
 systemctl poweroff --no-block
@@ -220,6 +225,8 @@ interface Boot {
   vmHostS: number;
   split: { startup: number; network: number; login: number; attach: number } | null;
   daemon: Record<string, number> | null;
+  /** The daemon's threads (name:context switches) before and after the idle 10 s. */
+  idleThreads?: string;
 }
 
 function kernelTime(serial: string, re: RegExp): number | null {
@@ -284,6 +291,7 @@ async function bootOne(img: Image, run: number, series: Series = img.kind): Prom
         }
         : null,
       daemon: Object.keys(daemon).length ? daemon : null,
+      idleThreads: kv.get("idle_threads") ?? "",
     };
   } finally {
     // The serial log of a failed boot stays for a look.
@@ -343,6 +351,21 @@ function svgChart(
   });
   out.push("</svg>", "");
   return out.join("\n");
+}
+
+/**
+ * "before A:1 B:2 after A:4 B:2" (thread name:context switches; a name may
+ * repeat) as "A +3, B +0", threads in /proc order.
+ */
+function threadDeltas(s: string): string {
+  const m = /^before (.*) after (.*)$/.exec(s.trim());
+  if (!m) return "–";
+  const parse = (x: string) => x.trim().split(/\s+/).filter(Boolean).map((t) => t.split(":"));
+  const a = parse(m[1]), b = parse(m[2]);
+  return b.map(([name, n], i) => {
+    const before = a[i]?.[0] === name ? Number(a[i][1]) : 0;
+    return `${name} +${Number(n) - before}`;
+  }).join(", ");
 }
 
 /** What a run measured, before any summary (build/bench-boot/measured.json). */
@@ -453,6 +476,8 @@ async function report(m: Measured): Promise<void> {
   const idleSwitches = med("isboot", (b) => b.daemon?.idle_switches);
   const idleS = med("isboot", (b) => b.daemon?.idle_s);
   const wakeups = idleSwitches !== null && idleS ? idleSwitches / idleS : null;
+  const idleIos = med("isboot", (b) => b.daemon?.idle_ios);
+  const threadLines = good("isboot").map((b) => `#${b.run}: ${threadDeltas(b.idleThreads ?? "")}`);
 
   // The third series (BENCH_BOOT_VARIANT), against the plain isboot boots.
   const cpuS = (k: Series) =>
@@ -590,7 +615,10 @@ async function report(m: Measured): Promise<void> {
       f2(
         daemon.cpu_ticks !== null && daemon.clk_tck ? daemon.cpu_ticks / daemon.clk_tck : null,
       )
-    } s; ${f2(idleSwitches, 0)} context switches in ${f2(idleS, 1)} s idle.`,
+    } s; ${f2(idleSwitches, 0)} context switches in ${f2(idleS, 1)} s idle, while the root disk ` +
+    `completed ${f2(idleIos, 0)} requests. Context switches per thread over those seconds: ${
+      threadLines.join("; ") || "–"
+    }.`,
     "",
     "| target | measured | met? |",
     "|---|---|---|",
