@@ -15,10 +15,10 @@
  *    again (stage "flusher"), keeping argv[0] `@isboot` — systemd's mark for
  *    "root storage daemon: do not kill at switch_root or shutdown".
  * 3. The daemon runs the sequence, moves to its own cgroup kept out of swap
- *    (else at least out of its unit's cgroup), locks its file
- *    mappings, sets oom_score_adj -1000, opens /dev/kmsg, says READY, chdirs
- *    to /, ignores SIGTERM/SIGINT/SIGHUP, and serves until the kernel device
- *    goes away.
+ *    (else at least out of its unit's cgroup), sets oom_score_adj -1000,
+ *    chdirs to /, ignores SIGTERM/SIGINT/SIGHUP, opens /dev/kmsg, says
+ *    READY, then locks its file mappings (off the boot's critical path) and
+ *    serves until the kernel device goes away.
  * A step the kernel refuses (no CAP_SYS_RESOURCE in a container) is logged
  * and skipped.
  *
@@ -172,31 +172,33 @@ export function kmsgSink(): LogSink | null {
   };
 }
 
+function report(log: Logger, what: string, r: StepResult): void {
+  if (r.ok) log.info(`${what}: done${r.detail ? ` (${r.detail})` : ""}`);
+  else log.warn(`${what}: skipped: ${r.error}`);
+}
+
 /**
- * Make this process the root-storage daemon: lock file mappings, OOM score
- * -1000, chdir /, ignore termination signals. Each refused step is logged.
+ * Make this process the root-storage daemon: own cgroup, OOM score -1000,
+ * chdir /, ignore termination signals. Each refused step is logged. Its file
+ * mappings are locked by {@link lockDaemonFiles}, after READY.
  */
 export function becomeRootStorageDaemon(log: Logger): void {
-  const report = (what: string, r: StepResult) => {
-    if (r.ok) log.info(`${what}: done${r.detail ? ` (${r.detail})` : ""}`);
-    else log.warn(`${what}: skipped: ${r.error}`);
-  };
+  const step = (what: string, r: StepResult) => report(log, what, r);
   const flusher = Deno.env.get(FLUSHER_ENV);
   if (flusher === FLUSHER_INHERIT) {
-    report("PR_SET_IO_FLUSHER", { ok: true, detail: "inherited from the launcher's thread" });
+    step("PR_SET_IO_FLUSHER", { ok: true, detail: "inherited from the launcher's thread" });
   } else if (flusher === "ok") {
-    report("PR_SET_IO_FLUSHER", { ok: true, detail: "set, then re-exec" });
+    step("PR_SET_IO_FLUSHER", { ok: true, detail: "set, then re-exec" });
   } else if (flusher !== undefined) {
-    report("PR_SET_IO_FLUSHER", { ok: false, error: flusher });
+    step("PR_SET_IO_FLUSHER", { ok: false, error: flusher });
   }
   // The daemon's own cgroup, out of swap (src/sys/cgroup.ts); where that is
   // refused, at least out of the unit that started it.
   const noSwap = enterNoSwapCgroup();
-  report("own cgroup, never swapped", noSwap);
-  if (!noSwap.ok) report("leave the starting unit's cgroup", leaveUnitCgroup());
-  report("oom_score_adj -1000", setOomScoreAdj(-1000));
-  report("mlock file mappings", lockFileMappings());
-  report(
+  step("own cgroup, never swapped", noSwap);
+  if (!noSwap.ok) step("leave the starting unit's cgroup", leaveUnitCgroup());
+  step("oom_score_adj -1000", setOomScoreAdj(-1000));
+  step(
     "malloc: fixed mmap threshold",
     limitMallocRetention() ? { ok: true } : { ok: false, error: "mallopt refused" },
   );
@@ -212,4 +214,15 @@ export function becomeRootStorageDaemon(log: Logger): void {
       () => log.info(`${sig} ignored: this process serves the root disk`),
     );
   }
+}
+
+/**
+ * Lock every file-backed mapping (deno's text, libc, ICU data: ~94 MiB), so
+ * that serving never page-faults on a file. Called right after READY, off
+ * the boot's critical path: under qemu TCG it takes about a second, and in
+ * the initramfs the files are in RAM until then anyway (docs/boot.md, "Why a
+ * launcher, a child, and a re-exec").
+ */
+export function lockDaemonFiles(log: Logger): void {
+  report(log, "mlock file mappings", lockFileMappings());
 }

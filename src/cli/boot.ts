@@ -22,6 +22,7 @@ import {
   FLUSHER_ENV,
   kmsgSink,
   launchDaemon,
+  lockDaemonFiles,
   needsFlusherReexec,
   STAGE_ENV,
   T0_ENV,
@@ -256,6 +257,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     const kmsg = kmsgSink();
     if (inDaemon) tellLauncher(`READY ${booted.device} ${ms}`);
     if (kmsg) log.setSink(kmsg);
+    lockDaemonFiles(log);
     log.info(`serving ${booted.device} as the root-storage daemon (pid ${Deno.pid})`);
     await booted.attached.done;
     lease?.stop();
