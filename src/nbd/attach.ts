@@ -14,7 +14,7 @@ import { FdStream } from "../sys/reactor.ts";
 import { pageSize } from "../sys/process.ts";
 import { closeFd, socketPair } from "../sys/socket.ts";
 import { SysError } from "../sys/errno.ts";
-import { IoBudget } from "./buffers.ts";
+import { IoBudget, reserveIoBuffers } from "./buffers.ts";
 import { transmissionFlags } from "./export.ts";
 import type { NbdKernel } from "./genl.ts";
 import { nbdDevicePath, readNbdSysfs } from "./sysfs.ts";
@@ -270,6 +270,11 @@ async function hookUp(
     // The kernel took its own references (sockfd_lookup); ours are not needed.
     for (const fd of theirs) closeFd(fd);
   }
+  // One memory bound for all of the device's sockets, its buffers reserved
+  // before the first request is read (docs/boot.md, "Memory"); not before the
+  // kernel took the sockets, since a busy device is tried again (backend.ts).
+  const budget = new IoBudget();
+  reserveIoBuffers(budget, o.log);
   const drain = new AbortController();
   const finished = ours.map(() => false);
   const streams: ByteStream[] = [];
@@ -311,7 +316,6 @@ async function hookUp(
     });
   }
   const label = `nbd${index}`;
-  const budget = new IoBudget(); // one memory bound for all of the device's sockets
   const devPath = nbdDevicePath(index);
   let kernelSize = initialKernelSize;
   // The end requests are checked against: the kernel's, grown before the
