@@ -12,10 +12,11 @@ import { OperationalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { FdStream } from "../sys/reactor.ts";
 import { pageSize } from "../sys/process.ts";
-import { closeFd, socketPair } from "../sys/socket.ts";
+import { closeFd, setSocketBuffers, socketPair } from "../sys/socket.ts";
 import { SysError } from "../sys/errno.ts";
 import { IoBudget, reserveIoBuffers } from "./buffers.ts";
 import { transmissionFlags } from "./export.ts";
+import { NBD_SOCKET_BUFFERS } from "./listen.ts";
 import type { NbdKernel } from "./genl.ts";
 import { nbdDevicePath, readNbdSysfs } from "./sysfs.ts";
 import {
@@ -255,6 +256,8 @@ async function hookUp(
       const [a, b] = socketPair();
       ours.push(a);
       theirs.push(b);
+      setSocketBuffers(a, NBD_SOCKET_BUFFERS);
+      setSocketBuffers(b, NBD_SOCKET_BUFFERS);
     }
   } catch (e) {
     for (const fd of [...ours, ...theirs]) closeFd(fd);

@@ -10,12 +10,20 @@ import { OperationalError } from "../../src/errors.ts";
 import { errnoName, SysError } from "../../src/sys/errno.ts";
 import { libc } from "../../src/sys/libc.ts";
 import {
+  AF_INET,
   closeFd,
+  getIntOption,
   isNonBlocking,
+  openSocket,
   setNonBlocking,
+  setSocketBuffers,
   SHUT_WR,
   shutdownFd,
+  SO_RCVBUF,
+  SO_SNDBUF,
+  SOCK_STREAM,
   socketPair,
+  SOL_SOCKET,
 } from "../../src/sys/socket.ts";
 import { holdReclaimableSlack } from "../../src/sys/process.ts";
 import {
@@ -79,6 +87,28 @@ Deno.test("setNonBlocking toggles O_NONBLOCK", () => {
   } finally {
     closeFd(a);
     closeFd(b);
+  }
+});
+
+Deno.test("setSocketBuffers: fixed sizes on a unix and a TCP socket, past net.core.*mem_max as root", () => {
+  const [a, b] = socketPair();
+  const tcp = openSocket(AF_INET, SOCK_STREAM, 0);
+  try {
+    for (const fd of [a, tcp]) {
+      const before = getIntOption(fd, SOL_SOCKET, SO_SNDBUF);
+      const got = setSocketBuffers(fd, { send: 3 << 20, receive: 3 << 20 });
+      // The kernel doubles what it is asked (its bookkeeping); 3 MiB is not a
+      // default anywhere, so the doubled value shows the call took effect.
+      assert.notEqual(before, 6 << 20);
+      const max = Number(Deno.readTextFileSync("/proc/sys/net/core/wmem_max"));
+      const want = Deno.uid() === 0 ? 6 << 20 : Math.min(3 << 20, max) * 2;
+      assert.deepEqual(got, { send: want, receive: want });
+      assert.equal(getIntOption(fd, SOL_SOCKET, SO_RCVBUF), want);
+    }
+  } finally {
+    closeFd(a);
+    closeFd(b);
+    closeFd(tcp);
   }
 });
 
