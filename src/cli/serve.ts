@@ -6,6 +6,7 @@ import type { BlockDevice } from "../blockdev.ts";
 import { InvalidInputError, OperationalError, UsageError } from "../errors.ts";
 import { MemoryDevice, parseSize } from "../memory_device.ts";
 import { describeAddr, listenNbd, type NbdListener, parseListenAddress } from "../nbd/listen.ts";
+import { IoBudget, reserveIoBuffers } from "../nbd/buffers.ts";
 import { NbdServer } from "../nbd/server.ts";
 import { limitMallocRetention } from "../sys/process.ts";
 import { openTarget } from "../iscsi/open_target.ts";
@@ -133,6 +134,10 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
     throw e;
   }
   const name = v["export-name"] ?? backend.name;
+  // Every request's buffers come from a reserve filled now, before the first
+  // client: serving allocates nothing large (docs/boot.md, "Memory").
+  const budget = new IoBudget();
+  reserveIoBuffers(budget, log);
   const server = new NbdServer({
     exports: [{
       name,
@@ -141,6 +146,7 @@ async function run(args: string[], ctx: CommandContext): Promise<number> {
       readOnly: v["read-only"],
     }],
     log,
+    budget,
     // A LUN grown on the target is what the next client is told (docs/nbd.md).
     refreshSizeOnConnect: true,
   });

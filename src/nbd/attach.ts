@@ -12,10 +12,11 @@ import { OperationalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { FdStream } from "../sys/reactor.ts";
 import { pageSize } from "../sys/process.ts";
-import { closeFd, socketPair } from "../sys/socket.ts";
+import { closeFd, setSocketBuffers, socketPair } from "../sys/socket.ts";
 import { SysError } from "../sys/errno.ts";
-import { IoBudget } from "./buffers.ts";
+import { IoBudget, reserveIoBuffers } from "./buffers.ts";
 import { transmissionFlags } from "./export.ts";
+import { NBD_SOCKET_BUFFERS } from "./listen.ts";
 import type { NbdKernel } from "./genl.ts";
 import { nbdDevicePath, readNbdSysfs } from "./sysfs.ts";
 import {
@@ -255,6 +256,8 @@ async function hookUp(
       const [a, b] = socketPair();
       ours.push(a);
       theirs.push(b);
+      setSocketBuffers(a, NBD_SOCKET_BUFFERS);
+      setSocketBuffers(b, NBD_SOCKET_BUFFERS);
     }
   } catch (e) {
     for (const fd of [...ours, ...theirs]) closeFd(fd);
@@ -270,6 +273,11 @@ async function hookUp(
     // The kernel took its own references (sockfd_lookup); ours are not needed.
     for (const fd of theirs) closeFd(fd);
   }
+  // One memory bound for all of the device's sockets, its buffers reserved
+  // before the first request is read (docs/boot.md, "Memory"); not before the
+  // kernel took the sockets, since a busy device is tried again (backend.ts).
+  const budget = new IoBudget();
+  reserveIoBuffers(budget, o.log);
   const drain = new AbortController();
   const finished = ours.map(() => false);
   const streams: ByteStream[] = [];
@@ -311,7 +319,6 @@ async function hookUp(
     });
   }
   const label = `nbd${index}`;
-  const budget = new IoBudget(); // one memory bound for all of the device's sockets
   const devPath = nbdDevicePath(index);
   let kernelSize = initialKernelSize;
   // The end requests are checked against: the kernel's, grown before the

@@ -15,7 +15,14 @@
 import { OperationalError, UsageError } from "../errors.ts";
 import { parseIp } from "../net/addr.ts";
 import { type FdListener, FdStream, listenTcp, listenUnix } from "../sys/reactor.ts";
-import { IPPROTO_TCP, localAddress, setIntOption, TCP_NODELAY } from "../sys/socket.ts";
+import {
+  IPPROTO_TCP,
+  localAddress,
+  setIntOption,
+  setSocketBuffers,
+  type SocketBuffers,
+  TCP_NODELAY,
+} from "../sys/socket.ts";
 import { type ByteStream, denoConnStream } from "../sys/stream.ts";
 
 export type ListenAddress =
@@ -74,12 +81,33 @@ export interface NbdListener {
   close(): void;
 }
 
+/**
+ * Kernel buffers of every NBD unix socket (setSocketBuffers; the kernel
+ * doubles them): a client's accepted connection here, both ends of each
+ * socketpair the kernel's nbd device gets (attach.ts). For a unix socket the sender's
+ * buffer is all the kernel holds of the stream; 256 KiB is about Linux's
+ * default (net.core.wmem_default, 208 KiB), now fixed whatever the sysctl
+ * says. Larger measured no faster (2 MiB: 1 MiB reads no better, and 2 MiB
+ * of replies waited in the socket; docs/performance.md has the same for
+ * nbdcopy).
+ */
+export const NBD_SOCKET_BUFFERS: SocketBuffers = { send: 128 << 10, receive: 128 << 10 };
+
+/**
+ * A client's TCP connection: a window for a real network, as an iSCSI
+ * connection has (iscsi/connection.ts SOCKET_BUFFERS, 2 MiB each once
+ * doubled). A listener on a host name (Deno.listen) keeps the kernel's.
+ */
+export const NBD_TCP_SOCKET_BUFFERS: SocketBuffers = { send: 1 << 20, receive: 1 << 20 };
+
 function reactorListener(l: FdListener, addr: Deno.Addr): NbdListener {
   return {
     addr,
     async *[Symbol.asyncIterator]() {
       for await (const fd of l) {
-        if (addr.transport === "tcp") setIntOption(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+        const tcp = addr.transport === "tcp";
+        if (tcp) setIntOption(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+        setSocketBuffers(fd, tcp ? NBD_TCP_SOCKET_BUFFERS : NBD_SOCKET_BUFFERS);
         yield new FdStream(fd);
       }
     },

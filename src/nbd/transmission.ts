@@ -426,12 +426,13 @@ export class Transmission {
     this.#execute(req, payload).then(
       () => {
         // The device is done with a payload once its write resolved; after
-        // a failure it may still be queued somewhere below, so it is dropped.
+        // a failure it may still be queued somewhere below, so it is retired.
         if (payload) this.#pool.put(payload);
         // A read's bytes stay counted until its reply is written (#holdUntilWritten).
         this.#release(req.type === NBD_CMD_READ ? 0 : cost);
       },
       (e) => {
+        if (payload) this.#pool.retire(payload);
         const errno = nbdErrnoOf(e);
         this.#log.debug(() =>
           `${this.#label}: ${NBD_CMD_NAMES[req.type]} ${req.offset}+${req.length}: ${
@@ -548,14 +549,19 @@ export class Transmission {
    * An aligned READ on a device with readInto: the data goes straight into
    * a pooled buffer behind room for the reply header, and header and data
    * leave in one write; the buffer returns to the pool once written. After a
-   * failed read the buffer is dropped, not pooled (the device may still
-   * hold it). Nothing is allocated per request in steady state.
+   * failed read the buffer is retired, not reused at once (the device may
+   * still hold it). Nothing is allocated per request in steady state.
    */
   async #readReply(req: NbdRequest): Promise<void> {
     const dev = this.device;
     const hlen = this.structured ? STRUCTURED_READ_HEADER_SIZE : NBD_SIMPLE_REPLY_SIZE;
     const buf = this.#pool.get(hlen + req.length);
-    await dev.readInto!(BigInt(req.offset), buf.subarray(hlen));
+    try {
+      await dev.readInto!(BigInt(req.offset), buf.subarray(hlen));
+    } catch (e) {
+      this.#pool.retire(buf);
+      throw e;
+    }
     if (this.opts.counters) this.opts.counters.bytesRead += req.length;
     if (this.structured) {
       writeStructuredReadHeader(buf, 0, req.handleHi, req.handleLo, req.offset, req.length);

@@ -68,6 +68,8 @@ const SYMBOLS = {
   execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   // mlock takes raw addresses: ranges from /proc/self/maps, or a buffer's pointer value.
   mlock: { parameters: ["u64", "usize"], result: "i32" },
+  // int madvise(void *addr, size_t length, int advice): a lazily freed reserve (src/sys/process.ts).
+  madvise: { parameters: ["u64", "usize", "i32"], result: "i32" },
   // int mallopt(int param, int value): malloc tuning (src/sys/process.ts).
   mallopt: { parameters: ["i32", "i32"], result: "i32" },
   // long sysconf(int name): the page size (src/sys/process.ts).

@@ -331,6 +331,62 @@ export function lockBuffer(buf: Uint8Array): StepResult {
   return libc().mlock(p, BigInt(buf.byteLength)) === 0 ? { ok: true } : refused("mlock", errno());
 }
 
+/** madvise(2): the kernel may free these pages whenever it needs memory (Linux 4.5). */
+const MADV_FREE = 8;
+
+/**
+ * Memory held for the kernel to take back: see {@link holdReclaimableSlack}.
+ */
+export interface ReclaimableSlack {
+  /** Bytes held (whole pages). */
+  readonly bytes: number;
+  /** Bytes the kernel has taken back so far (their pages read as zeroes now). */
+  taken(): number;
+}
+
+/**
+ * Touch `bytes` of anonymous memory, then give it to the kernel with
+ * MADV_FREE: it stays charged to this process (and its cgroup) until the
+ * kernel needs memory, and then it is the first thing reclaim takes — with
+ * no swap, since lazily freed pages are dropped, not written out. Memory
+ * this process must still get while capped at what it holds (V8's JIT code
+ * and compiler zones, its heap's next page: growth no buffer reserve can
+ * cover) then comes out of this instead of ending in an OOM kill. The pages
+ * are never written again, so each can be taken once; `taken()` counts them
+ * (a page the kernel freed reads as zeroes, and reading it maps the shared
+ * zero page, which costs nothing). Refused (kernel before 4.5, or the
+ * memory is locked) it returns the error.
+ *
+ * @example
+ * ```ts
+ * const s = holdReclaimableSlack(8 << 20);
+ * if ("error" in s) log.warn(s.error); else log.info(`${s.slack.taken()} bytes taken so far`);
+ * ```
+ */
+export function holdReclaimableSlack(
+  bytes: number,
+): { slack: ReclaimableSlack } | { error: string } {
+  const page = pageSize();
+  const buf = new Uint8Array(bytes + page);
+  const at = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+  const skip = Number((BigInt(page) - (at % BigInt(page))) % BigInt(page));
+  const body = buf.subarray(skip, skip + Math.floor(bytes / page) * page);
+  for (let p = 0; p < body.length; p += page) body[p] = 1; // resident, charged
+  if (libc().madvise(at + BigInt(skip), BigInt(body.length), MADV_FREE) !== 0) {
+    return { error: new SysError("madvise(MADV_FREE)", errno()).message };
+  }
+  return {
+    slack: {
+      bytes: body.length,
+      taken() {
+        let n = 0;
+        for (let p = 0; p < body.length; p += page) if (body[p] === 0) n += page;
+        return n;
+      },
+    },
+  };
+}
+
 /** A process's memory as /proc/PID/status counts it, in bytes. */
 export interface ProcessMemory {
   /** VmRSS: resident, anonymous + file + shared memory. */

@@ -53,6 +53,7 @@ import {
   openSocket,
   setIntOption,
   setNonBlocking,
+  setSocketBuffers,
   SHUT_WR,
   SO_REUSEADDR,
   SOCK_CLOEXEC,
@@ -60,6 +61,7 @@ import {
   SOCK_STREAM,
   sockaddrInet,
   sockaddrUnix,
+  type SocketBuffers,
   SOL_SOCKET,
   TCP_NODELAY,
 } from "./socket.ts";
@@ -676,8 +678,9 @@ export class FdListener {
 }
 
 /**
- * Connect a TCP socket (TCP_NODELAY on) through the reactor, waiting at most
- * `timeoutMs`. Throws SysError (ECONNREFUSED, ETIMEDOUT, ...).
+ * Connect a TCP socket (TCP_NODELAY on, `buffers` fixed if given: see
+ * setSocketBuffers) through the reactor, waiting at most `timeoutMs`.
+ * Throws SysError (ECONNREFUSED, ETIMEDOUT, ...).
  *
  * @example
  * ```ts
@@ -689,11 +692,13 @@ export async function connectTcp(
   port: number,
   timeoutMs: number,
   r?: Reactor,
+  buffers?: SocketBuffers,
 ): Promise<FdStream> {
   const fd = openSocket(addr.family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
   let stream: FdStream;
   try {
     setIntOption(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    if (buffers) setSocketBuffers(fd, buffers); // before connect(): the window scale follows it
     stream = new FdStream(fd, r);
   } catch (e) {
     libc().close(fd);

@@ -10,13 +10,22 @@ import { OperationalError } from "../../src/errors.ts";
 import { errnoName, SysError } from "../../src/sys/errno.ts";
 import { libc } from "../../src/sys/libc.ts";
 import {
+  AF_INET,
   closeFd,
+  getIntOption,
   isNonBlocking,
+  openSocket,
   setNonBlocking,
+  setSocketBuffers,
   SHUT_WR,
   shutdownFd,
+  SO_RCVBUF,
+  SO_SNDBUF,
+  SOCK_STREAM,
   socketPair,
+  SOL_SOCKET,
 } from "../../src/sys/socket.ts";
+import { holdReclaimableSlack } from "../../src/sys/process.ts";
 import {
   Attrs,
   AttrWriter,
@@ -79,6 +88,85 @@ Deno.test("setNonBlocking toggles O_NONBLOCK", () => {
     closeFd(a);
     closeFd(b);
   }
+});
+
+Deno.test("setSocketBuffers: fixed sizes on a unix and a TCP socket, past net.core.*mem_max as root", () => {
+  const [a, b] = socketPair();
+  const tcp = openSocket(AF_INET, SOCK_STREAM, 0);
+  try {
+    for (const fd of [a, tcp]) {
+      const before = getIntOption(fd, SOL_SOCKET, SO_SNDBUF);
+      const got = setSocketBuffers(fd, { send: 3 << 20, receive: 3 << 20 });
+      // The kernel doubles what it is asked (its bookkeeping); 3 MiB is not a
+      // default anywhere, so the doubled value shows the call took effect.
+      assert.notEqual(before, 6 << 20);
+      const max = Number(Deno.readTextFileSync("/proc/sys/net/core/wmem_max"));
+      const want = Deno.uid() === 0 ? 6 << 20 : Math.min(3 << 20, max) * 2;
+      assert.deepEqual(got, { send: want, receive: want });
+      assert.equal(getIntOption(fd, SOL_SOCKET, SO_RCVBUF), want);
+    }
+  } finally {
+    closeFd(a);
+    closeFd(b);
+    closeFd(tcp);
+  }
+});
+
+Deno.test("holdReclaimableSlack: the pages are resident, then lazily freed; none taken yet", () => {
+  const lazyFree = () =>
+    Number(
+      /^LazyFree:\s+(\d+) kB$/m.exec(Deno.readTextFileSync("/proc/self/smaps_rollup"))![1],
+    ) * 1024;
+  const before = lazyFree();
+  const r = holdReclaimableSlack(4 << 20);
+  assert.ok("slack" in r, "error" in r ? r.error : "");
+  assert.equal(r.slack.bytes, 4 << 20);
+  const grew = lazyFree() - before;
+  // The kernel may already have dropped a few pages; most are there, lazily freed.
+  assert.ok(grew >= 0.9 * (4 << 20), `LazyFree grew by ${grew} bytes`);
+  assert.equal(r.slack.taken(), 0);
+});
+
+const MEMCG = "/sys/fs/cgroup/memory";
+let memcgV1 = false;
+try {
+  memcgV1 = Deno.uid() === 0 && Deno.statSync(`${MEMCG}/memory.limit_in_bytes`).isFile;
+} catch { /* no cgroup v1 memory controller */ }
+
+Deno.test({
+  name: "holdReclaimableSlack: a memory cgroup capped below its charge takes the slack first",
+  ignore: !memcgV1,
+  fn: () => {
+    // This process in a memory cgroup of its own (cgroup v1 charges pages
+    // where they are first touched, so only what it touches from here on is
+    // charged there), the slack made there, then the limit put 2 MiB under
+    // what the cgroup holds: the kernel must reclaim, and the slack is all it
+    // can take without swap.
+    const dir = `${MEMCG}/isboot-slack-test-${Deno.pid}`;
+    const parent = `${MEMCG}/${
+      /^\d+:memory:\/?(.*)$/m.exec(Deno.readTextFileSync("/proc/self/cgroup"))?.[1] ?? ""
+    }`.replace(/\/$/, "");
+    Deno.mkdirSync(dir);
+    try {
+      Deno.writeTextFileSync(`${dir}/cgroup.procs`, String(Deno.pid));
+      const r = holdReclaimableSlack(4 << 20);
+      assert.ok("slack" in r);
+      const usage = Number(Deno.readTextFileSync(`${dir}/memory.usage_in_bytes`));
+      assert.ok(usage >= 4 << 20, `the cgroup holds ${usage} bytes`);
+      Deno.writeTextFileSync(`${dir}/memory.limit_in_bytes`, String(usage - (2 << 20)));
+      Deno.writeTextFileSync(`${dir}/memory.limit_in_bytes`, "-1");
+      const taken = r.slack.taken();
+      // Most of the 2 MiB (the cgroup's own page cache and kernel objects may give a little).
+      assert.ok(taken >= 1 << 20, `the kernel took ${taken} bytes of the slack`);
+      assert.equal(
+        /^oom_kill (\d+)$/m.exec(Deno.readTextFileSync(`${dir}/memory.oom_control`))?.[1],
+        "0",
+      );
+    } finally {
+      Deno.writeTextFileSync(`${parent}/cgroup.procs`, String(Deno.pid));
+      Deno.removeSync(dir);
+    }
+  },
 });
 
 Deno.test("errno: a failed call is a typed SysError with the errno's name", () => {
