@@ -13,14 +13,17 @@ rm -rf "$out.tmp" && mkdir -p "$out.tmp"
 # (docs/performance.md). --heap-growing-percent=50: the old generation may grow
 # 1.5x its live size before a major GC, not up to 4x: anonymous RSS after 4 KiB
 # QD32 65 -> 41 MiB, no measured cost in IOPS or CPU per request.
-# --max-old-space-size=64: a bound the serving path cannot reach. The old
+# --max-old-space-size=256: a bound the serving path cannot reach. The old
 # generation of `isboot serve` and of the boot daemon measured 7-10 MiB in use,
-# 11-15 MiB committed under load (docs/boot.md, "Memory"); 64 MiB is four times
-# the most committed, so only a leak gets there, and then the process ends
-# rather than take the machine's memory. (--min-semi-space-size=2 was tried to
-# fix the young generation: V8 still commits and gives back semi-space pages
-# as it goes, 1.0-3.6 MiB without it, 1.8-3.6 MiB with it, so it is not set.)
-v8flags=--max-semi-space-size=2,--single-threaded-gc,--heap-growing-percent=50,--max-old-space-size=64
+# 11-15 MiB committed under load (docs/boot.md, "Memory"); only a leak gets to
+# 256 MiB, and then the process ends rather than take the machine's memory.
+# Not lower: V8 derives its global limit (heap plus ArrayBuffer memory) from
+# this, and a memory:600M device written through `serve` ran 69 full GCs with
+# 64 (CPU +45%), 32 with 256, 14 without the flag. (--min-semi-space-size=2
+# was tried to fix the young generation: V8 still commits and gives back
+# semi-space pages as it goes, 1.0-3.6 MiB without it, 1.8-3.6 MiB with it,
+# so it is not set.)
+v8flags=--max-semi-space-size=2,--single-threaded-gc,--heap-growing-percent=50,--max-old-space-size=256
 version=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' deno.json | head -1)
 
 if "$deno" compile -A --quiet --v8-flags="$v8flags" --output "$out.tmp/isboot" main.ts >"$out.tmp/compile.log" 2>&1 &&

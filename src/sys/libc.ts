@@ -68,7 +68,10 @@ const SYMBOLS = {
   execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   // mlock takes raw addresses: ranges from /proc/self/maps, or a buffer's pointer value.
   mlock: { parameters: ["u64", "usize"], result: "i32" },
-  // int madvise(void *addr, size_t length, int advice): a lazily freed reserve (src/sys/process.ts).
+  // A lazily freed reserve outside V8's heap accounting (src/sys/process.ts): void *mmap(addr,
+  // length, prot, flags, fd, offset), void *memset(s, c, n), int madvise(addr, length, advice).
+  mmap: { parameters: ["u64", "usize", "i32", "i32", "i32", "i64"], result: "u64" },
+  memset: { parameters: ["u64", "i32", "usize"], result: "u64" },
   madvise: { parameters: ["u64", "usize", "i32"], result: "i32" },
   // int mallopt(int param, int value): malloc tuning (src/sys/process.ts).
   mallopt: { parameters: ["i32", "i32"], result: "i32" },

@@ -333,6 +333,12 @@ export function lockBuffer(buf: Uint8Array): StepResult {
 
 /** madvise(2): the kernel may free these pages whenever it needs memory (Linux 4.5). */
 const MADV_FREE = 8;
+/** mmap(2) protection and flags (asm-generic/mman-common.h). */
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_PRIVATE = 0x02;
+const MAP_ANONYMOUS = 0x20;
+const MAP_FAILED = 0xffffffffffffffffn;
 
 /**
  * Memory held for the kernel to take back: see {@link holdReclaimableSlack}.
@@ -367,20 +373,29 @@ export function holdReclaimableSlack(
   bytes: number,
 ): { slack: ReclaimableSlack } | { error: string } {
   const page = pageSize();
-  const buf = new Uint8Array(bytes + page);
-  const at = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
-  const skip = Number((BigInt(page) - (at % BigInt(page))) % BigInt(page));
-  const body = buf.subarray(skip, skip + Math.floor(bytes / page) * page);
-  for (let p = 0; p < body.length; p += page) body[p] = 1; // resident, charged
-  if (libc().madvise(at + BigInt(skip), BigInt(body.length), MADV_FREE) !== 0) {
+  const len = Math.ceil(bytes / page) * page;
+  // Mapped by hand, not an ArrayBuffer: V8 counts every ArrayBuffer as
+  // external memory in its GC heuristics, and this is none of its business.
+  const at = libc().mmap(
+    0n,
+    BigInt(len),
+    PROT_READ | PROT_WRITE,
+    MAP_PRIVATE | MAP_ANONYMOUS,
+    -1,
+    0n,
+  );
+  if (at === MAP_FAILED) return { error: new SysError("mmap", errno()).message };
+  libc().memset(at, 1, BigInt(len)); // resident, charged
+  if (libc().madvise(at, BigInt(len), MADV_FREE) !== 0) {
     return { error: new SysError("madvise(MADV_FREE)", errno()).message };
   }
+  const view = new Deno.UnsafePointerView(Deno.UnsafePointer.create(at)!);
   return {
     slack: {
-      bytes: body.length,
+      bytes: len,
       taken() {
         let n = 0;
-        for (let p = 0; p < body.length; p += page) if (body[p] === 0) n += page;
+        for (let p = 0; p < len; p += page) if (view.getUint8(p) === 0) n += page;
         return n;
       },
     },
